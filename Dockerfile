@@ -1,0 +1,29 @@
+# GPU training image: CUDA runtime, the same pinned dependencies, NCCL and bf16.
+# Build:  docker build -t ofasys .
+# Train:  docker run --gpus all --ipc=host -v "$PWD:/work" -w /work ofasys \
+#           deepspeed --num_gpus 8 -m stages.train            (or: dvc repro)
+# Multi-node: pass a hostfile to the deepspeed launcher (see README, "Training on GPUs").
+FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    TORCH_EXTENSIONS_DIR=/opt/torch_extensions \
+    OFASYS_DIST_BACKEND=nccl \
+    OFASYS_PRECISION=bf16
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3.12 python3.12-venv python3.12-dev git build-essential \
+    libsndfile1 espeak-ng ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3.12 -m venv /opt/venv
+
+WORKDIR /work
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt && pip check
+
+COPY . .
+# The training stage picks NCCL and bf16 when CUDA is available (see ofasys/training/ds_config.py).
+CMD ["dvc", "repro"]

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project venv with the pinned dependencies.
+# Idempotent: the venv is rebuilt only when requirements.txt changed since the last successful install,
+# so a second run takes seconds. System packages the demo needs are installed with apt when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+VENV=".venv"
+STAMP="$VENV/.requirements.sha256"
+want="$(sha256sum requirements.txt | cut -d' ' -f1)"
+
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" && -x "$VENV/bin/python" ]]; then
+  echo "setup: venv up to date ($VENV)"
+else
+  echo "setup: installing pinned requirements into $VENV (first run: a few minutes)"
+  [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+  mkdir -p .cache
+  # pip prints one warning per package for this machine's missing local index dirs; keep them in a log.
+  if ! "$VENV/bin/pip" install --disable-pip-version-check -r requirements.txt > .cache/pip-install.log 2>&1; then
+    tail -n 40 .cache/pip-install.log >&2
+    echo "setup: pip install failed (full log: .cache/pip-install.log)" >&2
+    exit 1
+  fi
+  "$VENV/bin/pip" check
+  echo "$want" > "$STAMP"
+fi
+
+# git is required by DVC (stages run inside a git repo).
+command -v git >/dev/null || { echo "setup: git is required" >&2; exit 1; }
