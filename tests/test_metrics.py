@@ -1,0 +1,115 @@
+"""Metrics against hand-computed values, and the baselines they are reported next to."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ofasys import metrics as m
+
+
+def test_bleu_of_identical_corpus_is_one():
+    sents = ["the cat sat on the mat", "a b c d e"]
+    assert m.bleu4(sents, sents) == pytest.approx(1.0)
+
+
+def test_bleu_textbook_example():
+    hyp, ref = "the cat sat on the mat", "the cat is on the mat"
+    # p1 = 5/6 (the x2, cat, on, mat), p2 = 3/5, p3 = 1/4, p4 = 0/3; c = r = 6 so BP = 1.
+    assert m.bleu([hyp], [ref], max_n=3) == pytest.approx((5 / 6 * 3 / 5 * 1 / 4) ** (1 / 3))
+    assert m.bleu([hyp], [ref], max_n=3) == pytest.approx(0.5)
+    assert m.bleu4([hyp], [ref]) == 0.0  # no smoothing: a zero 4-gram precision zeroes BLEU-4
+
+
+def test_bleu4_geometric_mean_of_precisions():
+    # p1..p4 = 5/6, 4/5, 3/4, 2/3 -> product 1/3.
+    assert m.bleu4(["a b c d e f"], ["a b c d e g"]) == pytest.approx((1 / 3) ** 0.25)
+
+
+def test_bleu_brevity_penalty():
+    assert m.bleu4(["a b c d"], ["a b c d e f g h"]) == pytest.approx(math.exp(1 - 8 / 4))
+    # A long hypothesis is not penalised by BP, only by precision: p1..p4 = 4/8, 3/7, 2/6, 1/5.
+    assert m.bleu4(["a b c d e f g h"], ["a b c d"]) == pytest.approx((4 / 8 * 3 / 7 * 2 / 6 * 1 / 5) ** 0.25)
+
+
+def test_bleu_clips_counts_by_the_max_over_references():
+    hyp = "the the the the the the the"
+    refs = [["the cat is on the mat", "there is a cat on the mat"]]
+    # 'the' occurs at most twice in one reference -> 2/7; closest ref length 7 -> BP 1.
+    assert m.bleu([hyp], refs, max_n=1) == pytest.approx(2 / 7)
+
+
+def test_bleu_is_corpus_level_not_a_mean_of_sentences():
+    # Unigram matches (1 + 4) / (2 + 4) = 5/6, whereas the mean of sentence scores would be 0.75.
+    assert m.bleu(["a b", "c d e f"], ["a x", "c d e f"], max_n=1) == pytest.approx(5 / 6)
+
+
+def test_bleu_closest_reference_length_ties_go_to_the_shorter():
+    # c = 5; refs of length 4 and 6 are equally close -> r = 4 -> no penalty (6 would give 0.82).
+    assert m.bleu(["a b c d e"], [["a b c d", "a b c d e f"]], max_n=1) == pytest.approx(1.0)
+
+
+def test_bleu_rejects_mismatched_or_empty_inputs():
+    with pytest.raises(ValueError, match="2 predictions but 1"):
+        m.bleu4(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="no examples"):
+        m.bleu4([], [])
+
+
+def test_exact_match_and_accuracy():
+    assert m.exact_match(["three  five", "one", None], ["three five", "two", "one"]) == pytest.approx(1 / 3)
+    assert m.exact_match(["a b"], [["x", "a b"]]) == 1.0
+    assert m.accuracy(["one", "two", "two", None], ["one", "two", "three", "one"]) == 0.5
+
+
+def test_box_iou_hand_values():
+    assert m.box_iou([0, 0, 2, 2], [1, 1, 3, 3]) == pytest.approx(1 / 7)
+    assert m.box_iou("0,0,2,2", (0, 0, 2, 2)) == 1.0
+    assert m.box_iou([0, 0, 1, 1], [2, 2, 3, 3]) == 0.0
+    assert m.box_iou([0, 0, 4, 4], [1, 1, 3, 3]) == pytest.approx(4 / 16)
+    with pytest.raises(ValueError, match="x0 <= x1"):
+        m.box_iou([2, 0, 1, 1], [0, 0, 1, 1])
+
+
+def test_iou_accuracy_threshold_is_inclusive_and_none_misses():
+    gold = [[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1]]
+    preds = [[0, 0, 2, 1], [0, 0, 3, 1], None]  # IoU 0.5, 1/3, no prediction
+    assert m.iou_accuracy(preds, gold) == pytest.approx(1 / 3)
+    assert m.iou_accuracy(preds, gold, threshold=0.3) == pytest.approx(2 / 3)
+
+
+def test_token_accuracy_is_positional_and_corpus_level():
+    assert m.token_accuracy(["a b x"], ["a b c d"]) == 0.5
+    assert m.token_accuracy(["a b c d e f"], ["a b"]) == 1.0  # extra tokens are ignored
+    # (2 + 0) correct of (4 + 1) gold tokens; not the mean (0.5 + 0) / 2.
+    assert m.token_accuracy(["a b x", "y"], ["a b c d", "z"]) == pytest.approx(2 / 5)
+    assert m.token_accuracy([[1, 2, 3]], [[1, 9, 3]]) == pytest.approx(2 / 3)
+
+
+def test_majority_baseline():
+    assert m.majority_baseline(["a", "a", "b"], ["a", "b", "b", "b"]) == 0.25
+    # Ties are broken independently of order.
+    assert m.majority_baseline(["b", "a"], ["a"]) == m.majority_baseline(["a", "b"], ["a"]) == 1.0
+
+
+def test_most_common_caption_baseline():
+    train = ["one", "two five", "two  five", "three"]
+    test = ["two five", "one", "two five", "nine"]
+    assert m.most_common_caption_baseline(train, test, metric="exact_match") == 0.5
+    assert m.most_common_caption_baseline(train, test) == 0.0  # two-word captions have no 4-grams
+    long_train = ["a b c d e", "a b c d e", "x"]
+    assert m.most_common_caption_baseline(long_train, ["a b c d e", "a b c d f"]) == pytest.approx(
+        m.bleu4(["a b c d e"] * 2, ["a b c d e", "a b c d f"]))
+
+
+def test_mean_box_baseline():
+    train = ["0,0,10,10", "10,10,20,20"]  # mean box 5,5,15,15
+    assert m.mean_box_baseline(train, [[5, 5, 15, 15], [0, 0, 10, 10]]) == 0.5  # IoU 1 and 25/175
+    assert m.mean_box_baseline(train, [[0, 0, 10, 10]], threshold=0.1) == 1.0
+
+
+def test_copy_baseline_is_the_share_of_visible_tokens():
+    assert m.copy_baseline(["a <mask> c <mask>"], ["a b c d"]) == 0.5
+    # A span masked as one token shifts later positions: copying scores below 1 - mask_ratio.
+    assert m.copy_baseline(["a <mask> d e"], ["a b c d e"]) == pytest.approx(1 / 5)
