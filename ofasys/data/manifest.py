@@ -1,0 +1,131 @@
+"""The shard manifest: what a task's shards hold and how to check them.
+
+Written last and atomically by materialisation, so its presence means every file it lists is
+complete; a shard it doesn't list does not exist. Readers verify what they rely on (sha256 of each
+shard and lengths file, the vocabulary fingerprint) instead of trusting the directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ofasys.data.io import atomic_write_json, sha256_file
+
+MANIFEST_FORMAT = 1
+MANIFEST_NAME = "manifest.json"
+REJECTS_NAME = "rejects.jsonl"
+REQUIRED_KEYS = ("format", "task", "instruction", "params_hash", "assets", "image_size", "slots", "closed_sets", "splits", "rejects")
+
+
+class ManifestError(ValueError):
+    """The manifest is missing, malformed, or doesn't describe the files next to it."""
+
+
+class ShardIntegrityError(ManifestError):
+    """A file listed in the manifest differs from what the manifest recorded (size or sha256)."""
+
+
+def lengths_file_name(split: str) -> str:
+    return f"{split}-lengths.npy"
+
+
+def length_stats(lengths: Sequence[int] | np.ndarray) -> dict[str, float]:
+    """max / mean / p50 / p95 of per-sample token lengths (all 0 for an empty split)."""
+    arr = np.asarray(lengths, dtype=np.float64)
+    if arr.size == 0:
+        return {"max": 0, "mean": 0.0, "p50": 0.0, "p95": 0.0}
+    return {
+        "max": int(arr.max()),
+        "mean": round(float(arr.mean()), 4),
+        "p50": round(float(np.percentile(arr, 50)), 4),
+        "p95": round(float(np.percentile(arr, 95)), 4),
+    }
+
+
+def build_manifest(
+    *,
+    task: str,
+    instruction: str,
+    params_hash: str,
+    vocab_fingerprint: str,
+    image_size: int,
+    slots: Sequence[Mapping[str, Any]],
+    closed_sets: Mapping[str, Sequence[str]],
+    splits: Mapping[str, Mapping[str, Any]],
+    rejects_count: int,
+    seed: int,
+) -> dict:
+    """Assemble the manifest dict (see contracts: shard sample format). `splits[split]` holds
+    num_samples, num_rejects, shards (list of dicts), lengths (stats), lengths_file, lengths_sha256."""
+    return {
+        "format": MANIFEST_FORMAT,
+        "task": task,
+        "instruction": instruction,
+        "params_hash": params_hash,
+        "seed": seed,
+        "assets": {"vocab": vocab_fingerprint},
+        "image_size": image_size,
+        "slots": [dict(s) for s in slots],
+        "closed_sets": {k: sorted(v) for k, v in closed_sets.items()},
+        "splits": {k: dict(v) for k, v in splits.items()},
+        "rejects": {"count": rejects_count, "path": REJECTS_NAME},
+    }
+
+
+def write_manifest(path: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
+    atomic_write_json(path, manifest, indent=1)
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """Load and structurally check a manifest; raise ManifestError naming the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: no manifest (was the materialise stage run to completion?)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{path}: expected a JSON object")
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ManifestError(f"{path}: manifest format {manifest.get('format')!r}, this code reads {MANIFEST_FORMAT}")
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise ManifestError(f"{path}: manifest lacks {missing}")
+    return manifest
+
+
+def verify_file(path: str | os.PathLike, sha256: str, size: int | None = None) -> None:
+    """Raise ShardIntegrityError if `path` is missing or its size or sha256 differ from the record."""
+    path = Path(path)
+    if not path.is_file():
+        raise ShardIntegrityError(f"{path}: listed in the manifest but missing")
+    if size is not None and path.stat().st_size != size:
+        raise ShardIntegrityError(f"{path}: {path.stat().st_size} bytes, the manifest recorded {size}")
+    actual = sha256_file(path)
+    if actual != sha256:
+        raise ShardIntegrityError(
+            f"{path}: sha256 {actual} differs from the manifest's {sha256}; the file was modified or "
+            f"corrupted after materialisation, re-run the materialise stage"
+        )
+
+
+def verify_manifest(path: str | os.PathLike, splits: Iterable[str] | None = None) -> dict:
+    """Read the manifest and verify every shard and lengths file of `splits` (default: all)."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    root = path.parent
+    for split in manifest["splits"] if splits is None else splits:
+        entry = manifest["splits"].get(split)
+        if entry is None:
+            raise ManifestError(f"{path}: no split {split!r} (has {sorted(manifest['splits'])})")
+        for shard in entry["shards"]:
+            verify_file(root / shard["path"], shard["sha256"], shard["bytes"])
+        verify_file(root / entry["lengths_file"], entry["lengths_sha256"])
+    return manifest

@@ -1,0 +1,139 @@
+"""Deterministic WebDataset shard writing and indexed reading.
+
+A shard is a plain POSIX tar that stock `webdataset` and `tar` read: one sample = one key, its
+members `<key>.json` and `<key>.<column>.<modality>.npy`. Headers are normalised (mtime 0, uid/gid
+0, empty owner names, mode 0644) and members are written in a fixed order, so identical samples give
+byte-identical shards. Each shard is written under a temp name and renamed only when complete: a
+shard file that exists is whole.
+
+Reading uses the tar's member offsets (`TarInfo.offset_data`), so one sample is two or three
+`pread`s, without scanning the shard.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ofasys.data.io import sha256_file, tmp_path_for
+
+SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{6})\.tar$")
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:06d}.tar"
+
+
+def sample_key(split: str, row: int) -> str:
+    return f"{split}-{row:09d}"
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    path: str
+    """File name relative to the shard directory (the manifest's directory)."""
+    num_samples: int
+    bytes: int
+    sha256: str
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "num_samples": self.num_samples, "bytes": self.bytes, "sha256": self.sha256}
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    return info
+
+
+class ShardWriter:
+    """Write samples of one split into consecutive shards of `shard_samples` samples each.
+
+    `write(key, members)` takes the members as (extension, bytes) pairs in the order they go in the
+    tar; `close()` finishes the open shard and returns every shard written. Nothing is written for an
+    empty split (webdataset can't read an empty tar).
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, split: str, shard_samples: int):
+        if shard_samples < 1:
+            raise ValueError(f"shard_samples must be >= 1, got {shard_samples}")
+        self.out_dir = Path(out_dir)
+        self.split = split
+        self.shard_samples = shard_samples
+        self.shards: list[ShardInfo] = []
+        self._tar: tarfile.TarFile | None = None
+        self._file = None
+        self._count = 0
+
+    def _open(self) -> None:
+        final = self.out_dir / shard_name(self.split, len(self.shards))
+        self._file = open(tmp_path_for(final), "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT)
+        self._count = 0
+
+    def _finish(self) -> None:
+        assert self._tar is not None and self._file is not None
+        self._tar.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        final = self.out_dir / shard_name(self.split, len(self.shards))
+        os.replace(tmp_path_for(final), final)
+        self.shards.append(ShardInfo(final.name, self._count, final.stat().st_size, sha256_file(final)))
+        self._tar = self._file = None
+
+    def write(self, key: str, members: list[tuple[str, bytes]]) -> None:
+        if "." in key or "/" in key:
+            raise ValueError(f"sample key {key!r} must not contain '.' or '/'")
+        if self._tar is None:
+            self._open()
+        assert self._tar is not None
+        for ext, data in members:
+            self._tar.addfile(_tarinfo(f"{key}.{ext}", len(data)), io.BytesIO(data))
+        self._count += 1
+        if self._count == self.shard_samples:
+            self._finish()
+
+    def close(self) -> list[ShardInfo]:
+        if self._tar is not None:
+            self._finish()
+        return list(self.shards)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._tar is not None:  # leave no half shard behind
+            self._tar.close()
+            self._file.close()
+            tmp_path_for(self.out_dir / shard_name(self.split, len(self.shards))).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class MemberRef:
+    offset: int
+    size: int
+
+
+def index_shard(path: str | os.PathLike) -> dict[str, dict[str, MemberRef]]:
+    """{key: {extension: MemberRef}} in tar order (keys in sample order)."""
+    index: dict[str, dict[str, MemberRef]] = {}
+    with tarfile.open(path, mode="r:") as tar:
+        for info in tar:
+            if not info.isfile():
+                continue
+            base = info.name.rsplit("/", 1)[-1]
+            key, _, ext = base.partition(".")
+            index.setdefault(key, {})[ext] = MemberRef(info.offset_data, info.size)
+    return index

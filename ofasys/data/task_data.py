@@ -1,0 +1,152 @@
+"""ShardTaskData: one materialised task split as the trainer and evaluator see it.
+
+Random access by sample index: sample i is the i-th accepted row of the split, shards hold
+consecutive index ranges, and a sample is read with `pread`s at the tar member offsets recorded when
+the shard is first opened. Shards open lazily and are cached per process (a forked loader worker
+re-opens its own). What the reader relies on is verified: the vocabulary fingerprint at construction,
+each shard's sha256 on first open (and the lengths file's), when `verify=True`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ofasys.data.batch import Batch
+from ofasys.data.collate import Collator, Sample
+from ofasys.data.io import npy_load
+from ofasys.data.manifest import ManifestError, ShardIntegrityError, read_manifest, verify_file
+from ofasys.data.plan import DEFAULT_MAX_TEXT_TOKENS, OutputPlan
+from ofasys.data.shards import MemberRef, index_shard
+from ofasys.instruction.ast import Instruction
+from ofasys.vocab import UnifiedVocab
+
+__all__ = ["Sample", "ShardTaskData"]
+
+
+class ShardTaskData:
+    """Random-access view of `split` of the task whose manifest is `manifest_path`."""
+
+    def __init__(self, manifest_path: str | os.PathLike, split: str, vocab: UnifiedVocab, verify: bool = True):
+        from ofasys.instruction import parse_instruction
+
+        self.manifest_path = Path(manifest_path)
+        self.root = self.manifest_path.parent
+        self.manifest = read_manifest(self.manifest_path)
+        self.split = split
+        self.vocab = vocab
+        self.verify = verify
+        vocab.check_fingerprint(self.manifest["assets"]["vocab"], where=str(self.manifest_path))
+        if split not in self.manifest["splits"]:
+            raise ManifestError(f"{self.manifest_path}: no split {split!r} (has {sorted(self.manifest['splits'])})")
+        self.name: str = self.manifest["task"]
+        entry = self.manifest["splits"][split]
+        self._shards: list[dict] = list(entry["shards"])
+        self._starts = np.cumsum([0] + [s["num_samples"] for s in self._shards]).tolist()
+        self._len = int(entry["num_samples"])
+        if self._starts[-1] != self._len:
+            raise ManifestError(
+                f"{self.manifest_path}: split {split!r} lists {self._starts[-1]} samples in shards but num_samples={self._len}"
+            )
+        lengths_path = self.root / entry["lengths_file"]
+        if verify:
+            verify_file(lengths_path, entry["lengths_sha256"])
+        self.lengths: np.ndarray = np.load(lengths_path, allow_pickle=False).astype(np.int32, copy=False)
+        if self.lengths.shape != (self._len,):
+            raise ManifestError(f"{lengths_path}: {self.lengths.shape[0]} lengths for {self._len} samples")
+        self.instruction: Instruction = parse_instruction(self.manifest["instruction"])
+        max_len = max((int(e["lengths"]["max"]) for e in self.manifest["splits"].values()), default=0)
+        self.collator = Collator(
+            self.instruction,
+            vocab,
+            self.name,
+            closed_sets=self.manifest.get("closed_sets", {}),
+            seed=int(self.manifest.get("seed", 0)),
+            default_max_text=max(max_len, 1) if max_len else DEFAULT_MAX_TEXT_TOKENS,
+        )
+        self._reset_handles()
+
+    # ----- process-local shard handles ------------------------------------------------------------
+    def _reset_handles(self) -> None:
+        self._pid = os.getpid()
+        self._fds: dict[int, int] = {}
+        self._index: dict[int, tuple[list[str], dict[str, dict[str, MemberRef]]]] = {}
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_fds"], state["_index"] = {}, {}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset_handles()
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            for fd in self._fds.values():
+                os.close(fd)
+        self._reset_handles()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _open(self, k: int) -> tuple[int, list[str], dict[str, dict[str, MemberRef]]]:
+        if self._pid != os.getpid():  # forked: the parent's descriptors share file offsets; use our own
+            self._reset_handles()
+        if k not in self._fds:
+            shard = self._shards[k]
+            path = self.root / shard["path"]
+            if self.verify:
+                verify_file(path, shard["sha256"], shard["bytes"])
+            index = index_shard(path)
+            keys = list(index)
+            if len(keys) != shard["num_samples"]:
+                raise ShardIntegrityError(f"{path}: {len(keys)} samples, the manifest recorded {shard['num_samples']}")
+            self._index[k] = (keys, index)
+            self._fds[k] = os.open(path, os.O_RDONLY)
+        keys, index = self._index[k]
+        return self._fds[k], keys, index
+
+    # ----- access ---------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._len
+
+    def get(self, i: int) -> Sample:
+        if not -self._len <= i < self._len:
+            raise IndexError(f"sample {i} out of range for {self.name}/{self.split} ({self._len} samples)")
+        i = int(i) % self._len
+        k = bisect.bisect_right(self._starts, i) - 1
+        fd, keys, index = self._open(k)
+        key = keys[i - self._starts[k]]
+        meta: dict | None = None
+        arrays: dict[str, np.ndarray] = {}
+        for ext, ref in index[key].items():
+            data = os.pread(fd, ref.size, ref.offset)
+            if ext == "json":
+                meta = json.loads(data.decode("utf-8"))
+            elif ext.endswith(".npy"):
+                arrays[ext[: -len(".npy")]] = npy_load(data)
+        if meta is None:
+            raise ShardIntegrityError(f"{self._shards[k]['path']}: sample {key} has no json member")
+        return Sample(key, meta, arrays)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.get(i)
+
+    # ----- batches --------------------------------------------------------------------------------
+    def collate(self, samples: Sequence[Sample], rng: np.random.Generator, train: bool) -> Batch:
+        return self.collator.collate(samples, rng, train)
+
+    def collate_for_generation(self, samples: Sequence[Sample], template: int = 0) -> Batch:
+        return self.collator.collate_for_generation(samples, template)
+
+    def plan(self, sample: Sample | None = None, template: int = 0) -> OutputPlan:
+        return self.collator.plan(sample, template)

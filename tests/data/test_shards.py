@@ -1,0 +1,69 @@
+import hashlib
+import subprocess
+import tarfile
+
+import pytest
+
+from ofasys.data.shards import ShardWriter, index_shard, sample_key, shard_name
+
+
+def write(tmp_path, n, per_shard):
+    with ShardWriter(tmp_path, "train", per_shard) as w:
+        for i in range(n):
+            w.write(sample_key("train", i), [("json", b'{"row":%d}' % i), ("x.text.npy", bytes([i]) * (i + 1))])
+    return w.shards
+
+
+def test_rollover_names_and_counts(tmp_path):
+    shards = write(tmp_path, 7, 3)
+    assert [(s.path, s.num_samples) for s in shards] == [(shard_name("train", k), c) for k, c in enumerate([3, 3, 1])]
+    for s in shards:
+        data = (tmp_path / s.path).read_bytes()
+        assert s.bytes == len(data) and s.sha256 == hashlib.sha256(data).hexdigest()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-000000.tar", "train-000001.tar", "train-000002.tar"]
+
+
+def test_deterministic_bytes(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = write(tmp_path / "a", 5, 2), write(tmp_path / "b", 5, 2)
+    assert [s.sha256 for s in a] == [s.sha256 for s in b]
+    assert (tmp_path / "a/train-000001.tar").read_bytes() == (tmp_path / "b/train-000001.tar").read_bytes()
+
+
+def test_index_offsets_and_stock_tar(tmp_path):
+    write(tmp_path, 4, 10)
+    path = tmp_path / "train-000000.tar"
+    index = index_shard(path)
+    assert list(index) == [sample_key("train", i) for i in range(4)]
+    raw = path.read_bytes()
+    ref = index["train-000000002"]["x.text.npy"]
+    assert raw[ref.offset : ref.offset + ref.size] == bytes([2]) * 3
+    listed = subprocess.run(["tar", "-tvf", str(path)], capture_output=True, text=True, check=True).stdout
+    assert "train-000000003.x.text.npy" in listed and "1970-01-01" in listed
+    with tarfile.open(path) as tar:
+        assert tar.extractfile("train-000000001.json").read() == b'{"row":1}'
+
+
+def test_empty_split_writes_nothing_and_failure_leaves_no_temp(tmp_path):
+    assert write(tmp_path, 0, 3) == []
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError):
+        with ShardWriter(tmp_path, "valid", 5) as w:
+            w.write("valid-000000000", [("json", b"{}")])
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError):
+        ShardWriter(tmp_path, "train", 2).write("bad.key", [])
+
+
+def test_npy_round_trip_fast_path():
+    import numpy as np
+
+    from ofasys.data.io import npy_bytes, npy_load
+
+    for arr in [np.arange(7, dtype=np.int32), np.zeros((0,), np.int32), np.ones((3, 4, 3), np.uint8),
+                np.float16([1.5, 2]), np.array(5, np.int64), np.arange(6, dtype=">i4").reshape(2, 3)]:
+        back = npy_load(npy_bytes(arr))
+        assert back.dtype == arr.dtype and back.shape == arr.shape and np.array_equal(back, arr)
+        assert back.flags.writeable
