@@ -1,0 +1,133 @@
+"""Training hyper-parameters: the single source of truth for the `train:` section of params.yaml.
+
+A frozen dataclass with a docstring under each field (litgpt style): it maps one-to-one onto
+params, onto flattened MLflow params and onto the DeepSpeed config (`ds_config.build_ds_config`),
+so nothing has to be kept in sync by hand. Defaults are the CPU demo's calibration
+(SETUP.md "Calibration"): AdamW wd 0.01, 200 warmup steps then cosine, label smoothing 0.1, peak
+lr 2e-3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+MIXTURES = ("weight", "temperature")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the universal model is optimised and how the multitask stream is mixed (DESIGN §5, §6)."""
+
+    max_steps: int = 2000
+    """Optimizer steps to train for. One step = `grad_accum` micro-batches; the LR schedule's
+    cosine spans exactly this many steps, so changing it changes the whole schedule."""
+
+    max_tokens: int = 4096
+    """Token budget per micro-batch per rank: batch_size x longest sample length stays <= this.
+    A budget (not a fixed batch size) keeps memory flat across tasks of very different lengths."""
+
+    max_batch_size: int = 64
+    """Upper bound on samples per micro-batch, whatever the token budget allows (short samples
+    would otherwise make huge batches). Also DeepSpeed's `train_micro_batch_size_per_gpu`."""
+
+    pool_size: int = 1024
+    """Samples pulled per task into one bucketing pool. The pool is sorted by length and cut into
+    budget-sized batches whose order is then shuffled: bigger pools pad less but mix less."""
+
+    lr: float = 2e-3
+    """Peak learning rate, reached at the end of warmup."""
+
+    warmup_steps: int = 200
+    """Linear warmup from ~0 to `lr`. Without it the tiny CPU model diverges early on some tasks."""
+
+    min_lr_ratio: float = 0.0
+    """Floor of the cosine decay as a fraction of `lr` (the lr at `max_steps`)."""
+
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay, applied to matrices only (not biases, norms, scalars)."""
+
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW (beta1, beta2)."""
+
+    adam_eps: float = 1e-8
+    """AdamW epsilon."""
+
+    label_smoothing: float = 0.1
+    """Label smoothing passed to `model.loss`; it regularises the shared output projection."""
+
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimizer step (DeepSpeed `gradient_accumulation_steps`).
+    Each micro-batch draws its own task, so one step can mix tasks."""
+
+    zero_stage: int = 0
+    """DeepSpeed ZeRO stage 0-3. 0 is plain data parallel; 1/2/3 shard optimizer state,
+    gradients, parameters across ranks (only worth it when a model does not fit)."""
+
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+
+    seed: int = 0
+    """Seed of everything random: the task mixture, epoch permutations, bucketing, stream-time
+    masking and dropout. torch is re-seeded per step from (seed, step, rank), so a resumed run
+    does not depend on RNG history."""
+
+    log_every: int = 10
+    """Report metrics through `log_fn` every this many optimizer steps (rank 0 only)."""
+
+    save_every: int = 500
+    """Save a DeepSpeed checkpoint (weights, optimizer, schedule, sampler state) every this many
+    optimizer steps; one is also saved at the end. 0 saves only at the end."""
+
+    keep_last: int = 2
+    """How many of the newest checkpoints to keep; older ones are deleted after each save."""
+
+    mixture: str = "weight"
+    """How task probabilities are set: "weight" (p proportional to each task's weight) or
+    "temperature" (p proportional to n_task ** (1 / temperature) over the train split sizes,
+    ignoring weights)."""
+
+    temperature: float = 1.0
+    """Temperature of the "temperature" mixture: 1 samples proportionally to task size, larger
+    values flatten towards uniform (T2 / T5 mixing in T5/mT5 style)."""
+
+    def __post_init__(self) -> None:
+        positive = ("max_steps", "max_tokens", "max_batch_size", "pool_size", "grad_accum",
+                    "log_every", "keep_last")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
+        for name in ("warmup_steps", "save_every", "weight_decay", "grad_clip", "label_smoothing", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be positive, got {self.lr}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"TrainConfig.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"TrainConfig.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.mixture not in MIXTURES:
+            raise ValueError(f"TrainConfig.mixture={self.mixture!r}; expected one of {MIXTURES}")
+        if not self.temperature > 0:
+            raise ValueError(f"TrainConfig.temperature must be positive, got {self.temperature}")
+        if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
+            raise ValueError(f"TrainConfig.adam_betas must be two values in [0, 1), got {self.adam_betas}")
+        # YAML gives lists; keep the frozen instance hashable and its repr stable.
+        object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (MLflow params, checkpoint metadata)."""
+        out = asdict(self)
+        out["adam_betas"] = list(self.adam_betas)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Inverse of `to_dict`; unknown keys are an error naming the known ones (no silent typos)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys {unknown}; known keys: {sorted(known)}")
+        return cls(**data)

@@ -1,0 +1,466 @@
+"""One readable training loop around a DeepSpeed engine (nanoGPT-style, DESIGN §6).
+
+    sample task + indices -> task.collate -> engine(batch) = model.loss -> engine.backward -> engine.step
+
+What the loop guarantees, and how:
+- Exact resume. Every checkpoint holds weights, AdamW state, the LR schedule, the step and every
+  rank's sampler state; torch is re-seeded before each micro-batch from (seed, step, micro, rank)
+  and the collate RNG is derived the same way, so a restarted run continues bit-identically
+  without having to restore any RNG history.
+- Same task on all ranks at each micro-step (the sampler's mixture RNG is shared), different
+  samples per rank (sample-level split), no epoch-end hang (streams never end).
+- Launch: `torchrun` / the `deepspeed` launcher (env RANK/WORLD_SIZE/LOCAL_RANK), or a plain
+  `python` process (world of 1 over gloo on a free 127.0.0.1 port). An already initialised
+  process group is reused.
+- CPU: DS_ACCELERATOR=cpu and TORCH_EXTENSIONS_DIR are given project-local defaults before
+  deepspeed is imported (SETUP.md "Known traps"); DeepSpeed's shared-memory comm op, which only
+  serves inference all-reduce, is not built (saves a ~30 s C++ compile on a fresh machine).
+
+DeepSpeed checkpoints are torch pickles written by this trainer into `out_dir/ds`; only resume
+from run directories you produced. The exported model (`export.py`) is safetensors only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ofasys.data.batch import Batch
+from ofasys.training.config import TrainConfig
+from ofasys.training.ds_config import build_ds_config
+from ofasys.training.export import (save_pretrained, tasks_info_from_manifests,
+                                    vocab_fingerprint_of_manifests)
+from ofasys.training.sampler import WeightedMultitaskSampler
+from ofasys.training.schedule import make_scheduler
+
+LOG = logging.getLogger(__name__)
+
+CHECKPOINT_SUBDIR = "ds"
+EXPORT_SUBDIR = "pretrained"
+_TAG_RE = re.compile(r"^step(\d+)$")
+_COLLATE_TAG = 0x434F4C4C  # "COLL"
+_TORCH_TAG = 0x544F5243  # "TORC"
+RESUME_MAY_DIFFER = frozenset({"log_every", "save_every", "keep_last"})
+"""TrainConfig fields a resumed run may change; any other change would break the exact sequence."""
+
+
+class TaskData(Protocol):
+    """What the trainer needs from a task (contracts: `ShardTaskData`)."""
+
+    name: str
+    lengths: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    def get(self, i: int) -> Any: ...
+
+    def collate(self, samples: list[Any], rng: np.random.Generator, train: bool) -> Batch: ...
+
+
+class LossModel(Protocol):
+    """What the trainer needs from a model: an nn.Module with `loss(batch, label_smoothing)`.
+
+    `stats` may carry `ntokens`, `nll_sum` (unsmoothed) and `correct`; the per-task curves use them
+    when present and fall back to the optimised loss otherwise.
+    """
+
+    def loss(self, batch: Batch, label_smoothing: float) -> tuple[torch.Tensor, Mapping[str, Any]]: ...
+
+    def parameters(self, recurse: bool = True) -> Any: ...
+
+
+@dataclass(frozen=True)
+class MicroRecord:
+    """One micro-batch as this rank ran it."""
+
+    step: int
+    """1-based optimizer step the micro-batch belongs to."""
+    micro: int
+    task: str
+    loss: float
+    ntokens: int
+    indices: tuple[int, ...] = ()
+    """Sample indices into the task (only filled with `record_samples=True`)."""
+
+
+@dataclass
+class TrainResult:
+    """What `fit()` did on this rank."""
+
+    step: int
+    """Optimizer step reached (== config.max_steps on success)."""
+    resumed_from: int | None
+    """Step of the checkpoint this run resumed from, or None for a fresh start."""
+    rank: int
+    world_size: int
+    checkpoint_dir: Path
+    export_dir: Path | None
+    """The exported pretrained dir (rank 0, when a vocab was given), else None."""
+    init_seconds: float
+    """Wall time of `deepspeed.initialize`."""
+    train_seconds: float
+    history: list[MicroRecord] = field(default_factory=list)
+    """Micro-batches run by this call of fit() (not those before a resume)."""
+
+
+class _LossModule(nn.Module):
+    """Makes `engine(batch)` run `model.loss`, so DeepSpeed's forward hooks wrap the real work."""
+
+    def __init__(self, model: nn.Module, label_smoothing: float) -> None:
+        super().__init__()
+        self.model = model
+        self.label_smoothing = label_smoothing
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, Mapping[str, Any]]:
+        return self.model.loss(batch, label_smoothing=self.label_smoothing)
+
+
+# --------------------------------------------------------------------------------------------------
+# process setup
+
+
+def free_localhost_port() -> int:
+    """A currently free TCP port on 127.0.0.1 (never binds other interfaces)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def choose_device() -> torch.device:
+    """CUDA when present (and DS_ACCELERATOR does not say cpu), else CPU."""
+    if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") != "cpu":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world_size); initialises torch.distributed if nobody did yet."""
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # torchrun / deepspeed launcher
+            dist.init_process_group(backend, init_method="env://")
+        else:
+            port = free_localhost_port()
+            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    # DeepSpeed insists on LOCAL_RANK even for a single process.
+    os.environ.setdefault("LOCAL_RANK", "0")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def project_cache_root(out_dir: Path) -> Path:
+    """The git checkout holding this package when there is one, else `out_dir`."""
+    repo = Path(__file__).resolve().parents[2]
+    return repo if (repo / ".git").exists() else out_dir
+
+
+def import_deepspeed(device: torch.device, cache_root: Path) -> Any:
+    """Import deepspeed with the environment it needs on this machine (see module docstring)."""
+    os.environ.setdefault("DS_ACCELERATOR", "cpu" if device.type == "cpu" else "cuda")
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_root / ".cache" / "torch_extensions"))
+    import deepspeed
+    import deepspeed.ops
+
+    if device.type == "cpu":
+        try:  # the dict is DeepSpeed's lazily probed op table; edits to it persist by design
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+        except Exception:  # pragma: no cover - a DeepSpeed without the table just builds the op
+            LOG.debug("could not disable DeepSpeed's shm comm op", exc_info=True)
+    return deepspeed
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (stable across processes and platforms)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay matrices / embeddings, not biases, norms or scalars (ndim < 2)."""
+    decay, no_decay = [], []
+    for _, p in sorted(module.named_parameters(), key=lambda kv: kv[0]):
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def _batch_to(batch: Batch, device: torch.device, float_dtype: torch.dtype) -> Batch:
+    batch = batch.to(device)
+    if float_dtype != torch.float32:
+        for seg in batch.segments:
+            if seg.images is not None:
+                seg.images = seg.images.to(float_dtype)
+    return batch
+
+
+def _as_float(x: Any) -> float:
+    return float(x.detach().float().item()) if isinstance(x, torch.Tensor) else float(x)
+
+
+def checkpoint_tags(ckpt_dir: Path) -> list[tuple[int, str]]:
+    """(step, tag) of the checkpoints in `ckpt_dir`, oldest first."""
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p.name) for p in ckpt_dir.iterdir() if p.is_dir() and (m := _TAG_RE.match(p.name))]
+    return sorted(found)
+
+
+# --------------------------------------------------------------------------------------------------
+# the trainer
+
+
+class Trainer:
+    """Trains `model` on a weighted mixture of `tasks` with DeepSpeed; see the module docstring.
+
+    `weights` are per-task mixture weights (mapping by task name or a sequence in task order; None =
+    equal; ignored shares in `mixture="temperature"` mode must be uniform). `log_fn(step, metrics)`
+    is called on rank 0 every `log_every` steps with `train/loss/<task>` (unsmoothed NLL per target
+    token), `train/acc/<task>`, `train/loss`, `lr`, `tokens/s`, `samples/s`. Checkpoints go to
+    `out_dir/ds`; with `vocab_path` the trained model is exported to `export_dir`
+    (default `out_dir/pretrained`) at the end. `model_config` defaults to `model.config.to_dict()`.
+    """
+
+    def __init__(self, model: nn.Module, tasks: Sequence[TaskData],
+                 weights: Mapping[str, float] | Sequence[float] | None, config: TrainConfig,
+                 out_dir: str | os.PathLike, log_fn: Callable[[int, dict[str, float]], None] | None = None,
+                 *, vocab_path: str | os.PathLike | None = None,
+                 model_config: Mapping[str, Any] | None = None,
+                 export_dir: str | os.PathLike | None = None, record_samples: bool = False) -> None:
+        if not hasattr(model, "loss"):
+            raise TypeError(f"{type(model).__name__} has no loss(batch, label_smoothing) method")
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique, got {names}")
+        self.model = model
+        self.tasks = {t.name: t for t in tasks}
+        self.task_list = list(tasks)
+        self.weights = weights
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.log_fn = log_fn
+        self.vocab_path = None if vocab_path is None else Path(vocab_path)
+        self.manifests = {t.name: t.manifest for t in tasks if isinstance(getattr(t, "manifest", None), Mapping)}
+        self.model_config: dict[str, Any] | None = None
+        if self.vocab_path is not None:  # fail now, not after hours of training, if the export can't work
+            from ofasys.vocab import UnifiedVocab
+
+            fingerprint = vocab_fingerprint_of_manifests(self.manifests)
+            if fingerprint is not None:
+                UnifiedVocab.load(self.vocab_path).check_fingerprint(fingerprint, where="the tasks' manifests")
+            self.model_config = dict(model_config) if model_config is not None else _model_config_dict(model)
+        self.export_dir = Path(export_dir) if export_dir is not None else self.out_dir / EXPORT_SUBDIR
+        self.record_samples = record_samples
+
+    # ---------------------------------------------------------------------------------- fit
+    def fit(self) -> TrainResult:
+        cfg = self.config
+        device = choose_device()
+        rank, world = init_distributed(device)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        deepspeed = import_deepspeed(device, project_cache_root(self.out_dir))
+        ckpt_dir = self.out_dir / CHECKPOINT_SUBDIR
+
+        # DeepSpeed broadcasts rank 0's weights, so every rank starts from the same model.
+        wrapper = _LossModule(self.model, cfg.label_smoothing)
+        ds_config = build_ds_config(cfg, device, world)
+        t0 = time.perf_counter()
+        engine, _, _, _ = deepspeed.initialize(
+            model=wrapper,
+            model_parameters=param_groups(wrapper, cfg.weight_decay),
+            config=ds_config,
+            lr_scheduler=lambda opt: make_scheduler(opt, cfg),
+        )
+        init_seconds = time.perf_counter() - t0
+        float_dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
+
+        sampler = WeightedMultitaskSampler.from_config(self.task_list, self.weights, cfg, rank=rank,
+                                                       world_size=world)
+        step = self._maybe_resume(engine, sampler, ckpt_dir, rank, world)
+        resumed_from = step if step > 0 else None
+        last_saved = step if resumed_from is not None else -1
+
+        history: list[MicroRecord] = []
+        meter = _Meter(sampler.names)
+        engine.train()
+        t_train = time.perf_counter()
+        while step < cfg.max_steps:
+            lr = float(engine.get_lr()[0])  # the lr this step's update uses
+            for micro in range(cfg.grad_accum):
+                torch.manual_seed(derive_seed(cfg.seed, step, micro, rank, _TORCH_TAG))
+                picked = sampler.next_batch()
+                task = self.tasks[picked.task]
+                samples = [task.get(i) for i in picked.indices]
+                rng = np.random.default_rng([cfg.seed, step, micro, rank, _COLLATE_TAG])
+                batch = _batch_to(task.collate(samples, rng, True), engine.device, float_dtype)
+                loss, stats = engine(batch)
+                engine.backward(loss)
+                engine.step()
+                loss_value = _as_float(loss)
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(f"non-finite loss {loss_value} at step {step + 1} micro {micro} "
+                                             f"on task {picked.task!r} (rank {rank})")
+                ntokens = int(stats.get("ntokens", batch.num_target_tokens()))
+                meter.add(picked.task, loss_value, stats, ntokens, len(picked.indices),
+                          int(np.sum(sampler.lengths[picked.task][list(picked.indices)])))
+                history.append(MicroRecord(step + 1, micro, picked.task, loss_value, ntokens,
+                                           tuple(picked.indices) if self.record_samples else ()))
+            step += 1
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                metrics = meter.reduce(world, engine.device)  # collective: every rank calls it
+                metrics["lr"] = lr
+                if rank == 0 and self.log_fn is not None:
+                    self.log_fn(step, metrics)
+            if cfg.save_every and step % cfg.save_every == 0:
+                self._save(engine, sampler, ckpt_dir, step, rank, world)
+                last_saved = step
+        if last_saved != step:
+            self._save(engine, sampler, ckpt_dir, step, rank, world)
+        train_seconds = time.perf_counter() - t_train
+
+        export_dir = self._export(engine, rank)
+        dist.barrier()
+        return TrainResult(step=step, resumed_from=resumed_from, rank=rank, world_size=world,
+                           checkpoint_dir=ckpt_dir, export_dir=export_dir, init_seconds=init_seconds,
+                           train_seconds=train_seconds, history=history)
+
+    # ---------------------------------------------------------------------- checkpoints
+    def _save(self, engine: Any, sampler: WeightedMultitaskSampler, ckpt_dir: Path, step: int,
+              rank: int, world: int) -> None:
+        # DeepSpeed writes client_state from rank 0 only, so gather every rank's sampler state.
+        states: list[Any] = [None] * world
+        dist.all_gather_object(states, sampler.state_dict())
+        client_state = {
+            "step": step,
+            "world_size": world,
+            "sampler": json.dumps(states, sort_keys=True),
+            "train_config": json.dumps(self.config.to_dict(), sort_keys=True),
+        }
+        engine.save_checkpoint(str(ckpt_dir), tag=f"step{step}", client_state=client_state)
+        if rank == 0:
+            tags = checkpoint_tags(ckpt_dir)
+            for _, tag in tags[: max(0, len(tags) - self.config.keep_last)]:
+                shutil.rmtree(ckpt_dir / tag, ignore_errors=True)
+        dist.barrier()
+
+    def _maybe_resume(self, engine: Any, sampler: WeightedMultitaskSampler, ckpt_dir: Path, rank: int,
+                      world: int) -> int:
+        """Load the latest checkpoint in `ckpt_dir` if any; returns the step to continue from."""
+        if not (ckpt_dir / "latest").is_file():
+            return 0
+        load_path, client = engine.load_checkpoint(str(ckpt_dir))
+        if load_path is None or client is None:
+            raise RuntimeError(f"{ckpt_dir}: 'latest' names a checkpoint DeepSpeed could not load")
+        saved_world = int(client["world_size"])
+        if saved_world != world:
+            raise ValueError(f"{load_path} was written by {saved_world} processes but this run has {world}; "
+                             f"resume with {saved_world} processes or use a fresh out_dir")
+        saved_cfg = json.loads(client["train_config"])
+        current = self.config.to_dict()
+        changed = sorted(k for k in set(saved_cfg) | set(current)
+                         if k not in RESUME_MAY_DIFFER and saved_cfg.get(k) != current.get(k))
+        if changed:
+            diff = {k: (saved_cfg.get(k), current.get(k)) for k in changed}
+            raise ValueError(f"cannot resume {load_path} exactly: TrainConfig changed {diff} (saved, now); "
+                             f"only {sorted(RESUME_MAY_DIFFER)} may change on resume. Use a fresh out_dir.")
+        sampler.load_state_dict(json.loads(client["sampler"])[rank])
+        return int(client["step"])
+
+    # -------------------------------------------------------------------------- export
+    def _export(self, engine: Any, rank: int) -> Path | None:
+        if self.vocab_path is None:
+            if rank == 0:
+                LOG.warning("no vocab_path given: the trained model is not exported (checkpoints are in %s)",
+                            self.out_dir / CHECKPOINT_SUBDIR)
+            return None
+        if self.config.zero_stage == 3:  # collective: parameters are sharded across ranks
+            full = engine._zero3_consolidated_16bit_state_dict()
+            state = None if full is None else {k.removeprefix("model."): v for k, v in full.items()}
+        else:
+            state = self.model.state_dict()
+        if rank != 0:
+            return None
+        return save_pretrained(state, self.model_config or {}, self.vocab_path,
+                               tasks_info_from_manifests(self.manifests), self.export_dir,
+                               vocab_fingerprint=vocab_fingerprint_of_manifests(self.manifests))
+
+
+def _model_config_dict(model: nn.Module) -> dict[str, Any]:
+    """`model.config` as a dict (its `to_dict()`, or a dataclass), else an explicit error."""
+    config = getattr(model, "config", None)
+    if hasattr(config, "to_dict"):
+        return dict(config.to_dict())
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    raise ValueError(f"{type(model).__name__} has no `config` dataclass; pass model_config= to Trainer "
+                     "so the export records the model's shape")
+
+
+class _Meter:
+    """Sums per task between two log steps; `reduce` all-reduces them and returns the metrics."""
+
+    FIELDS = ("n", "loss", "ntokens", "nll_sum", "has_nll", "correct", "has_correct", "samples", "tokens")
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self.sums = np.zeros((len(self.names), len(self.FIELDS)), dtype=np.float64)
+        self.t0 = time.perf_counter()
+
+    def add(self, task: str, loss: float, stats: Mapping[str, Any], ntokens: int, samples: int,
+            tokens: int) -> None:
+        row = self.sums[self.names.index(task)]
+        row[0] += 1
+        row[1] += loss * max(ntokens, 1)
+        row[2] += ntokens
+        if "nll_sum" in stats:
+            row[3] += _as_float(stats["nll_sum"])
+            row[4] += 1
+        if "correct" in stats:
+            row[5] += _as_float(stats["correct"])
+            row[6] += 1
+        row[7] += samples
+        row[8] += tokens
+
+    def reduce(self, world: int, device: torch.device) -> dict[str, float]:
+        sums = self.sums.copy()
+        if world > 1:  # on the engine's device: NCCL cannot reduce CPU tensors
+            t = torch.from_numpy(sums).to(device)
+            dist.all_reduce(t)
+            sums = t.cpu().numpy()
+        seconds = max(time.perf_counter() - self.t0, 1e-9)
+        metrics: dict[str, float] = {}
+        total_nll = total_tok = 0.0
+        for name, row in zip(self.names, sums):
+            n, loss, ntok, nll, has_nll, correct, has_correct = row[:7]
+            if n == 0:
+                continue
+            denom = max(ntok, 1.0)
+            # The unsmoothed NLL when the model reports it (comparable across label smoothing).
+            value = nll / denom if has_nll == n else loss / denom
+            metrics[f"train/loss/{name}"] = float(value)
+            total_nll += value * denom
+            total_tok += denom
+            if has_correct == n:
+                metrics[f"train/acc/{name}"] = float(correct / denom)
+        if total_tok:
+            metrics["train/loss"] = float(total_nll / total_tok)
+        metrics["samples/s"] = float(sums[:, 7].sum()) / seconds
+        metrics["tokens/s"] = float(sums[:, 8].sum()) / seconds
+        self.sums[:] = 0
+        self.t0 = time.perf_counter()
+        return metrics

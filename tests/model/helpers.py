@@ -1,0 +1,42 @@
+"""Small batches and configs shared by the model and generation tests."""
+
+import torch
+
+from ofasys.data.batch import Batch, EncoderSegment
+from ofasys.model import ModelConfig
+
+VOCAB = 40
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    base = dict(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, heads=4,
+                ffn_dim=64, dropout=0.1, image_stem_channels=16, max_image_grid=8, head_scale=True)
+    return ModelConfig(**{**base, **overrides})
+
+
+def text_segment(lengths: list[int], width: int, gen: torch.Generator) -> EncoderSegment:
+    tokens = torch.randint(5, VOCAB, (len(lengths), width), generator=gen)
+    mask = torch.arange(width)[None] < torch.tensor(lengths)[:, None]
+    return EncoderSegment("tokens", tokens=tokens.masked_fill(~mask, 0), mask=mask)
+
+
+def make_batch(seed: int = 0, batch: int = 3, dec_len: int = 6) -> Batch:
+    """[tokens, image, tokens] encoder segments; ragged text lengths; a partial loss mask."""
+    gen = torch.Generator().manual_seed(seed)
+    first = text_segment([5, 3, 1][:batch] + [4] * max(0, batch - 3), 5, gen)
+    image = EncoderSegment("image", images=torch.rand(batch, 3, 32, 32, generator=gen))
+    last = text_segment([2, 4, 3][:batch] + [1] * max(0, batch - 3), 4, gen)
+    seq = torch.randint(5, VOCAB, (batch, dec_len + 1), generator=gen)
+    seq[:, 0] = 1  # <bos>
+    loss_mask = torch.ones(batch, dec_len, dtype=torch.bool)
+    loss_mask[:, :2] = False  # a forced prompt prefix
+    loss_mask[0, -1] = False  # and some padding
+    return Batch(task="t", keys=[f"k{i}" for i in range(batch)], segments=[first, image, last],
+                 decoder_input=seq[:, :-1], target=seq[:, 1:], loss_mask=loss_mask)
+
+
+def pad_segment(seg: EncoderSegment, extra: int, gen: torch.Generator) -> EncoderSegment:
+    """The same segment with `extra` more padding columns holding junk ids (mask False)."""
+    junk = torch.randint(0, VOCAB, (seg.tokens.shape[0], extra), generator=gen)
+    return EncoderSegment("tokens", tokens=torch.cat([seg.tokens, junk], 1),
+                          mask=torch.cat([seg.mask, torch.zeros_like(junk, dtype=torch.bool)], 1))

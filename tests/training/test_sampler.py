@@ -1,0 +1,220 @@
+"""WeightedMultitaskSampler: mixture, sample-level rank split, bucketing, exact resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ofasys.training.sampler import (SamplerStateError, WeightedMultitaskSampler, cut_batches,
+                                     mixture_probabilities, padding_fraction)
+
+from .fakes import FakeTaskData, make_tasks
+
+WEIGHTS = {"caption": 0.3, "grounding": 0.3, "vqa": 0.1, "infill": 0.3}
+
+
+def sampler(tasks=None, weights=WEIGHTS, **kw) -> WeightedMultitaskSampler:
+    args = dict(max_tokens=256, max_batch_size=16, pool_size=64, seed=7)
+    args.update(kw)
+    return WeightedMultitaskSampler(tasks if tasks is not None else make_tasks(), weights, **args)
+
+
+def take(s: WeightedMultitaskSampler, n: int) -> list[tuple[str, tuple[int, ...]]]:
+    return [(b.task, b.indices) for b in (s.next_batch() for _ in range(n))]
+
+
+def chi_square(counts: dict[str, int], probs: dict[str, float]) -> float:
+    total = sum(counts.values())
+    return sum((counts.get(k, 0) - total * p) ** 2 / (total * p) for k, p in probs.items() if p > 0)
+
+
+# ---------------------------------------------------------------------------------------- mixture
+
+def test_task_frequencies_match_weights():
+    s = sampler()
+    draws = [s.choose_task() for _ in range(5000)]
+    counts = {k: draws.count(k) for k in WEIGHTS}
+    # 3 degrees of freedom: P(chi2 > 16.27) = 0.001 under the null.
+    assert chi_square(counts, s.probabilities) < 16.27, counts
+    assert s.probabilities == pytest.approx({k: v / sum(WEIGHTS.values()) for k, v in WEIGHTS.items()})
+
+
+def test_weights_as_sequence_and_zero_weight_task_is_never_drawn():
+    s = sampler(weights=[1.0, 1.0, 0.0, 2.0])
+    drawn = {b.task for b in (s.next_batch() for _ in range(400))}
+    assert drawn == {"caption", "grounding", "infill"}
+    empty = sampler([FakeTaskData("a", 10), FakeTaskData("empty", 0)], weights={"a": 1, "empty": 0})
+    take(empty, 5)
+    json.dumps(empty.state_dict())
+
+
+def test_temperature_mode_probabilities_and_frequencies():
+    tasks = make_tasks({"big": 1000, "mid": 100, "small": 10})
+    sizes = np.array([1000, 100, 10], dtype=float)
+    for t in (1.0, 2.0, 100.0):
+        s = sampler(tasks, weights=None, mixture="temperature", temperature=t)
+        expected = sizes ** (1 / t) / (sizes ** (1 / t)).sum()
+        assert list(s.probabilities.values()) == pytest.approx(expected.tolist())
+    s = sampler(tasks, weights=None, mixture="temperature", temperature=2.0)
+    draws = [s.choose_task() for _ in range(5000)]
+    counts = {k: draws.count(k) for k in s.probabilities}
+    assert chi_square(counts, s.probabilities) < 13.82, counts  # 2 dof, p = 0.001
+    # T -> infinity flattens towards uniform
+    flat = mixture_probabilities(["a", "b"], [1000, 10], None, mixture="temperature", temperature=1e6)
+    assert flat["a"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_mixture_errors_are_loud():
+    tasks = make_tasks({"a": 10, "b": 10})
+    with pytest.raises(ValueError, match="ignore the given non-uniform weights"):
+        sampler(tasks, weights={"a": 1, "b": 3}, mixture="temperature")
+    with pytest.raises(ValueError, match="lack"):
+        sampler(tasks, weights={"a": 1})
+    with pytest.raises(ValueError, match=">= 0"):
+        sampler(tasks, weights={"a": 1, "b": -1})
+    with pytest.raises(ValueError, match="no samples"):
+        sampler([FakeTaskData("a", 10), FakeTaskData("empty", 0)], weights=None)
+
+
+# -------------------------------------------------------------------------------------- batching
+
+def test_batches_respect_token_budget_and_max_batch_size():
+    tasks = make_tasks()
+    s = sampler(tasks, max_tokens=200, max_batch_size=12)
+    lengths = {t.name: t.lengths for t in tasks}
+    for task, idx in take(s, 300):
+        lens = lengths[task][list(idx)]
+        assert 1 <= len(idx) <= 12
+        assert len(idx) * lens.max() <= 200 or len(idx) == 1
+
+
+def test_cut_batches_oversized_sample_is_alone():
+    assert cut_batches([0, 1, 2], [5, 100, 5], max_tokens=50, max_batch_size=8) == [[0, 2], [1]]
+
+
+def test_bucketing_reduces_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 129, size=4096)
+    indices = np.arange(4096)
+    fractions = {}
+    for sort in (True, False):
+        batches = []
+        for start in range(0, 4096, 512):  # pools of 512 like the sampler
+            pool = indices[start : start + 512]
+            batches += cut_batches(pool, lengths[pool], max_tokens=2048, max_batch_size=64, sort=sort)
+        fractions[sort] = padding_fraction(batches, lengths)
+    # And what the sampler itself yields (pools of 512 over a task with the same length law):
+    task = FakeTaskData("long", 4096, min_len=2, max_len=128)
+    s = WeightedMultitaskSampler([task], None, max_tokens=2048, max_batch_size=64, pool_size=512, seed=1)
+    yielded = [b.indices for b in (s.next_batch() for _ in range(100))]
+    realised = padding_fraction(yielded, task.lengths)
+    print(f"\nmean padding fraction: bucketed {fractions[True]:.3f}, sampler {realised:.3f}, "
+          f"unbucketed {fractions[False]:.3f}")
+    assert fractions[True] < fractions[False] / 4
+    assert realised < fractions[False] / 4
+
+
+# ------------------------------------------------------------------------------ ranks and epochs
+
+@pytest.mark.parametrize("n, world", [(100, 3), (64, 2), (7, 4)])
+def test_ranks_are_disjoint_and_cover_each_epoch(n, world):
+    task = FakeTaskData("t", n)
+    ranks = [WeightedMultitaskSampler([task], None, max_tokens=64, max_batch_size=4, pool_size=16,
+                                      seed=3, rank=r, world_size=world) for r in range(world)]
+    streams = []
+    for s in ranks:
+        flat: list[int] = []
+        while len(flat) < 3 * n:
+            flat += s.next_batch().indices
+        streams.append(flat)
+    for epoch in range(2):
+        seen = []
+        for r, flat in enumerate(streams):
+            # Rank r's share of each epoch: stream positions g = epoch*n + p with g = r (mod world).
+            shares = [len(range(r, (e + 1) * n, world)) - len(range(r, e * n, world)) for e in range(3)]
+            start = sum(shares[:epoch])
+            seen.append(flat[start : start + shares[epoch]])
+        merged = [i for part in seen for i in part]
+        assert sorted(merged) == list(range(n)), f"epoch {epoch} not covered exactly once across ranks"
+
+
+def test_no_rank_starves_when_a_task_has_fewer_samples_than_ranks():
+    tasks = [FakeTaskData("tiny", 2), FakeTaskData("big", 50)]
+    for r in range(4):
+        s = WeightedMultitaskSampler(tasks, None, max_tokens=64, max_batch_size=4, pool_size=8,
+                                     seed=0, rank=r, world_size=4)
+        batches = take(s, 200)
+        assert {t for t, _ in batches} == {"tiny", "big"}
+        assert all(len(idx) >= 1 for _, idx in batches)
+
+
+def test_same_task_on_every_rank_and_different_samples():
+    world = 3
+    ranks = [sampler(rank=r, world_size=world) for r in range(world)]
+    seqs = [take(s, 200) for s in ranks]
+    tasks_per_rank = [[t for t, _ in seq] for seq in seqs]
+    assert tasks_per_rank[0] == tasks_per_rank[1] == tasks_per_rank[2]
+    for step in range(20):  # early steps: still inside epoch 0 of every task, so strictly disjoint
+        sets = [set(seq[step][1]) for seq in seqs]
+        assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+
+
+def test_epochs_roll_over_and_every_epoch_is_a_permutation():
+    task = FakeTaskData("t", 5, min_len=4, max_len=4)  # equal lengths: bucketing keeps stream order
+    s = WeightedMultitaskSampler([task], None, max_tokens=1000, max_batch_size=2, pool_size=100, seed=0)
+    flat: list[int] = []
+    for _ in range(1000):
+        flat += s.next_batch().indices
+    epochs = [sorted(flat[i : i + 5]) for i in range(0, 500, 5)]
+    assert all(e == [0, 1, 2, 3, 4] for e in epochs)
+    orders = {tuple(flat[i : i + 5]) for i in range(0, 500, 5)}
+    assert len(orders) > 10  # each epoch gets its own permutation
+
+
+# ---------------------------------------------------------------------------- determinism/resume
+
+def test_determinism_same_seed_same_sequence_other_seed_differs():
+    assert take(sampler(), 100) == take(sampler(), 100)
+    assert take(sampler(), 100) != take(sampler(seed=8), 100)
+
+
+@pytest.mark.parametrize("rank, world", [(0, 1), (1, 2)])
+def test_resume_continues_the_exact_sequence(rank, world):
+    full = take(sampler(rank=rank, world_size=world), 50)
+    first = sampler(rank=rank, world_size=world)
+    assert take(first, 20) == full[:20]
+    state = json.loads(json.dumps(first.state_dict()))  # must survive JSON
+    resumed = sampler(rank=rank, world_size=world)
+    resumed.load_state_dict(state)
+    assert resumed.steps == 20
+    assert take(resumed, 30) == full[20:]
+
+
+def test_state_dict_contents():
+    s = sampler()
+    take(s, 10)
+    state = s.state_dict()
+    assert state["steps"] == 10 and state["world_size"] == 1
+    task = state["tasks"]["caption"]
+    assert set(task) >= {"epoch", "position", "consumed", "pending", "rng", "num_samples"}
+    assert all(isinstance(i, int) for b in task["pending"] for i in b)
+    assert state["mixture_rng"]["bit_generator"] == "PCG64"
+
+
+def test_resume_with_other_world_size_or_data_fails_loudly():
+    s = sampler(rank=0, world_size=2)
+    take(s, 5)
+    state = s.state_dict()
+    with pytest.raises(SamplerStateError, match="world_size=2 but this run has world_size=4"):
+        sampler(rank=0, world_size=4).load_state_dict(state)
+    with pytest.raises(SamplerStateError, match="rank 0 loaded on rank 1"):
+        sampler(rank=1, world_size=2).load_state_dict(state)
+    with pytest.raises(SamplerStateError, match="data changed"):
+        sampler(make_tasks({"caption": 10, "grounding": 200, "vqa": 97, "infill": 150}),
+                rank=0, world_size=2).load_state_dict(state)
+    with pytest.raises(SamplerStateError, match="batching"):
+        sampler(rank=0, world_size=2, max_tokens=512).load_state_dict(state)
+    with pytest.raises(SamplerStateError, match="probabilities"):
+        sampler(rank=0, world_size=2, weights=None).load_state_dict(state)

@@ -1,0 +1,117 @@
+"""Trainer: the DeepSpeed loop on CPU with the fake task data and model; exact resume after a crash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ofasys.training import TrainConfig, Trainer, load_pretrained_config, load_pretrained_state
+from ofasys.training.schedule import lr_factor
+from ofasys.training.trainer import checkpoint_tags
+
+from .fakes import FakeModel, make_tasks, make_vocab
+
+WEIGHTS = {"caption": 0.3, "grounding": 0.3, "vqa": 0.1, "infill": 0.3}
+CFG = TrainConfig(max_steps=30, max_tokens=128, max_batch_size=8, pool_size=32, lr=1e-2,
+                  warmup_steps=5, grad_accum=2, log_every=1, save_every=5, keep_last=2, seed=11)
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def run(out: Path, vocab: Path, config: TrainConfig = CFG, crash_at: int | None = None, logs=None):
+    logs = [] if logs is None else logs
+
+    def log_fn(step, metrics):
+        logs.append((step, metrics))
+        if step == crash_at:
+            raise Crash(f"simulated kill at step {step}")
+
+    trainer = Trainer(FakeModel(dropout=0.1), make_tasks(), WEIGHTS, config, out, log_fn,
+                      vocab_path=vocab, model_config={"d": 16}, record_samples=True)
+    return trainer.fit(), logs
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A straight 30-step run, and a run killed at step 17 (last checkpoint 15) then restarted."""
+    root = tmp_path_factory.mktemp("trainer")
+    vocab = root / "vocab.json"
+    make_vocab(vocab)
+    straight, straight_logs = run(root / "straight", vocab)
+    with pytest.raises(Crash):
+        run(root / "crashed", vocab, crash_at=17)
+    tags_after_crash = checkpoint_tags(root / "crashed" / "ds")
+    resumed, _ = run(root / "crashed", vocab)
+    return dict(root=root, vocab=vocab, straight=straight, logs=straight_logs, resumed=resumed,
+                tags_after_crash=tags_after_crash)
+
+
+def test_resume_after_kill_gives_identical_losses_samples_and_weights(runs):
+    straight, resumed = runs["straight"], runs["resumed"]
+    assert runs["tags_after_crash"] == [(10, "step10"), (15, "step15")]
+    assert resumed.resumed_from == 15 and resumed.step == 30
+    tail = [r for r in straight.history if r.step > 15]
+    assert len(tail) == 15 * CFG.grad_accum
+    assert [(r.step, r.micro, r.task, r.indices) for r in resumed.history] == \
+        [(r.step, r.micro, r.task, r.indices) for r in tail]
+    assert [r.loss for r in resumed.history] == [r.loss for r in tail]  # bit-identical, not approx
+    a = load_pretrained_state(straight.export_dir)
+    b = load_pretrained_state(resumed.export_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # Same inputs + seed -> byte-identical export.
+    for name in ("model.safetensors", "config.json", "vocab.json"):
+        assert (straight.export_dir / name).read_bytes() == (resumed.export_dir / name).read_bytes()
+
+
+def test_logs_checkpoints_and_export(runs):
+    straight, logs = runs["straight"], runs["logs"]
+    assert [s for s, _ in logs] == list(range(1, 31))
+    for step, metrics in logs:
+        assert metrics["lr"] == pytest.approx(CFG.lr * lr_factor(step - 1, warmup_steps=5, max_steps=30,
+                                                                 min_lr_ratio=0.0))
+        assert {"train/loss", "samples/s", "tokens/s"} <= set(metrics)
+        for key, value in metrics.items():
+            assert isinstance(value, float) and value == value, key
+        tasks = {k.split("/")[-1] for k in metrics if k.startswith("train/loss/")}
+        assert tasks and all(f"train/acc/{t}" in metrics for t in tasks)
+    assert {r.task for r in straight.history} == set(WEIGHTS)
+    assert checkpoint_tags(straight.checkpoint_dir) == [(25, "step25"), (30, "step30")]
+    assert (straight.checkpoint_dir / "latest").read_text().strip() == "step30"
+    config = load_pretrained_config(straight.export_dir)
+    assert config["model"] == {"d": 16} and set(config["tasks"]) == set(WEIGHTS)
+    assert config["tasks"]["caption"]["instruction"].startswith("[TEXT:src]")
+    model = FakeModel()
+    model.load_state_dict(load_pretrained_state(straight.export_dir), strict=True)
+    # It learned something: the loss of the last steps is below the first steps'.
+    first = sum(r.loss for r in straight.history[:10]) / 10
+    last = sum(r.loss for r in straight.history[-10:]) / 10
+    assert last < first
+
+
+def test_finished_run_restarts_as_a_no_op(runs):
+    again, _ = run(runs["root"] / "straight", runs["vocab"])
+    assert again.resumed_from == 30 and again.history == []
+
+
+def test_resume_with_changed_config_fails_loudly(runs):
+    changed = TrainConfig(**{**CFG.to_dict(), "lr": 5e-3})
+    with pytest.raises(ValueError, match="TrainConfig changed.*'lr'"):
+        run(runs["root"] / "straight", runs["vocab"], config=changed)
+    # log/save cadence may change on resume.
+    cadence = TrainConfig(**{**CFG.to_dict(), "log_every": 7, "keep_last": 3})
+    assert run(runs["root"] / "straight", runs["vocab"], config=cadence)[0].step == 30
+
+
+def test_weight_decay_groups_skip_biases_and_norms():
+    from ofasys.training.trainer import param_groups
+
+    model = FakeModel()
+    decay, no_decay = param_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert sorted(names[id(p)] for p in decay["params"]) == ["embed.weight", "mix.weight", "out.weight"]
+    assert sorted(names[id(p)] for p in no_decay["params"]) == ["mix.bias", "norm.bias", "norm.weight"]
