@@ -1,0 +1,162 @@
+"""`OFASys.from_pretrained(...).inference(instruction, data=...)`: the Python API over a trained model.
+
+Inputs are materialised in memory by the same code that writes shards (`sample_from_row`), so what the
+model sees at inference is exactly what it saw in training: same resize, same BPE, same box bins.
+Generation is constrained per output slot (text, 4 bins for a box, a trie for a closed set).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ofasys.data.collate import Collator
+from ofasys.data.materialise import sample_from_row
+from ofasys.instruction import Instruction, parse_instruction
+from ofasys.model import ModelConfig, UniversalModel
+from ofasys.training.export import load_pretrained_config, load_pretrained_state
+from ofasys.vocab import UnifiedVocab
+
+REGISTRY_SCHEME = "models:/"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Decoded outputs of one input row, by output column (or `outputN` for unnamed slots)."""
+
+    outputs: dict[str, Any]
+    tokens: list[int] = field(default_factory=list)
+    modalities: dict[str, str] = field(default_factory=dict)
+    """Modality of each output column, so typed accessors know which value is which."""
+
+    def _first(self, modality: str) -> Any:
+        for column, mod in self.modalities.items():
+            if mod == modality and column in self.outputs:
+                return self.outputs[column]
+        return None
+
+    @property
+    def text(self) -> str | None:
+        """The first TEXT (or CATEGORY) output."""
+        value = self._first("TEXT")
+        return value if value is not None else self._first("CATEGORY")
+
+    @property
+    def box(self) -> list[float] | None:
+        """The first BOX output as [x0, y0, x1, y1] in the input image's pixels."""
+        return self._first("BOX")
+
+
+def resolve_registry_uri(uri: str) -> Path:
+    """Download `models:/<name>@<alias>` (or `/<version>`) from the MLflow registry to a local dir.
+
+    MLflow is imported only here, and only when such a URI is given: the library itself does not
+    depend on it. The tracking/registry URI comes from MLFLOW_TRACKING_URI (default: ./mlflow.db).
+    """
+    import mlflow  # noqa: PLC0415 - optional, registry URIs only
+
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI", tracking))
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+
+
+class OFASys:
+    """A trained universal model with its vocabulary and the task schemas it was trained on."""
+
+    def __init__(self, model: UniversalModel, vocab: UnifiedVocab, config: Mapping[str, Any]):
+        self.model = model.eval()
+        self.vocab = vocab
+        self.config = dict(config)
+        self.tasks: dict[str, Any] = dict(self.config.get("tasks", {}))
+        self._collators: dict[str, Collator] = {}
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "OFASys":
+        """Load an exported dir (`model.safetensors`, `config.json`, `vocab.json`) or a registry URI.
+
+        Weights are read with safetensors only: nothing in a checkpoint can execute code.
+        """
+        if isinstance(path, str) and path.startswith(REGISTRY_SCHEME):
+            path = resolve_registry_uri(path)
+        path = Path(path)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path}: not a pretrained dir (no config.json); expected an export of the train stage")
+        config = load_pretrained_config(path)
+        vocab = UnifiedVocab.load(path / "vocab.json")
+        if config.get("vocab_fingerprint"):
+            vocab.check_fingerprint(config["vocab_fingerprint"], where=str(path / "config.json"))
+        model = UniversalModel(ModelConfig.from_dict(config["model"]))
+        missing, unexpected = model.load_state_dict(load_pretrained_state(path), strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{path}: weights do not match the config (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        return cls(model.to(device), vocab, config)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _task_for(self, instruction: Instruction) -> Mapping[str, Any]:
+        """The trained task with this exact instruction, if any: it supplies image size and closed sets."""
+        for info in self.tasks.values():
+            if info.get("instruction", "").strip() == instruction.source.strip():
+                return info
+        return {}
+
+    def _collator(self, instruction: Instruction, closed_sets: Mapping[str, Sequence[str]]) -> Collator:
+        key = instruction.source + repr(sorted((k, tuple(v)) for k, v in closed_sets.items()))
+        if key not in self._collators:
+            self._collators[key] = Collator(instruction, self.vocab, "inference", closed_sets=dict(closed_sets))
+        return self._collators[key]
+
+    def inference(
+        self,
+        instruction: str | Instruction,
+        data: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        beam_size: int = 1,
+        max_new_tokens: int | None = None,
+        batch_size: int = 32,
+        image_size: int | None = None,
+        closed_sets: Mapping[str, Sequence[str]] | None = None,
+    ) -> Prediction | list[Prediction]:
+        """Run `instruction` on one row (a dict, returns one Prediction) or a list of rows.
+
+        Rows hold the instruction's input columns: text as str, images as a path / bytes / PIL /
+        array. `closed_sets` gives the candidates of `closed_set` outputs; for an instruction the
+        model was trained on they default to the training labels.
+        """
+        ins = parse_instruction(instruction) if isinstance(instruction, str) else instruction
+        single = isinstance(data, Mapping)
+        rows = [data] if single else list(data)
+        if rows:
+            columns = set().union(*(r.keys() for r in rows))
+            ins.check_columns(columns, sides=("input",))
+        task = self._task_for(ins)
+        size = image_size or int(task.get("image_size", 64))
+        sets = dict(task.get("closed_sets", {}))
+        sets.update(closed_sets or {})
+        collator = self._collator(ins, sets)
+        modalities = {
+            (slot.column or f"output{i}"): slot.modality
+            for i, (side, slot) in enumerate(ins.templates[0].slots()) if side == "output"
+        }
+        results: list[Prediction] = []
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            samples = [
+                sample_from_row(ins, row, self.vocab, image_size=size, key=f"infer-{start + i:09d}")
+                for i, row in enumerate(chunk)
+            ]
+            batch = collator.collate_for_generation(samples).to(self.device)
+            plans = [collator.plan(s) for s in samples]
+            with torch.inference_mode():
+                generated = self.model.generate(batch, plans, beam_size=beam_size, max_new_tokens=max_new_tokens)
+            for sample, plan, tokens in zip(samples, plans, generated):
+                results.append(Prediction(plan.decode(tokens, sample.meta), list(tokens), modalities))
+        return results[0] if single else results

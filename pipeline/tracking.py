@@ -1,0 +1,143 @@
+"""MLflow tracking and registry: the only module that talks to MLflow.
+
+Runs are named per stage, params are flattened `a.b.c` keys, metrics follow `train/loss/<task>` and
+`eval/<metric>/<task>`, and tags pin the code (git commit), the data (dvc.lock hash, manifest
+fingerprints) and the vocabulary. The default store is `sqlite:///mlflow.db` with local artifacts, so
+`mlflow ui` works with no server to run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from pipeline.params import TrackingParams
+
+CHAMPION = "champion"
+"""Registry alias that `evaluate` moves to a version only when its selection metric improves."""
+
+
+def git_commit(repo: Path = Path(".")) -> str:
+    """Current commit hash, suffixed with `-dirty` when the work tree has changes."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "unknown"
+    return f"{rev}-dirty" if dirty else rev
+
+
+def file_sha256(path: Path) -> str:
+    if not path.exists():
+        return "absent"
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def setup(tracking: TrackingParams) -> None:
+    """Point MLflow at the configured store and experiment (created on first use)."""
+    mlflow.set_tracking_uri(tracking.uri)
+    mlflow.set_registry_uri(tracking.uri)
+    if mlflow.get_experiment_by_name(tracking.experiment) is None:
+        mlflow.create_experiment(tracking.experiment)
+    mlflow.set_experiment(tracking.experiment)
+
+
+def log_params(flat: Mapping[str, Any]) -> None:
+    """Log flattened params; MLflow caps values at 6000 chars and a batch at 100 entries."""
+    items = [(k, str(v)[:6000]) for k, v in sorted(flat.items())]
+    for i in range(0, len(items), 100):
+        mlflow.log_params(dict(items[i : i + 100]))
+
+
+@dataclass
+class MetricLogger:
+    """A `log_fn(step, metrics)` for the trainer: forwards to the active MLflow run."""
+
+    run_id: str
+
+    def __call__(self, step: int, metrics: Mapping[str, float]) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if v is not None}
+        MlflowClient().log_batch(
+            self.run_id,
+            metrics=[
+                mlflow.entities.Metric(key=k, value=v, timestamp=_now_ms(), step=step)
+                for k, v in sorted(clean.items())
+            ],
+        )
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def register_checkpoint(run_id: str, local_dir: Path, name: str, artifact_path: str = "model") -> str:
+    """Upload an exported checkpoint folder to the run and register it as a new model version.
+
+    `mlflow.register_model("runs:/...")` needs a logged MLflow model flavour; our checkpoint is a plain
+    folder (safetensors + config), so the version is created from the run's artifact URI directly.
+    Returns the version number.
+    """
+    client = MlflowClient()
+    client.log_artifacts(run_id, str(local_dir), artifact_path)
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name, description="Universal multi-modal multitask model.")
+    source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+    version = client.create_model_version(name, source=source, run_id=run_id)
+    return str(version.version)
+
+
+def promote_if_better(
+    name: str, version: str, score: float, metric_name: str, higher_is_better: bool = True
+) -> bool:
+    """Move the `champion` alias to `version` when `score` beats the current champion's.
+
+    The score is recorded as a version tag so later comparisons don't need the old run.
+    """
+    client = MlflowClient()
+    client.set_model_version_tag(name, version, f"selection/{metric_name}", str(score))
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        current = None
+    if current is not None and str(current.version) != str(version):
+        old = current.tags.get(f"selection/{metric_name}")
+        if old is not None:
+            old_score = float(old)
+            better = score > old_score if higher_is_better else score < old_score
+            if not better:
+                return False
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return True
+
+
+def manifest_fingerprints(manifests: Mapping[str, Path]) -> dict[str, str]:
+    """Tag values `data/<task>` = sha256 of each task's manifest (it lists every shard's sha256)."""
+    return {f"data/{task}": file_sha256(Path(p)) for task, p in manifests.items()}
+
+
+def write_run_record(path: Path, record: Mapping[str, Any]) -> None:
+    """Atomically write the small JSON that hands the run id and version to later stages."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(dict(record), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def iter_metric_history(run_id: str, key: str) -> Iterator[tuple[int, float]]:
+    for m in MlflowClient().get_metric_history(run_id, key):
+        yield m.step, m.value

@@ -1,0 +1,70 @@
+"""Stage `assets`: the text BPE tokenizer and the unified vocabulary, trained on the tasks' own text.
+
+Only the train splits are read, so nothing about valid/test leaks into the vocabulary. The prompt
+text of every instruction is included so prompts never fall back to unknown pieces.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow.parquet as pq
+
+from ofasys.instruction import Instruction, Text, parse_instruction
+from ofasys.text_tokenizer import train_text_tokenizer
+from ofasys.vocab import UnifiedVocab
+from stages import cli
+
+log = logging.getLogger("assets")
+
+TEXT_MODALITIES = {"TEXT", "CATEGORY", "STRUCT"}
+"""Slots whose column values are text the BPE must cover."""
+
+
+def _prompt_pieces(instruction: Instruction) -> Iterator[str]:
+    def walk(items):
+        for item in items:
+            if isinstance(item, Text):
+                yield item.text
+            elif hasattr(item, "items"):
+                yield from walk(item.items)
+
+    for template in instruction.templates:
+        yield from walk(template.inputs)
+        yield from walk(template.outputs)
+
+
+def task_texts(instruction: Instruction, raw_dir: Path) -> Iterator[str]:
+    """Prompt text plus the values of text-like columns of a task's train split."""
+    yield from _prompt_pieces(instruction)
+    table = pq.read_table(raw_dir / "train.parquet")
+    text_cols = sorted(
+        {slot.column for t in instruction.templates for _, slot in t.slots()
+         if slot.column and slot.modality in TEXT_MODALITIES and slot.column in table.column_names}
+    )
+    for col in text_cols:
+        for value in table.column(col).to_pylist():
+            if isinstance(value, str):
+                yield value
+            elif isinstance(value, list):
+                yield from (v for v in value if isinstance(v, str))
+
+
+def main(args, params) -> None:
+    texts: list[str] = []
+    for name, task in params.tasks.items():
+        texts.extend(task_texts(parse_instruction(task.instruction), Path("data/raw") / name))
+    tokenizer = train_text_tokenizer(texts, vocab_size=params.assets.bpe_vocab_size)
+    vocab = UnifiedVocab.build(tokenizer, num_bins=params.assets.num_bins, num_codes=params.assets.num_codes)
+    out = Path("assets")
+    out.mkdir(parents=True, exist_ok=True)
+    vocab.save(out / "vocab.json")
+    log.info("vocab: %d ids (text %d, bins %d, codes %d), fingerprint %s",
+             vocab.size, len(vocab.text_range), len(vocab.bin_range), len(vocab.code_range),
+             vocab.fingerprint[:12])
+
+
+if __name__ == "__main__":
+    cli.run(main, cli.parser(__doc__).parse_args())

@@ -1,0 +1,57 @@
+"""MLflow tracking against a real sqlite store: registration and the champion alias rule."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+
+from pipeline import tracking
+from pipeline.params import TrackingParams
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = TrackingParams(uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="t", registered_model="m")
+    tracking.setup(params)
+    yield params
+    mlflow.end_run()
+
+
+def _version(tmp_path, step_value: float) -> tuple[str, str]:
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir(exist_ok=True)
+    (ckpt / "config.json").write_text("{}")
+    with mlflow.start_run() as run:
+        logger = tracking.MetricLogger(run.info.run_id)
+        logger(1, {"train/loss/a": step_value})
+    return run.info.run_id, tracking.register_checkpoint(run.info.run_id, ckpt, "m")
+
+
+def test_register_creates_versions_with_artifacts(store, tmp_path):
+    run_id, v1 = _version(tmp_path, 1.0)
+    _, v2 = _version(tmp_path, 2.0)
+    assert (v1, v2) == ("1", "2")
+    client = mlflow.MlflowClient()
+    assert client.get_model_version("m", "1").run_id == run_id
+    assert [m.value for m in client.get_metric_history(run_id, "train/loss/a")] == [1.0]
+    files = [f.path for f in client.list_artifacts(run_id, "model")]
+    assert "model/config.json" in files
+
+
+def test_champion_moves_only_on_improvement(store, tmp_path):
+    _, v1 = _version(tmp_path, 1.0)
+    _, v2 = _version(tmp_path, 1.0)
+    _, v3 = _version(tmp_path, 1.0)
+    client = mlflow.MlflowClient()
+    assert tracking.promote_if_better("m", v1, 0.2, "gain")
+    assert not tracking.promote_if_better("m", v2, 0.1, "gain")
+    assert str(client.get_model_version_by_alias("m", tracking.CHAMPION).version) == v1
+    assert tracking.promote_if_better("m", v3, 0.3, "gain")
+    assert str(client.get_model_version_by_alias("m", tracking.CHAMPION).version) == v3
+
+
+def test_params_are_flattened_and_batched(store):
+    with mlflow.start_run() as run:
+        tracking.log_params({f"k{i}": i for i in range(150)})
+    assert len(mlflow.get_run(run.info.run_id).data.params) == 150
