@@ -1,7 +1,7 @@
 # GPU training image: CUDA runtime, the same pinned dependencies, NCCL and bf16.
 # Build:  docker build -t ofasys .
 # Train:  docker run --gpus all --ipc=host -v "$PWD:/work" -w /work ofasys \
-#           deepspeed --num_gpus 8 -m stages.train            (or: dvc repro)
+#           deepspeed --num_gpus 8 --module stages.train       (or: dvc repro)
 # Multi-node: pass a hostfile to the deepspeed launcher (see README, "Training on GPUs").
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
@@ -10,9 +10,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
-    TORCH_EXTENSIONS_DIR=/opt/torch_extensions \
-    OFASYS_DIST_BACKEND=nccl \
-    OFASYS_PRECISION=bf16
+    TORCH_EXTENSIONS_DIR=/opt/torch_extensions
 
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3.12 python3.12-venv python3.12-dev git build-essential \
@@ -25,5 +23,6 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt && pip check
 
 COPY . .
-# The training stage picks NCCL and bf16 when CUDA is available (see ofasys/training/ds_config.py).
+# With CUDA visible the trainer picks the NCCL backend and bf16 by itself (ofasys/training/trainer.py,
+# ofasys/training/ds_config.py); nothing here needs switching.
 CMD ["dvc", "repro"]

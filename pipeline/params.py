@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from ofasys.instruction import InstructionError, parse_instruction
 from pipeline.sources import SourceSpec
 
 METRICS = ("bleu4", "iou_acc", "accuracy", "token_accuracy")
@@ -182,6 +183,10 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
             raise ParamsError(f"tasks.{name}.metric: {task.metric!r} is not one of {', '.join(METRICS)}")
         if task.weight < 0:
             raise ParamsError(f"tasks.{name}.weight: must be >= 0, got {task.weight}")
+        try:  # a malformed instruction fails here, before any stage does work
+            parse_instruction(task.instruction)
+        except InstructionError as err:
+            raise ParamsError(f"tasks.{name}.instruction: {err}") from None
         tasks[name] = task
     sections = {
         "assets": AssetParams,

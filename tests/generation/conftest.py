@@ -1,12 +1,3 @@
-import pytest
-import torch
+"""Tiny-tensor tests run on one torch thread (see tests/support/threads.py)."""
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These tensors are tiny, so one thread is as fast as two, and it is immune to OpenMP
-    oversubscription: on a busy 2-core machine two threads made the overfit test 20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.support.threads import one_torch_thread  # noqa: F401

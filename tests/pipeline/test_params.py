@@ -71,3 +71,12 @@ def test_flatten_gives_dotted_keys(raw):
     flat = flatten(parse_params(raw))
     assert flat["tasks.caption.source.generator"] == "caption"
     assert flat["assets.num_bins"] == 16
+
+
+def test_malformed_instruction_fails_at_load_with_caret_and_fix(raw):
+    raw["tasks"]["grounding"]["instruction"] = "[IMAGE:img] where? -> [BOUNDING_BOX:region]"
+    with pytest.raises(ParamsError) as info:
+        parse_params(raw)
+    message = str(info.value)
+    assert message.startswith("tasks.grounding.instruction: unknown modality 'BOUNDING_BOX'")
+    assert "^" in message and "did you mean BOX?" in message
