@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import yaml
 
 from ofasys.instruction import InstructionError, parse_instruction
+from ofasys.strict_fields import UnknownKeyError, check_known_keys
 from pipeline.sources import SourceSpec
 
 METRICS = ("bleu4", "iou_acc", "accuracy", "token_accuracy")
@@ -74,27 +75,27 @@ class TrackingParams:
 
 
 @dataclass(frozen=True)
-class EvaluateParams:
+class GenerationParams:
+    """What the evaluate and infer stages share: which split to generate for, and how."""
+
     split: str = "test"
-    """Split the per-task metrics are computed on."""
+    """Split whose samples are generated for (from each task's shard manifest)."""
     beam_size: int = 1
-    """Beam size for generation during evaluation."""
+    """Beam size for generation."""
     batch_size: int = 64
     """Samples per generation batch."""
+
+
+@dataclass(frozen=True)
+class EvaluateParams(GenerationParams):
     max_samples: int = 0
     """Evaluate at most this many samples per task (0 = all)."""
 
 
 @dataclass(frozen=True)
-class InferParams:
+class InferParams(GenerationParams):
     task: str = ""
     """Task whose shard manifest is read (its materialised shards)."""
-    split: str = "test"
-    """Split of that manifest to predict."""
-    beam_size: int = 1
-    """Beam size for generation."""
-    batch_size: int = 64
-    """Samples per generation batch."""
 
 
 @dataclass(frozen=True)
@@ -152,12 +153,10 @@ def _build(cls: type, raw: Any, path: str) -> Any:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ParamsError(f"{path}: expected a mapping, got {type(raw).__name__}")
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    for key in raw:
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(names)}"
-            raise ParamsError(f"{path}.{key}: unknown key{hint}")
+    try:
+        check_known_keys(cls, raw, path)
+    except UnknownKeyError as err:
+        raise ParamsError(str(err)) from None
     try:
         return cls(**raw)
     except (TypeError, ValueError) as err:  # missing required keys, or the dataclass's own checks

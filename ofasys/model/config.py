@@ -7,8 +7,10 @@ model, so there is nothing to keep in sync by hand.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+from ofasys.strict_fields import from_mapping
 
 IMAGE_STEMS = ("conv", "resnet50", "resnet101", "resnet152")
 IMAGE_POSITIONS = ("learned", "sinusoidal")
@@ -116,11 +118,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
         """Inverse of `to_dict`; unknown keys are an error naming the known ones (no silent typos)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig keys {unknown}; known keys: {sorted(known)}")
-        return cls(**data)
+        return from_mapping(cls, data)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "ModelConfig":

@@ -186,7 +186,9 @@ class UniversalModel(nn.Module):
             prefixes = [row[:n].tolist() for row, n in zip(batch.decoder_input, lengths)]
             caps = []
             for prefix, plan in zip(prefixes, plans):
-                cap = plan.max_new_tokens if max_new_tokens is None else min(max_new_tokens, plan.max_new_tokens)
+                cap = plan.max_new_tokens
+                if max_new_tokens is not None:
+                    cap = min(cap, max_new_tokens)
                 # The last generated id is never fed back, so prefix + cap - 1 positions are used.
                 caps.append(max(0, min(cap, self.config.max_positions - len(prefix) + 1)))
             decoder = self.incremental_decoder(batch, beam_size)
@@ -220,9 +222,10 @@ class CachedDecoder:
     def __init__(self, model: UniversalModel, memory: torch.Tensor, memory_mask: torch.Tensor,
                  beam_size: int):
         self.model = model
-        memory = memory.repeat_interleave(beam_size, dim=0)
         self.memory_mask = memory_mask.repeat_interleave(beam_size, dim=0)[:, None, None, :]
-        self.cross = model.cross_kv(memory)
+        # Project per sample, then repeat per beam: beams of one sample share the encoder output.
+        self.cross = [(k.repeat_interleave(beam_size, dim=0), v.repeat_interleave(beam_size, dim=0))
+                      for k, v in model.cross_kv(memory)]
         self.caches: list[dict[str, torch.Tensor]] = [{} for _ in model.decoder_layers]
         self.position = 0
 
@@ -237,7 +240,7 @@ class CachedDecoder:
 
     def reorder(self, index: torch.Tensor) -> None:
         # Beams never leave their sample, so the (per-sample) cross-attention K/V need no reorder.
-        if torch.equal(index, torch.arange(len(index))):  # greedy, or beams kept in place
+        if torch.equal(index, torch.arange(len(index), device=index.device)):  # greedy, or beams kept in place
             return
         index = index.to(self.memory_mask.device)
         for cache in self.caches:

@@ -9,8 +9,10 @@ lr 2e-3.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from ofasys.strict_fields import from_mapping
 
 MIXTURES = ("weight", "temperature")
 
@@ -126,8 +128,4 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         """Inverse of `to_dict`; unknown keys are an error naming the known ones (no silent typos)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig keys {unknown}; known keys: {sorted(known)}")
-        return cls(**data)
+        return from_mapping(cls, data)

@@ -59,7 +59,8 @@ def test_padding_does_not_change_real_positions():
     batch = make_batch()
     gen = torch.Generator().manual_seed(1)
     first, image, last = batch.segments
-    padded = dataclasses.replace(batch, segments=[pad_segment(first, 3, gen), image, pad_segment(last, 2, gen)])
+    padded = dataclasses.replace(
+        batch, segments=[pad_segment(first, 3, gen), image, pad_segment(last, 2, gen)])
     with torch.no_grad():
         logits, logits_padded = model(batch), model(padded)
         memory, mask = model.encode(batch)
@@ -134,7 +135,8 @@ class UncachedDecoder:
 
     def __init__(self, model, batch, beam):
         memory, mask = model.encode(batch)
-        self.model, self.memory, self.mask = model, memory.repeat_interleave(beam, 0), mask.repeat_interleave(beam, 0)
+        self.model = model
+        self.memory, self.mask = memory.repeat_interleave(beam, 0), mask.repeat_interleave(beam, 0)
         self.history = torch.zeros(len(self.memory), 0, dtype=torch.long)
 
     def step(self, tokens):
@@ -243,3 +245,14 @@ def test_state_dict_round_trips_through_safetensors():
     batch = make_batch()
     with torch.no_grad():
         torch.testing.assert_close(model(batch), clone(batch), atol=0, rtol=0)
+
+
+def test_generation_length_caps():
+    model, batch = random_model(4), generation_batch(4)
+    no_eos = lambda g: range(3, VOCAB)  # noqa: E731
+    out = model.generate(batch, [AnyPlan(no_eos, max_new_tokens=9) for _ in range(3)], max_new_tokens=2)
+    assert [len(o) for o in out] == [2, 2, 2]
+    torch.manual_seed(0)
+    short = UniversalModel(tiny_config(max_positions=30, init_std=0.3)).eval()  # decoder fits 30 positions
+    out = short.generate(batch, [AnyPlan(no_eos, max_new_tokens=100) for _ in range(3)], beam_size=2)
+    assert [len(o) for o in out] == [27, 30, 29]  # prefix + generated - 1 fed positions <= 30
