@@ -26,5 +26,10 @@ else
   echo "$want" > "$STAMP"
 fi
 
+# Put the checkout on the venv's import path (a .pth file, like an editable install but offline and
+# instant), so `import ofasys` works from any directory: the Python API, bench/ scripts, notebooks.
+site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+echo "$PWD" > "$site/ofasys-checkout.pth"
+
 # git is required by DVC (stages run inside a git repo).
 command -v git >/dev/null || { echo "setup: git is required" >&2; exit 1; }

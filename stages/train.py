@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 from stages import cli
@@ -78,6 +79,32 @@ class CurveWriter:
         tmp.replace(self.path)
 
 
+class ProgressLog:
+    """One log line at most every `interval` seconds: step, per-task loss, speed and time left.
+
+    The trainer reports every `log_every` steps (to MLflow and the curve); a long run also needs a
+    human-readable heartbeat in the terminal `dvc repro` runs in, without flooding it.
+    """
+
+    def __init__(self, max_steps: int, interval: float = 30.0):
+        self.max_steps, self.interval = max_steps, interval
+        self.start = self.last = time.monotonic()
+        self.first_step: int | None = None
+
+    def __call__(self, step: int, metrics: dict) -> None:
+        now = time.monotonic()
+        if self.first_step is None:  # a resumed run starts counting speed here
+            self.first_step, self.start = step, now
+        if now - self.last < self.interval and step < self.max_steps:
+            return
+        self.last = now
+        rate = (step - self.first_step) / max(now - self.start, 1e-9)
+        left = f"{(self.max_steps - step) / rate:.0f}" if rate > 0 else "?"
+        losses = " ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in sorted(metrics.items())
+                          if k.startswith("train/loss/"))
+        log.info("step %d/%d  %s  %.1f steps/s  ~%s s left", step, self.max_steps, losses, rate, left)
+
+
 def build_model_config(section: dict, vocab_size: int):
     """`model:` params: ModelConfig fields, optionally starting from a named `preset`."""
     from ofasys.model import ModelConfig
@@ -108,6 +135,7 @@ def main(args, params) -> None:
     run_id = prepare_checkpoint_dir(fingerprint) if rank == 0 else None
     log_fn = None
     curve = CurveWriter(CHECKPOINTS / "train_curve.csv")
+    progress = ProgressLog(train_config.max_steps)
     if rank == 0:
         log_fn, run_id = start_tracking(params, manifests, vocab, run_id)
         (CHECKPOINTS / "ds").mkdir(parents=True, exist_ok=True)
@@ -115,6 +143,7 @@ def main(args, params) -> None:
 
     def log_both(step: int, metrics: dict) -> None:
         curve(step, metrics)
+        progress(step, metrics)
         if log_fn is not None:
             log_fn(step, metrics)
 

@@ -58,8 +58,8 @@ class ModelConfig:
     Positions are learned, so this bounds what the model can ever see."""
 
     image_stem: str = "conv"
-    """Image adaptor: "conv" is a stride-8 3x3-conv stack with BatchNorm (64 px -> 8x8 = 64 tokens,
-    what the CPU demo is calibrated for); "resnet50" / "resnet101" / "resnet152" are OFA's
+    """Image adaptor: "conv" is a stride-8 3x3-conv stack with BatchNorm (see `conv_stem`; 64 px
+    -> 8x8 = 64 tokens, what the CPU demo is calibrated for); "resnet50" / "resnet101" / "resnet152" are OFA's
     torchvision ResNet trunk up to layer3 (stride 16, 1024 channels, untrained)."""
 
     image_stem_channels: int = 128
@@ -73,18 +73,27 @@ class ModelConfig:
     max_image_grid: int = 32
     """Largest image grid side (tokens per row/column) the learned 2-D position tables cover."""
 
-    normformer: bool = True
+    normformer: bool = False
     """NormFormer extra norms: a LayerNorm after each attention (before the residual add) and one
-    inside each FFN after the activation. They keep the pre-norm residual stream from drifting in
-    scale, which makes larger learning rates stable."""
+    inside each FFN after the activation. OFA uses them (the OFA presets turn them on); in the tiny
+    CPU model they kept the decoder from ever using cross-attention to image tokens within the
+    demo's budget (grounding stayed at the no-image accuracy), so its default is off."""
+
+    embed_norm: bool = False
+    """LayerNorm over the summed embeddings (token or image + positions + segment type) before the
+    first encoder and decoder layer, as OFA's `layernorm_embedding`. On for the OFA presets; off for
+    the tiny CPU model, where it slowed grounding's use of the image by about half."""
 
     head_scale: bool = False
     """NormFormer head scaling: a learned scalar per attention head applied before the output
     projection."""
 
-    init_std: float = 0.02
+    init_std: float = 0.088
     """Std of the normal init of embeddings and linear weights; residual output projections use
-    init_std / sqrt(2 x layers) so the residual stream starts near the embeddings' scale."""
+    init_std / sqrt(2 x layers) so the residual stream starts near the embeddings' scale. About
+    d_model ** -0.5 for the tiny CPU model: at GPT-2's 0.02 its attention logits start so flat that
+    cross-attention to image tokens did not leave the uniform regime within the demo's budget. The
+    OFA presets use 0.02, as OFA does."""
 
     pad_id: int = 0
     """Padding id of the unified vocabulary (contracts: ids 0..4 are pad, bos, eos, unk, mask)."""
@@ -128,6 +137,9 @@ class ModelConfig:
         return replace(PRESETS[name], **overrides)
 
 
+OFA_STYLE = dict(normformer=True, embed_norm=True, init_std=0.02)
+"""What the OFA-size presets share with OFA itself (and the tiny CPU model does not)."""
+
 PRESETS: dict[str, ModelConfig] = {
     # What the CPU demo is calibrated for (SETUP.md "Calibration"): ~1.1M parameters with the
     # demo's ~830-id vocabulary, 64 image tokens from a 64 px image.
@@ -136,23 +148,23 @@ PRESETS: dict[str, ModelConfig] = {
     # these come to roughly 33M / 93M / 180M / 470M / 930M parameters.
     "tiny": ModelConfig(
         vocab_size=OFA_VOCAB_SIZE, d_model=256, encoder_layers=4, decoder_layers=4, heads=4,
-        ffn_dim=1024, image_stem="resnet50", dropout=0.1,
+        ffn_dim=1024, image_stem="resnet50", dropout=0.1, **OFA_STYLE,
     ),
     "medium": ModelConfig(
         vocab_size=OFA_VOCAB_SIZE, d_model=512, encoder_layers=4, decoder_layers=4, heads=8,
-        ffn_dim=2048, image_stem="resnet101", dropout=0.1,
+        ffn_dim=2048, image_stem="resnet101", dropout=0.1, **OFA_STYLE,
     ),
     "base": ModelConfig(
         vocab_size=OFA_VOCAB_SIZE, d_model=768, encoder_layers=6, decoder_layers=6, heads=12,
-        ffn_dim=3072, image_stem="resnet101", dropout=0.1,
+        ffn_dim=3072, image_stem="resnet101", dropout=0.1, **OFA_STYLE,
     ),
     "large": ModelConfig(
         vocab_size=OFA_VOCAB_SIZE, d_model=1024, encoder_layers=12, decoder_layers=12, heads=16,
-        ffn_dim=4096, image_stem="resnet152", dropout=0.1,
+        ffn_dim=4096, image_stem="resnet152", dropout=0.1, **OFA_STYLE,
     ),
     "huge": ModelConfig(
         vocab_size=OFA_VOCAB_SIZE, d_model=1280, encoder_layers=24, decoder_layers=12, heads=16,
-        ffn_dim=5120, image_stem="resnet152", dropout=0.1,
+        ffn_dim=5120, image_stem="resnet152", dropout=0.1, **OFA_STYLE,
     ),
 }
 """Named sizes; `ModelConfig.preset(name, vocab_size=vocab.size)` is the usual way to use one."""

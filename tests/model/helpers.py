@@ -10,7 +10,8 @@ VOCAB = 40
 
 def tiny_config(**overrides) -> ModelConfig:
     base = dict(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, heads=4,
-                ffn_dim=64, dropout=0.1, image_stem_channels=16, max_image_grid=8, head_scale=True)
+                ffn_dim=64, dropout=0.1, image_stem_channels=16, max_image_grid=8, head_scale=True,
+                normformer=True, embed_norm=True)  # every optional module on, so tests cover them
     return ModelConfig(**{**base, **overrides})
 
 

@@ -4,7 +4,7 @@ import torch
 
 from ofasys.data.batch import Batch, EncoderSegment
 from ofasys.generation import beam_search
-from ofasys.model import UniversalModel
+from ofasys.model import ModelConfig, UniversalModel
 
 from .helpers import VOCAB, make_batch, pad_segment, tiny_config
 
@@ -256,3 +256,20 @@ def test_generation_length_caps():
     short = UniversalModel(tiny_config(max_positions=30, init_std=0.3)).eval()  # decoder fits 30 positions
     out = short.generate(batch, [AnyPlan(no_eos, max_new_tokens=100) for _ in range(3)], beam_size=2)
     assert [len(o) for o in out] == [27, 30, 29]  # prefix + generated - 1 fed positions <= 30
+
+
+def test_embedding_norms_are_optional():
+    with_norms = sum(p.numel() for p in UniversalModel(tiny_config()).parameters())
+    plain = sum(p.numel() for p in UniversalModel(tiny_config(embed_norm=False)).parameters())
+    assert with_norms - plain == 2 * (2 * 32)  # encoder and decoder embedding LayerNorms
+    model, batch = UniversalModel(tiny_config(embed_norm=False)).eval(), make_batch()
+    with torch.no_grad():
+        assert torch.isfinite(model(batch)).all()
+
+
+def test_ofa_presets_keep_ofa_norms_and_init():
+    for name in ("tiny", "base", "huge"):
+        cfg = ModelConfig.preset(name)
+        assert (cfg.normformer, cfg.embed_norm, cfg.init_std) == (True, True, 0.02)
+    cpu = ModelConfig.preset("tiny-cpu")
+    assert (cpu.normformer, cpu.embed_norm) == (False, False)
