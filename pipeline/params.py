@@ -118,7 +118,8 @@ class Params:
         task = self.tasks[name]
         blob = {
             "seed": self.seed,
-            "task": _to_plain(task),
+            # Not `weight` or `metric`: a new mixture or metric must leave the shards byte-identical.
+            "task": {k: _to_plain(getattr(task, k)) for k in ("name", "instruction", "source", "image_size")},
             "assets": _to_plain(self.assets),
             "materialise": _to_plain(self.materialise),
         }

@@ -62,6 +62,8 @@ def test_task_hash_changes_only_with_what_shapes_the_shards(raw):
     base = parse_params(raw)
     other = copy.deepcopy(raw)
     other["evaluate"]["batch_size"] = 3
+    other["tasks"]["caption"]["weight"] = 0.123
+    other["tasks"]["caption"]["metric"] = "accuracy"
     assert parse_params(other).task_hash("caption") == base.task_hash("caption")
     other["tasks"]["caption"]["image_size"] = 48
     assert parse_params(other).task_hash("caption") != base.task_hash("caption")
