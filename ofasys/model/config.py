@@ -43,7 +43,7 @@ class ModelConfig:
 
     ffn_dim: int = 256
     """Hidden width of each feed-forward block (4 x d_model in OFA; 2 x for the tiny CPU model,
-    which is what its calibration used: ~1.1M parameters with the demo's vocabulary)."""
+    which is what its calibration used: ~1.3M parameters (stem included) with the demo's vocabulary)."""
 
     dropout: float = 0.0
     """Dropout on embeddings, residual branches and the FFN activation. Off for the tiny CPU model:
@@ -141,7 +141,7 @@ OFA_STYLE = dict(normformer=True, embed_norm=True, init_std=0.02)
 """What the OFA-size presets share with OFA itself (and the tiny CPU model does not)."""
 
 PRESETS: dict[str, ModelConfig] = {
-    # What the CPU demo is calibrated for (SETUP.md "Calibration"): ~1.1M parameters with the
+    # What the CPU demo is calibrated for (SETUP.md "Calibration"): ~1.3M parameters with the
     # demo's ~830-id vocabulary, 64 image tokens from a 64 px image.
     "tiny-cpu": ModelConfig(),
     # OFA's sizes (Wang et al. 2022, table 1): ResNet trunk + Transformer, with OFA's vocabulary

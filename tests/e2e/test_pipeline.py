@@ -110,3 +110,30 @@ def test_second_repro_is_a_noop(pipeline_run):
     work, env, _ = pipeline_run
     proc = _run(["dvc", "repro"], work, env)
     assert "up to date" in proc.stdout.lower()
+
+
+def test_train_stage_under_torchrun_with_two_processes(pipeline_run, tmp_path):
+    """The README's multi-process launch of the real stage: 2 ranks over gloo, MLflow on rank 0 only."""
+    from ofasys.training.trainer import free_localhost_port
+
+    work, env, _ = pipeline_run
+    two = tmp_path / "two"  # a copy: the other tests look at the single-process run
+    shutil.copytree(work, two, ignore=shutil.ignore_patterns("checkpoints", "mlflow.db", "metrics", "predictions"))
+    env = {**env, "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+          "--master_port", str(free_localhost_port()), "-m", "stages.train"], two, env)
+    record = json.loads((two / "checkpoints/run.json").read_text())
+    assert record["steps"] == 12 and record["version"] == "1"
+    con = sqlite3.connect(two / "mlflow.db")
+    assert con.execute("select count(*) from runs").fetchone()[0] == 1  # rank 1 never tracked
+    keys = {row[0] for row in con.execute("select distinct key from metrics")}
+    assert {f"train/loss/{task}" for task in TASKS} <= keys
+    from ofasys import OFASys
+
+    model = OFASys.from_pretrained(two / "checkpoints/final")
+    sample = pq.read_table(work / "data/raw/vqa/test.parquet").slice(0, 1).to_pylist()[0]
+    out = model.inference("[IMAGE:img] <BOS> [TEXT:question] <EOS> -> <BOS> [TEXT:answer,closed_set] <EOS>",
+                          data={"img": sample["img"], "question": sample["question"]})
+    assert isinstance(out.text, str)
