@@ -45,6 +45,7 @@ from ofasys.training.config import TrainConfig
 from ofasys.training.ds_config import build_ds_config
 from ofasys.training.export import (save_pretrained, tasks_info_from_manifests,
                                     vocab_fingerprint_of_manifests)
+from ofasys.training.meter import TaskMeter, as_float
 from ofasys.training.sampler import WeightedMultitaskSampler
 from ofasys.training.schedule import make_scheduler
 
@@ -209,10 +210,6 @@ def _batch_to(batch: Batch, device: torch.device, float_dtype: torch.dtype) -> B
     return batch
 
 
-def _as_float(x: Any) -> float:
-    return float(x.detach().float().item()) if isinstance(x, torch.Tensor) else float(x)
-
-
 def checkpoint_tags(ckpt_dir: Path) -> list[tuple[int, str]]:
     """(step, tag) of the checkpoints in `ckpt_dir`, oldest first."""
     if not ckpt_dir.is_dir():
@@ -296,7 +293,7 @@ class Trainer:
         last_saved = step if resumed_from is not None else -1
 
         history: list[MicroRecord] = []
-        meter = _Meter(sampler.names)
+        meter = TaskMeter(sampler.names)
         engine.train()
         t_train = time.perf_counter()
         while step < cfg.max_steps:
@@ -311,7 +308,7 @@ class Trainer:
                 loss, stats = engine(batch)
                 engine.backward(loss)
                 engine.step()
-                loss_value = _as_float(loss)
+                loss_value = as_float(loss)
                 if not math.isfinite(loss_value):
                     raise FloatingPointError(f"non-finite loss {loss_value} at step {step + 1} micro {micro} "
                                              f"on task {picked.task!r} (rank {rank})")
@@ -409,58 +406,3 @@ def _model_config_dict(model: nn.Module) -> dict[str, Any]:
         return dataclasses.asdict(config)
     raise ValueError(f"{type(model).__name__} has no `config` dataclass; pass model_config= to Trainer "
                      "so the export records the model's shape")
-
-
-class _Meter:
-    """Sums per task between two log steps; `reduce` all-reduces them and returns the metrics."""
-
-    FIELDS = ("n", "loss", "ntokens", "nll_sum", "has_nll", "correct", "has_correct", "samples", "tokens")
-
-    def __init__(self, names: Sequence[str]) -> None:
-        self.names = list(names)
-        self.sums = np.zeros((len(self.names), len(self.FIELDS)), dtype=np.float64)
-        self.t0 = time.perf_counter()
-
-    def add(self, task: str, loss: float, stats: Mapping[str, Any], ntokens: int, samples: int,
-            tokens: int) -> None:
-        row = self.sums[self.names.index(task)]
-        row[0] += 1
-        row[1] += loss * max(ntokens, 1)
-        row[2] += ntokens
-        if "nll_sum" in stats:
-            row[3] += _as_float(stats["nll_sum"])
-            row[4] += 1
-        if "correct" in stats:
-            row[5] += _as_float(stats["correct"])
-            row[6] += 1
-        row[7] += samples
-        row[8] += tokens
-
-    def reduce(self, world: int, device: torch.device) -> dict[str, float]:
-        sums = self.sums.copy()
-        if world > 1:  # on the engine's device: NCCL cannot reduce CPU tensors
-            t = torch.from_numpy(sums).to(device)
-            dist.all_reduce(t)
-            sums = t.cpu().numpy()
-        seconds = max(time.perf_counter() - self.t0, 1e-9)
-        metrics: dict[str, float] = {}
-        total_nll = total_tok = 0.0
-        for name, row in zip(self.names, sums):
-            n, loss, ntok, nll, has_nll, correct, has_correct = row[:7]
-            if n == 0:
-                continue
-            denom = max(ntok, 1.0)
-            # The unsmoothed NLL when the model reports it (comparable across label smoothing).
-            value = nll / denom if has_nll == n else loss / denom
-            metrics[f"train/loss/{name}"] = float(value)
-            total_nll += value * denom
-            total_tok += denom
-            if has_correct == n:
-                metrics[f"train/acc/{name}"] = float(correct / denom)
-        if total_tok:
-            metrics["train/loss"] = float(total_nll / total_tok)
-        metrics["samples/s"] = float(sums[:, 7].sum()) / seconds
-        metrics["tokens/s"] = float(sums[:, 8].sum()) / seconds
-        self.sums[:] = 0
-        self.t0 = time.perf_counter()
-        return metrics
