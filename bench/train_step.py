@@ -11,7 +11,7 @@ import time
 import torch
 
 from ofasys.data.batch import Batch, EncoderSegment
-from ofasys.model import ModelConfig, UniversalModel
+from ofasys.model import ModelConfig, build_model
 
 
 def make_batch(vocab: int, b: int = 64, text: int = 16, out: int = 12, image: int = 64) -> Batch:
@@ -45,7 +45,7 @@ def steps_per_second(model, opt, batch, threads: int, seconds: float = 5.0) -> f
 
 def main() -> None:
     config = ModelConfig.preset("tiny-cpu", vocab_size=850)
-    model = UniversalModel(config).train()
+    model = build_model(config, seed=0).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     batch = make_batch(config.vocab_size)
     steps_per_second(model, opt, batch, 2, 2.0)  # warm up

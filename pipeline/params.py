@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,7 +20,7 @@ from typing import Any, Mapping
 import yaml
 
 from ofasys.instruction import InstructionError, parse_instruction
-from ofasys.strict_fields import UnknownKeyError, check_known_keys
+from ofasys.strict_fields import FieldTypeError, UnknownKeyError, check_field_types, check_known_keys
 from pipeline.sources import SourceSpec
 
 METRICS = ("bleu4", "iou_acc", "accuracy", "token_accuracy")
@@ -28,6 +29,15 @@ METRICS = ("bleu4", "iou_acc", "accuracy", "token_accuracy")
 
 class ParamsError(ValueError):
     """params.yaml is malformed; the message names the key path and what would fix it."""
+
+
+SPLIT_NAMES = ("train", "valid", "test")
+
+
+def _require(ok: bool, message: str) -> None:
+    """Raise the ValueError a field's range check gives (prefixed with its key path by `_build`)."""
+    if not ok:
+        raise ValueError(message)
 
 
 @dataclass(frozen=True)
@@ -45,33 +55,79 @@ class TaskParams:
     image_size: int = 64
     """Square resolution images are resized to at materialisation."""
 
+    def __post_init__(self) -> None:
+        _require(self.weight >= 0, f"weight: must be >= 0, got {self.weight}")
+        _require(self.metric in METRICS, f"metric: {self.metric!r} is not one of {', '.join(METRICS)}")
+        _require(1 <= self.image_size <= 4096, f"image_size: must be between 1 and 4096 pixels, got {self.image_size}")
+
 
 @dataclass(frozen=True)
 class AssetParams:
     bpe_vocab_size: int = 1000
-    """Size of the text BPE vocabulary trained on the tasks' text (specials included)."""
+    """Size of the text BPE vocabulary trained on the tasks' text (specials included); at least
+    261: a byte-level BPE holds the 5 special tokens and all 256 bytes before any merge."""
     num_bins: int = 1000
-    """Number of `<bin_i>` tokens for box coordinates."""
+    """Number of `<bin_i>` tokens for box coordinates (at least 2: a box needs two distinct edges)."""
     num_codes: int = 0
     """Number of `<code_i>` image VQ tokens reserved in the unified vocabulary."""
+
+    def __post_init__(self) -> None:
+        _require(self.bpe_vocab_size >= 261, f"bpe_vocab_size: must be >= 261 (5 specials + 256 bytes), "
+                                             f"got {self.bpe_vocab_size}")
+        _require(self.num_bins >= 2, f"num_bins: must be >= 2, got {self.num_bins}")
+        _require(self.num_codes >= 0, f"num_codes: must be >= 0, got {self.num_codes}")
 
 
 @dataclass(frozen=True)
 class MaterialiseParams:
     shard_samples: int = 1000
     """Samples per WebDataset shard."""
-    reject_budget: float = 0.01
-    """Largest fraction of a split's rows that may be rejected before the stage fails."""
+    reject_budget: float | dict[str, Any] = 0.01
+    """Largest share of a split's rows that may be rejected before the stage fails: a fraction in
+    [0, 1], or `{max_fraction: 0.01, max_count: 5}` (a split passes within either allowance). A bare
+    number is always a fraction, so `5` is an error rather than silently meaning five rows."""
+
+    def __post_init__(self) -> None:
+        _require(self.shard_samples >= 1, f"shard_samples: must be >= 1, got {self.shard_samples}")
+        budget = self.reject_budget
+        if isinstance(budget, Mapping):
+            check_known_keys(_BudgetFields, budget, "reject_budget")
+            check_field_types(_BudgetFields, budget, "reject_budget")
+            _BudgetFields(**budget)
+        else:
+            _require(0 <= budget <= 1, f"reject_budget: {budget} is read as a fraction of a split's rows and must "
+                                       f"be in [0, 1]; for a number of rows write reject_budget: {{max_count: {budget}}}")
+
+
+@dataclass(frozen=True)
+class _BudgetFields:
+    """The mapping form of `reject_budget` (the fields of `ofasys.data.rejects.RejectBudget`)."""
+
+    max_fraction: float | None = None
+    """Fraction of a split's rows, in [0, 1]."""
+    max_count: int | None = None
+    """Number of rows."""
+
+    def __post_init__(self) -> None:
+        if self.max_fraction is not None:
+            _require(0 <= self.max_fraction <= 1, f"max_fraction: must be in [0, 1], got {self.max_fraction}")
+        if self.max_count is not None:
+            _require(self.max_count >= 0, f"max_count: must be >= 0, got {self.max_count}")
 
 
 @dataclass(frozen=True)
 class TrackingParams:
     uri: str = "sqlite:///mlflow.db"
-    """MLflow tracking URI; the default needs no server (`mlflow ui` reads it)."""
+    """MLflow tracking URI; the default needs no server (`mlflow ui` reads it). A relative sqlite
+    path is relative to the project directory, where the stages run."""
     experiment: str = "ofasys"
     """MLflow experiment name."""
     registered_model: str = "ofasys"
     """Name of the registered model the trained checkpoint becomes a version of."""
+
+    def __post_init__(self) -> None:
+        for name in ("uri", "experiment", "registered_model"):
+            _require(bool(getattr(self, name).strip()), f"{name}: must not be empty")
 
 
 @dataclass(frozen=True)
@@ -85,17 +141,26 @@ class GenerationParams:
     batch_size: int = 64
     """Samples per generation batch."""
 
+    def __post_init__(self) -> None:
+        _require(self.split in SPLIT_NAMES, f"split: {self.split!r} is not one of {', '.join(SPLIT_NAMES)}")
+        _require(self.beam_size >= 1, f"beam_size: must be >= 1, got {self.beam_size}")
+        _require(self.batch_size >= 1, f"batch_size: must be >= 1, got {self.batch_size}")
+
 
 @dataclass(frozen=True)
 class EvaluateParams(GenerationParams):
     max_samples: int = 0
     """Evaluate at most this many samples per task (0 = all)."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.max_samples >= 0, f"max_samples: must be >= 0 (0 = all), got {self.max_samples}")
+
 
 @dataclass(frozen=True)
 class InferParams(GenerationParams):
     task: str = ""
-    """Task whose shard manifest is read (its materialised shards)."""
+    """Task whose shard manifest is read (its materialised shards); empty = the first task."""
 
 
 @dataclass(frozen=True)
@@ -106,12 +171,32 @@ class Params:
     assets: AssetParams = field(default_factory=AssetParams)
     materialise: MaterialiseParams = field(default_factory=MaterialiseParams)
     model: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of `ofasys.model.ModelConfig` (vocab_size is filled from the vocabulary)."""
+    """Keyword arguments of `ofasys.model.ModelConfig` plus an optional `preset` (vocab_size is
+    filled from the vocabulary). Checked at load by building the config."""
     train: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of `ofasys.training.TrainConfig`."""
+    """Keyword arguments of `ofasys.training.TrainConfig` (its seed is the top-level `seed`).
+    Checked at load by building the config."""
     tracking: TrackingParams = field(default_factory=TrackingParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     infer: InferParams = field(default_factory=InferParams)
+
+    def model_config(self, vocab_size: int):
+        """The `model:` section as an `ofasys.model.ModelConfig` (a named `preset` plus overrides);
+        `vocab_size` comes from the unified vocabulary, never from params."""
+        from ofasys.model.config import ModelConfig
+
+        fields = dict(self.model)
+        preset = fields.pop("preset", None)
+        fields["vocab_size"] = vocab_size
+        if preset:
+            return ModelConfig.preset(preset, **fields)
+        return ModelConfig.from_dict(fields)
+
+    def train_config(self):
+        """The `train:` section as an `ofasys.training.TrainConfig`, seeded by the top-level `seed`."""
+        from ofasys.training.config import TrainConfig
+
+        return TrainConfig.from_dict({"seed": self.seed, **self.train})
 
     def task_hash(self, name: str) -> str:
         """Fingerprint of everything that determines a task's shards (recorded in its manifest)."""
@@ -119,26 +204,27 @@ class Params:
         blob = {
             "seed": self.seed,
             # Not `weight` or `metric`: a new mixture or metric must leave the shards byte-identical.
-            "task": {k: _to_plain(getattr(task, k)) for k in ("name", "instruction", "source", "image_size")},
-            "assets": _to_plain(self.assets),
-            "materialise": _to_plain(self.materialise),
+            "task": {k: to_plain(getattr(task, k)) for k in ("name", "instruction", "source", "image_size")},
+            "assets": to_plain(self.assets),
+            "materialise": to_plain(self.materialise),
         }
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
-def _to_plain(obj: Any) -> Any:
+def to_plain(obj: Any) -> Any:
+    """Dataclasses, mappings and sequences as plain JSON-able dicts and lists."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, Mapping):
-        return {k: _to_plain(v) for k, v in obj.items()}
+        return {k: to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_to_plain(v) for v in obj]
+        return [to_plain(v) for v in obj]
     return obj
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     """Flatten params into `a.b.c -> value` pairs (MLflow params)."""
-    plain = _to_plain(obj)
+    plain = to_plain(obj)
     out: dict[str, Any] = {}
     if isinstance(plain, dict):
         for k, v in plain.items():
@@ -149,68 +235,140 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _build(cls: type, raw: Any, path: str) -> Any:
-    """Construct dataclass `cls` from a mapping, rejecting unknown keys with a suggestion."""
+    """Construct dataclass `cls` from a mapping: unknown keys get a suggestion, values are checked
+    against their annotations, then the dataclass checks its ranges; every error names its key path."""
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        raise ParamsError(f"{path}: expected a mapping, got {type(raw).__name__}")
+        raise ParamsError(f"{path}: expected a mapping of keys, got {type(raw).__name__} {raw!r}")
     try:
         check_known_keys(cls, raw, path)
-    except UnknownKeyError as err:
+        check_field_types(cls, raw, path)
+    except (UnknownKeyError, FieldTypeError) as err:
         raise ParamsError(str(err)) from None
     try:
         return cls(**raw)
-    except (TypeError, ValueError) as err:  # missing required keys, or the dataclass's own checks
-        raise ParamsError(f"{path}: {err}") from None
+    except TypeError as err:  # a required key is missing
+        missing = re.findall(r"'(\w+)'", str(err))
+        raise ParamsError(f"{path}.{missing[0] if missing else '?'}: required") from None
+    except ValueError as err:  # the dataclass's own range checks name their field first
+        message = str(err)
+        if path.endswith(".source") and message.startswith("source."):  # SourceSpec names its own keys
+            message = message.removeprefix("source.")
+        raise ParamsError(f"{path}.{message}" if re.match(r"^[\w.]+: ", message) else f"{path}: {message}") from None
+
+
+def _check_model(section: Any) -> dict[str, Any]:
+    """`model:` is ModelConfig's fields plus `preset`; build it once (placeholder vocab) to check it."""
+    from ofasys.model.config import PRESETS, ModelConfig
+
+    section = dict(_mapping(section, "model"))
+    if "vocab_size" in section:
+        raise ParamsError("model.vocab_size: set from the unified vocabulary (assets stage); remove it "
+                          "(the vocabulary's size is controlled by assets.bpe_vocab_size and num_bins)")
+    fields = dict(section)
+    preset = fields.pop("preset", None)
+    if preset is not None and preset not in PRESETS:
+        close = difflib.get_close_matches(str(preset), list(PRESETS), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known presets: {', '.join(PRESETS)}"
+        raise ParamsError(f"model.preset: unknown preset {preset!r}; {hint}")
+    try:
+        check_known_keys(ModelConfig, fields, "model")
+        check_field_types(ModelConfig, fields, "model")
+        base = PRESETS[preset] if preset else ModelConfig()
+        dataclasses.replace(base, **fields)
+    except (UnknownKeyError, FieldTypeError) as err:
+        raise ParamsError(str(err)) from None
+    except ValueError as err:
+        raise ParamsError(f"model: {err}") from None
+    return section
+
+
+def _check_train(section: Any, seed: int) -> dict[str, Any]:
+    """`train:` is TrainConfig's fields; the seed is the top-level one, so `train.seed` is refused."""
+    from ofasys.training.config import TrainConfig
+
+    section = dict(_mapping(section, "train"))
+    if "seed" in section:
+        raise ParamsError("train.seed: the run's seed is the top-level `seed:`; remove train.seed")
+    try:
+        check_known_keys(TrainConfig, section, "train")
+        check_field_types(TrainConfig, section, "train")
+        TrainConfig(seed=seed, **section)
+    except (UnknownKeyError, FieldTypeError) as err:
+        raise ParamsError(str(err)) from None
+    except ValueError as err:
+        raise ParamsError(re.sub(r"^TrainConfig\.", "train.", str(err))) from None
+    return section
+
+
+def _mapping(raw: Any, path: str) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"{path}: expected a mapping of keys, got {type(raw).__name__} {raw!r}")
+    return raw
+
+
+SECTIONS: dict[str, type] = {
+    "assets": AssetParams,
+    "materialise": MaterialiseParams,
+    "tracking": TrackingParams,
+    "evaluate": EvaluateParams,
+    "infer": InferParams,
+}
+"""Top-level sections that are plain dataclasses (`tasks`, `model`, `train` have their own checks)."""
 
 
 def parse_params(raw: Mapping[str, Any]) -> Params:
-    """Validate a params mapping (as loaded from YAML) into `Params`."""
+    """Validate a whole params mapping (as loaded from YAML) into `Params`.
+
+    Every section is checked, whichever stage asks, so a typo under `train:` stops `ingest` before
+    any work instead of a later stage after hours of it. Raises ParamsError naming the key path.
+    """
     if not isinstance(raw, Mapping):
-        raise ParamsError("params: expected a mapping at the top level")
+        raise ParamsError(f"params: expected a mapping at the top level, got {type(raw).__name__}")
     raw = dict(raw)
-    tasks_raw = raw.pop("tasks", None)
+    known = ["seed", "tasks", "model", "train", *SECTIONS]
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known sections: {', '.join(known)}"
+            raise ParamsError(f"{key}: unknown section{hint}")
+    if "seed" not in raw:
+        raise ParamsError("seed: required (an integer, e.g. seed: 1)")
+    seed = raw["seed"]
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ParamsError(f"seed: expected an integer >= 0, got {seed!r}")
+    tasks_raw = raw.get("tasks")
     if not tasks_raw:
         raise ParamsError("tasks: at least one task is required")
+    tasks_raw = _mapping(tasks_raw, "tasks")
     tasks: dict[str, TaskParams] = {}
     for name, spec in tasks_raw.items():
         if not str(name).isidentifier():
             raise ParamsError(f"tasks.{name}: task names must be identifiers (letters, digits, _)")
-        spec = dict(spec or {})
+        spec = dict(_mapping(spec, f"tasks.{name}"))
         source = _build_source(spec.pop("source", None), f"tasks.{name}.source")
         task = _build(TaskParams, {"name": name, "source": source, **spec}, f"tasks.{name}")
-        if task.metric not in METRICS:
-            raise ParamsError(f"tasks.{name}.metric: {task.metric!r} is not one of {', '.join(METRICS)}")
-        if task.weight < 0:
-            raise ParamsError(f"tasks.{name}.weight: must be >= 0, got {task.weight}")
         try:  # a malformed instruction fails here, before any stage does work
             parse_instruction(task.instruction)
         except InstructionError as err:
             raise ParamsError(f"tasks.{name}.instruction: {err}") from None
         tasks[name] = task
-    sections = {
-        "assets": AssetParams,
-        "materialise": MaterialiseParams,
-        "tracking": TrackingParams,
-        "evaluate": EvaluateParams,
-        "infer": InferParams,
-    }
-    built: dict[str, Any] = {"tasks": tasks}
-    for key, value in raw.items():
-        if key in sections:
-            built[key] = _build(sections[key], value, key)
-        elif key in ("seed", "model", "train"):
-            built[key] = value if value is not None else {}
-        else:
-            known = ["seed", "tasks", "model", "train", *sections]
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known sections: {', '.join(known)}"
-            raise ParamsError(f"{key}: unknown section{hint}")
-    if "seed" not in built:
-        raise ParamsError("seed: required (an integer)")
+    built: dict[str, Any] = {"seed": seed, "tasks": tasks}
+    for key, cls in SECTIONS.items():
+        built[key] = _build(cls, raw.get(key), key)
+    built["model"] = _check_model(raw.get("model"))
+    built["train"] = _check_train(raw.get("train"), seed)
+    if not built["infer"].task:
+        built["infer"] = dataclasses.replace(built["infer"], task=next(iter(tasks)))
     params = Params(**built)
-    if params.infer.task and params.infer.task not in tasks:
+    if params.infer.task not in tasks:
         raise ParamsError(f"infer.task: {params.infer.task!r} is not a task; tasks: {', '.join(tasks)}")
+    if params.train.get("mixture", "weight") == "weight" and not any(t.weight > 0 for t in tasks.values()):
+        raise ParamsError("tasks: every task has weight 0, so the sampler has nothing to draw; "
+                          "give at least one task a positive weight")
     return params
 
 
@@ -221,6 +379,19 @@ def _build_source(raw: Any, path: str) -> SourceSpec:
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate `params.yaml`."""
-    with open(path, encoding="utf-8") as fh:
-        return parse_params(yaml.safe_load(fh))
+    """Read and validate `params.yaml`; a missing file or broken YAML is a ParamsError naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found (run from the project directory or pass --params)") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ParamsError(f"{path}: cannot read params file: {err}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ParamsError(f"{path}{where}: not valid YAML: {problem}") from None
+    return parse_params(raw)

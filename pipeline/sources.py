@@ -2,13 +2,30 @@
 
 A source is either the embedded demo generator or local files (parquet, JSON lines or CSV, chosen by
 extension). Everything that can be wrong with a source (missing file, unknown extension, missing split
-column, URL instead of a path) is reported before anything is written, naming the offending path or
-column. Nothing is fetched from the network: a URL is rejected with a message saying so.
+column, URL instead of a path, a malformed file) is reported before anything is written, as one
+`SourceError` line naming the params key or the file, and for a malformed JSON lines or CSV file the
+1-based line and the cause. Nothing is fetched from the network: a URL is rejected with a message
+saying so.
+
+Reading: pyarrow's fast readers read every good file; only when one fails is the file re-scanned line
+by line with Python's `json`/`csv` to say where and why. JSON lines: each line is one JSON object;
+blank (whitespace-only) lines are allowed and skipped (a trailing newline or a stray empty line is
+common and harmless), they are not records, and error line numbers count them as physical lines.
+Text must be UTF-8 (a BOM is tolerated); an invalid byte is reported with its line and byte offset,
+never read into a corrupt string or (CSV) silently turned into a binary column.
+
+Every raw split carries three provenance columns, `PROVENANCE_COLUMNS`: `__source__` (the source file
+as resolved here: relative to the working directory when params gave a relative path, absolute when
+absolute; `demo:<generator>` for demo rows), `__source_row__` (the row's 0-based record index in its
+own source file, kept through splitting and carving; for demo rows its index in the generated split)
+and `__source_id__` (the `id_column` value, JSON-encoded unless a string; null without `id_column`).
+A source file that already has one of these columns is refused.
 
 When one file holds all rows and no split column says which split a row belongs to, rows are assigned
 by a hash of `(seed, row id)`, where the row id is the `id_column` value or, without one, the row's
-content. So appending rows never moves existing rows between splits, and duplicate rows always land in
-the same split (no train/test leakage through duplicates).
+content (its own columns only, never the provenance columns). So appending rows never moves existing
+rows between splits, and duplicate rows always land in the same split (no train/test leakage through
+duplicates).
 
 Output parquet bytes are a function of the input and seed only (fixed writer options), and each file
 is written to a temporary name and renamed, so a crash never leaves a half-written split behind.
@@ -16,14 +33,16 @@ is written to a temporary name and renamed, so a crash never leaves a half-writt
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -34,6 +53,8 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "valid
 """Values accepted in a `split_column` (case-insensitive) -> split."""
 READERS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+PROVENANCE_COLUMNS = ("__source__", "__source_row__", "__source_id__")
+"""Columns ingest adds to every raw split (see the module docstring); not data, and refused in a source."""
 _WRITE_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=True,
                       write_statistics=True, row_group_size=1024, data_page_version="1.0")
 
@@ -52,7 +73,8 @@ class SourceSpec:
     File: `{kind: file, path: data.jsonl}` (split by `split_column`, or by `valid_fraction` /
     `test_fraction`), or `{kind: file, train: a.parquet, valid: b.parquet, test: c.parquet}`; a split
     missing from the per-split paths is carved out of the train file by its fraction.
-    Relative paths are relative to `ingest`'s `base_dir` (the working directory by default).
+    Relative paths are relative to `ingest`'s `base_dir` (the working directory by default); relative
+    media paths inside a file are relative to that file's directory.
     """
 
     kind: str
@@ -120,12 +142,14 @@ class SourceSpec:
             raise SourceError(f"source.kind: must be 'demo' or 'file', got {self.kind!r}")
 
 
-def ingest(spec: SourceSpec, seed: int, out_dir: str | Path, base_dir: str | Path | None = None) -> dict[str, int]:
+def ingest(spec: SourceSpec, seed: int, out_dir: str | Path, base_dir: str | Path | None = None,
+           key: str = "source") -> dict[str, int]:
     """Write `out_dir/{train,valid,test}.parquet` for `spec`; return the row count per split.
 
-    All inputs are read and checked first; files are written only when every split is ready.
+    All inputs are read and checked first; files are written only when every split is ready. `key` is
+    the params path of `spec` (e.g. `tasks.caption.source`), used to name fields in error messages.
     """
-    tables = load_splits(spec, seed, base_dir)
+    tables = load_splits(spec, seed, base_dir, key)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
@@ -133,71 +157,350 @@ def ingest(spec: SourceSpec, seed: int, out_dir: str | Path, base_dir: str | Pat
     return {split: tables[split].num_rows for split in SPLITS}
 
 
-def load_splits(spec: SourceSpec, seed: int, base_dir: str | Path | None = None) -> dict[str, pa.Table]:
-    """The three split tables for `spec`, in memory (what `ingest` writes)."""
+def source_paths(spec: SourceSpec, base_dir: str | Path | None = None) -> dict[str, Path]:
+    """Each source file of a file `spec` by its field (`path`, or `train`/`valid`/`test`), as ingest
+    resolves it (whether or not it exists); empty for a demo source.
+
+    A relative path is joined to `base_dir` when one is given and otherwise stays relative to the
+    working directory, so `__source__` names a project file the same way on every machine.
+    """
+    if spec.kind != "file":
+        return {}
+    fields = ("path",) if spec.path is not None else tuple(s for s in SPLITS if getattr(spec, s) is not None)
+    paths = {}
+    for field in fields:
+        path = Path(getattr(spec, field))
+        if not path.is_absolute() and base_dir is not None:
+            path = Path(base_dir) / path
+        paths[field] = path
+    return paths
+
+
+def load_splits(spec: SourceSpec, seed: int, base_dir: str | Path | None = None,
+                key: str = "source") -> dict[str, pa.Table]:
+    """The three split tables for `spec`, in memory, provenance columns included (what `ingest` writes)."""
     if spec.kind == "demo":
         from pipeline.demo import generate
 
-        return {split: generate(spec.generator, split, getattr(spec, split), seed,
-                                corrupt=spec.corrupt if split == "train" else 0)
+        return {split: add_provenance(generate(spec.generator, split, getattr(spec, split), seed,
+                                               corrupt=spec.corrupt if split == "train" else 0),
+                                      f"demo:{spec.generator}")
                 for split in SPLITS}
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    paths = source_paths(spec, base_dir)
+    for field, path in paths.items():
+        _check_is_file(path, f"{key}.{field}")
+    read = {}
+    for field, path in paths.items():
+        read[field] = read_source(path)
+        _check_not_reserved(read[field], path)
     if spec.path is not None:
-        path = _resolve(spec.path, base, "path")
-        table = _read(path)
+        path, table = paths["path"], read["path"]
+        full = add_provenance(table, str(path), _source_ids(table, spec.id_column, path, key))
         if spec.split_column is not None:
-            return _split_by_column(table, spec.split_column, path)
-        return _split_by_hash(table, spec, seed, path, carve=("valid", "test"))
-    paths = {s: _resolve(getattr(spec, s), base, s) for s in SPLITS if getattr(spec, s) is not None}
-    read = {s: _read(p) for s, p in paths.items()}
+            labels = _labels_by_column(table, spec.split_column, path, key)
+            return _route(full.drop_columns([spec.split_column]), labels, SPLITS)
+        return _route(full, _labels_by_hash(table, spec, seed, path, ("valid", "test"), key), SPLITS)
+    schema = read["train"].schema
+    tables = {}
+    for split, table in read.items():
+        table = _conform(table, schema, split, paths[split], key)
+        tables[split] = add_provenance(table, str(paths[split]), _source_ids(table, spec.id_column, paths[split], key))
     missing = tuple(s for s in SPLITS if s not in read)
-    tables = dict(read)
     if missing:  # the train file gives up its carved rows: they must not stay in train too
-        tables.update(_split_by_hash(read["train"], spec, seed, paths["train"], carve=missing))
-    schema = tables["train"].schema
-    for split in SPLITS:
-        tables[split] = _conform(tables[split], schema, split, paths.get(split, paths["train"]))
+        labels = _labels_by_hash(read["train"], spec, seed, paths["train"], missing, key)
+        tables.update(_route(tables["train"], labels, ("train", *missing)))
     return tables
 
 
-def _resolve(value: str | os.PathLike, base: Path, field: str) -> Path:
-    path = Path(value)
-    if not path.is_absolute():
-        path = base / path
-    if not path.is_file():
-        raise SourceError(f"source.{field}: file not found: {path}")
-    return path
+def add_provenance(table: pa.Table, source: str, ids: pa.Array | None = None) -> pa.Table:
+    """`table` with `PROVENANCE_COLUMNS` appended: every row from `source`, numbered 0.. in table order.
+
+    Call it on a whole source file (before any filtering), so `__source_row__` is the file's own index.
+    """
+    n = table.num_rows
+    table = table.append_column("__source__", pa.array([source] * n, pa.string()))
+    table = table.append_column("__source_row__", pa.array(np.arange(n, dtype=np.int64)))
+    return table.append_column("__source_id__", ids if ids is not None else pa.nulls(n, pa.string()))
 
 
-def _read(path: Path) -> pa.Table:
+def _source_ids(table: pa.Table, id_column: str | None, path: Path, key: str) -> pa.Array | None:
+    if id_column is None:
+        return None
+    _check_has_column(table, id_column, path, f"{key}.id_column")
+    return pa.array([v if v is None or isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+                     for v in table.column(id_column).to_pylist()], pa.string())
+
+
+def _route(table: pa.Table, labels: pa.Array, splits: Sequence[str]) -> dict[str, pa.Table]:
+    """Rows of `table` per split label, in source order."""
+    return {split: table.filter(pc.equal(labels, split)) for split in splits}
+
+
+def _check_is_file(path: Path, field_key: str) -> None:
+    if path.is_file():
+        return
+    what = "is a directory, not a file" if path.is_dir() else "file not found"
+    where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+    raise SourceError(f"{field_key}: {what}: {path}{where}; fix the path in params or create the file")
+
+
+def _check_not_reserved(table: pa.Table, path: Path) -> None:
+    taken = [name for name in PROVENANCE_COLUMNS if name in table.column_names]
+    if taken:
+        raise SourceError(f"{path}: has a column named {taken[0]!r}, which ingest reserves for row provenance "
+                          f"({', '.join(PROVENANCE_COLUMNS)}); rename that column in the source file")
+
+
+def _check_has_column(table: pa.Table, column: str, path: Path, field_key: str) -> None:
+    if column not in table.column_names:
+        raise SourceError(f"{field_key}: {path} has no column {column!r}; "
+                          f"its columns: {', '.join(table.column_names)}")
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def read_source(path: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """One source file as a table, by its extension; a malformed file raises a one-line `SourceError`.
+
+    `columns` limits the result to those of the named columns the file has (parquet reads only them).
+    """
+    path = Path(path)
     kind = READERS[path.suffix.lower()]
     try:
         if kind == "parquet":
-            return pq.read_table(path)
-        if kind == "jsonl":
-            import pyarrow.json as pj
+            table, names = _read_parquet(path, columns)
+        else:
+            table = _read_jsonl(path) if kind == "jsonl" else _read_csv(path)
+            names = table.column_names
+    except OSError as err:  # unreadable (permissions, I/O): pyarrow's own errors are handled per reader
+        raise SourceError(f"{path}: cannot read the file: {_one_line(err)}") from None
+    if not names:
+        raise SourceError(f"{path}: the file has no records (it is empty)")
+    doubled = sorted({n for n in names if names.count(n) > 1})
+    if doubled:
+        raise SourceError(f"{path}: column {doubled[0]!r} appears more than once; give each column its own name")
+    if columns is not None:
+        table = table.select([c for c in table.column_names if c in set(columns)])
+    return table
 
-            return pj.read_json(path)
-        import pyarrow.csv as pcsv
 
-        return pcsv.read_csv(path)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise SourceError(f"{path}: cannot read as {kind}: {err}") from None
+def _one_line(err: BaseException | str) -> str:
+    return " ".join(str(err).split())
 
 
-def _split_by_column(table: pa.Table, column: str, path: Path) -> dict[str, pa.Table]:
-    if column not in table.column_names:
-        raise SourceError(f"source.split_column: {path} has no column {column!r}; "
-                          f"its columns: {', '.join(table.column_names)}")
-    values = [None if v is None else SPLIT_ALIASES.get(str(v).strip().lower()) for v in
-              table.column(column).to_pylist()]
-    unknown = sorted({str(raw) for raw, v in zip(table.column(column).to_pylist(), values) if v is None})
+def _read_parquet(path: Path, columns: Sequence[str] | None) -> tuple[pa.Table, list[str]]:
+    """The table (only `columns`, when given) and the names of all the file's columns."""
+    try:
+        if columns is not None:
+            names = pq.read_schema(path).names
+            return pq.read_table(path, columns=[c for c in names if c in set(columns)]), names
+        table = pq.read_table(path)
+        return table, table.column_names
+    except (pa.ArrowException, OSError) as err:
+        cause = re.sub(r"^Could not open Parquet input source '[^']*':\s*", "", _one_line(err))
+        raise SourceError(f"{path}: not a readable parquet file: {cause}; check that the copy is complete "
+                          "or write it again") from None
+
+
+def _read_jsonl(path: Path) -> pa.Table:
+    import pyarrow.json as pj
+
+    try:
+        table = pj.read_json(path)
+    except pa.ArrowInvalid as err:
+        if "Empty JSON file" in str(err):
+            raise SourceError(f"{path}: the file has no records (it is empty)") from None
+        problem, longest = _jsonl_problem(path)
+        if problem is not None:
+            raise SourceError(f"{path} line {problem[0]}: {problem[1]}") from None
+        if "straddl" not in str(err) or longest >= 2**31 - 1:
+            raise SourceError(f"{path}: cannot read as JSON lines: {_one_line(err)}") from None
+        try:  # a line longer than pyarrow's block (1 MiB): read again with blocks that hold the longest line
+            table = pj.read_json(path, read_options=pj.ReadOptions(block_size=max(longest + 1, 1 << 20)))
+        except pa.ArrowInvalid as err2:
+            raise SourceError(f"{path}: cannot read as JSON lines: {_one_line(err2)}") from None
+    try:  # pyarrow's JSON reader does not check UTF-8: do it before a bad string reaches the parquet
+        table.validate(full=True)
+        table.column_names  # noqa: B018 (names are decoded here)
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        raise _utf8_error(path) from None
+    return table
+
+
+def _read_csv(path: Path) -> pa.Table:
+    import pyarrow.csv as pcsv
+
+    try:
+        table = pcsv.read_csv(path)
+        table.column_names  # noqa: B018 (names are decoded here)
+    except UnicodeDecodeError:
+        raise _utf8_error(path) from None
+    except pa.ArrowInvalid as err:
+        if "Empty CSV file" in str(err):
+            raise SourceError(f"{path}: the file is empty (a CSV file starts with a header line)") from None
+        problem = _csv_problem(path)
+        if problem is not None:
+            raise SourceError(f"{path} line {problem[0]}: {problem[1]}") from None
+        raise SourceError(f"{path}: cannot read as csv: {_one_line(err)}") from None
+    if any(pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) for f in table.schema):
+        raise _utf8_error(path)  # pyarrow reads text that is not UTF-8 as a binary column
+    return table
+
+
+def _lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(1-based line number, byte offset of the line in the file, line bytes) of a text file."""
+    offset = 0
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            yield number, offset, raw
+            offset += len(raw)
+
+
+def _decode_line(number: int, offset: int, raw: bytes) -> str | tuple[int, str]:
+    """The line as text, or (line, message) naming the first byte that is not UTF-8."""
+    try:
+        return raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as err:
+        start = err.start + (3 if number == 1 and raw.startswith(b"\xef\xbb\xbf") else 0)
+        return number, (f"invalid UTF-8 byte 0x{raw[start]:02x} at byte offset {offset + start} of the file "
+                        f"(byte {start + 1} of the line); save the file as UTF-8")
+
+
+def _utf8_error(path: Path) -> SourceError:
+    for number, offset, raw in _lines(path):
+        decoded = _decode_line(number, offset, raw)
+        if isinstance(decoded, tuple):
+            return SourceError(f"{path} line {decoded[0]}: {decoded[1]}")
+    return SourceError(f"{path}: a value is not valid UTF-8 text; save the file as UTF-8")
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    seen: dict = {}
+    for name, value in pairs:
+        if name in seen:
+            raise _DuplicateKey(name)
+        seen[name] = value
+    return seen
+
+
+_KINDS = ((bool, "a boolean"), (int, "a number"), (float, "a number"), (str, "a string"), (list, "an array"),
+          (dict, "an object"))
+
+
+def _kind(value: object) -> str | None:
+    for typ, name in _KINDS:
+        if isinstance(value, typ):
+            return name
+    return None  # null: fits any column
+
+
+def _type_change(value: object, column: str, kinds: dict[str, tuple[str, int]], number: int) -> str | None:
+    """Where `value` (on line `number`) gives `column` another JSON type than an earlier line did."""
+    kind = _kind(value)
+    if kind is None:
+        return None
+    if column:
+        first, line = kinds.setdefault(column, (kind, number))
+        if first != kind:
+            return (f"column {column!r} is {kind} here but {first} on line {line}; give a column one type on "
+                    "every line (null for a missing value)")
+    if isinstance(value, dict):
+        for name, item in value.items():
+            found = _type_change(item, f"{column}.{name}" if column else name, kinds, number)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = _type_change(item, f"{column}[]", kinds, number)
+            if found:
+                return found
+    return None
+
+
+def _json_error(err: json.JSONDecodeError, text: str) -> str:
+    msg = re.sub(r"\s+(starting )?at$", "", err.msg)
+    msg = msg[:1].lower() + msg[1:]
+    if msg.startswith("unterminated string"):
+        return f"the JSON object is truncated ({msg} starting at column {err.colno})"
+    if msg.startswith("expecting") and err.pos >= len(text.rstrip(" \t\r\n")):
+        return f"the JSON object is truncated ({msg} at the end of the line)"
+    if msg == "extra data":
+        return f"unexpected text after the JSON object at column {err.colno}; write one object per line"
+    return f"invalid JSON at column {err.colno}: {msg}"
+
+
+def _jsonl_problem(path: Path) -> tuple[tuple[int, str] | None, int]:
+    """The first line pyarrow cannot read and why (or None), and the longest line's length in bytes."""
+    kinds: dict[str, tuple[str, int]] = {}
+    longest = 0
+    for number, offset, raw in _lines(path):
+        longest = max(longest, len(raw))
+        text = _decode_line(number, offset, raw)
+        if isinstance(text, tuple):
+            return text, longest
+        text = text.removesuffix("\n").removesuffix("\r")
+        if not text.strip(" \t"):
+            continue  # blank lines are allowed (see the module docstring)
+        try:
+            value = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        except json.JSONDecodeError as err:
+            return (number, _json_error(err, text)), longest
+        except _DuplicateKey as err:
+            return (number, f"key {err.args[0]!r} appears twice in the object"), longest
+        if not isinstance(value, dict):
+            return (number, f"{_kind(value) or 'null'}, not a JSON object; each line must be one object "
+                            "like {\"column\": value}"), longest
+        found = _type_change(value, "", kinds, number)
+        if found:
+            return (number, found), longest
+    return None, longest
+
+
+def _csv_problem(path: Path) -> tuple[int, str] | None:
+    """The first line of a CSV file pyarrow cannot read and why, or None."""
+    for number, offset, raw in _lines(path):
+        decoded = _decode_line(number, offset, raw)
+        if isinstance(decoded, tuple):
+            return decoded
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh)
+        header: tuple[int, int] | None = None
+        while True:
+            start = reader.line_num + 1
+            try:
+                record = next(reader)
+            except StopIteration:
+                return None
+            except csv.Error as err:
+                return start, f"not valid CSV: {err}"
+            if not record:
+                continue  # empty lines are skipped, as pyarrow does
+            if header is None:
+                header = (start, len(record))
+            elif len(record) != header[1]:
+                text = ",".join(record)
+                shown = text if len(text) <= 60 else text[:57] + "..."
+                return start, (f"{len(record)} fields but the header (line {header[0]}) has {header[1]}: "
+                               f"{shown!r}; quote values that contain a comma")
+
+
+# ---------------------------------------------------------------------------------------------- splitting
+
+
+def _labels_by_column(table: pa.Table, column: str, path: Path, key: str) -> pa.Array:
+    _check_has_column(table, column, path, f"{key}.split_column")
+    raw = table.column(column).to_pylist()
+    values = [None if v is None else SPLIT_ALIASES.get(str(v).strip().lower()) for v in raw]
+    unknown = sorted({str(r) for r, v in zip(raw, values) if v is None})
     if unknown:
-        raise SourceError(f"source.split_column: {path} column {column!r} has values that are not a "
+        raise SourceError(f"{key}.split_column: {path} column {column!r} has values that are not a "
                           f"split: {', '.join(unknown[:10])}; accepted: {', '.join(SPLIT_ALIASES)}")
-    rest = table.drop_columns([column])
-    labels = pa.array(values, pa.string())
-    return {split: rest.filter(pc.equal(labels, split)) for split in SPLITS}
+    return pa.array(values, pa.string())
 
 
 def row_fraction(seed: int, row_id: bytes) -> float:
@@ -206,11 +509,10 @@ def row_fraction(seed: int, row_id: bytes) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def _row_ids(table: pa.Table, id_column: str | None, path: Path) -> list[bytes]:
+def _row_ids(table: pa.Table, id_column: str | None, path: Path, key: str) -> list[bytes]:
+    """Split ids from the source's own columns (`table` must not hold the provenance columns)."""
     if id_column is not None:
-        if id_column not in table.column_names:
-            raise SourceError(f"source.id_column: {path} has no column {id_column!r}; "
-                              f"its columns: {', '.join(table.column_names)}")
+        _check_has_column(table, id_column, path, f"{key}.id_column")
         return [json.dumps(v, sort_keys=True, default=str).encode() for v in table.column(id_column).to_pylist()]
     names = sorted(table.column_names)
     ids = []
@@ -227,33 +529,31 @@ def _row_ids(table: pa.Table, id_column: str | None, path: Path) -> list[bytes]:
     return ids
 
 
-def _split_by_hash(table: pa.Table, spec: SourceSpec, seed: int, path: Path,
-                   carve: tuple[str, ...]) -> dict[str, pa.Table]:
-    """Carve the `carve` splits out of `table` by their fractions; the rest is train. Row order kept."""
+def _labels_by_hash(table: pa.Table, spec: SourceSpec, seed: int, path: Path, carve: tuple[str, ...],
+                    key: str) -> pa.Array:
+    """Per row of `table`: one of the `carve` splits (by their fractions) or train."""
     fractions = {"test": spec.test_fraction if "test" in carve else 0.0,
                  "valid": spec.valid_fraction if "valid" in carve else 0.0}
     labels = []
-    for row_id in _row_ids(table, spec.id_column, path):
+    for row_id in _row_ids(table, spec.id_column, path, key):
         u = row_fraction(seed, row_id)
         labels.append("test" if u < fractions["test"] else
                       "valid" if u < fractions["test"] + fractions["valid"] else "train")
-    arr = pa.array(labels, pa.string())
-    out = {split: table.filter(pc.equal(arr, split)) for split in ("train", *carve)}
-    return out
+    return pa.array(labels, pa.string())
 
 
-def _conform(table: pa.Table, schema: pa.Schema, split: str, path: Path) -> pa.Table:
+def _conform(table: pa.Table, schema: pa.Schema, split: str, path: Path, key: str) -> pa.Table:
     """Per-split files must have the train file's columns; types are cast to the train file's."""
     if table.schema.names != schema.names:
         if sorted(table.schema.names) != sorted(schema.names):
-            raise SourceError(f"source.{split}: {path} has columns {', '.join(table.schema.names)} but the "
+            raise SourceError(f"{key}.{split}: {path} has columns {', '.join(table.schema.names)} but the "
                               f"train file has {', '.join(schema.names)}")
         table = table.select(schema.names)
     if table.schema.remove_metadata() != schema.remove_metadata():
         try:
             table = table.cast(schema.remove_metadata())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-            raise SourceError(f"source.{split}: {path} column types do not match the train file's: {err}") from None
+            raise SourceError(f"{key}.{split}: {path} column types do not match the train file's: {err}") from None
     return table
 
 

@@ -4,6 +4,10 @@ Runs are named per stage, params are flattened `a.b.c` keys, metrics follow `tra
 `eval/<metric>/<task>`, and tags pin the code (git commit), the data (dvc.lock hash, manifest
 fingerprints) and the vocabulary. The default store is `sqlite:///mlflow.db` with local artifacts, so
 `mlflow ui` works with no server to run.
+
+A run's status tells the truth: a stage that raises (Ctrl-C included) ends its run FAILED with a
+`failure` tag, and a run that will never be continued (its process died before a checkpoint, or
+its params changed) is ended FAILED with an `abandoned` tag saying why and which run replaced it.
 """
 
 from __future__ import annotations
@@ -45,10 +49,30 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def setup(tracking: TrackingParams) -> None:
-    """Point MLflow at the configured store and experiment (created on first use)."""
-    mlflow.set_tracking_uri(tracking.uri)
-    mlflow.set_registry_uri(tracking.uri)
+def store_uri(uri: str, project_dir: Path) -> str:
+    """`uri` with a relative sqlite path made absolute against `project_dir`.
+
+    MLflow resolves `sqlite:///mlflow.db` against whatever the working directory is when it opens
+    the store, and caches stores by URI string; params mean the project's store, so it is pinned here.
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return uri
+    rest = uri[len(prefix):]
+    path, sep, query = rest.partition("?")
+    if not path or path == ":memory:" or path.startswith("/"):
+        return uri
+    return f"{prefix}{(Path(project_dir) / path).resolve()}{sep}{query}"
+
+
+def setup(tracking: TrackingParams, project_dir: Path = Path(".")) -> None:
+    """Point MLflow at the configured store and experiment (created on first use).
+
+    A relative sqlite path in params is relative to `project_dir` (the stage's working directory).
+    """
+    uri = store_uri(tracking.uri, project_dir)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     if mlflow.get_experiment_by_name(tracking.experiment) is None:
         mlflow.create_experiment(tracking.experiment)
     mlflow.set_experiment(tracking.experiment)
@@ -76,6 +100,59 @@ class MetricLogger:
                 for k, v in sorted(clean.items())
             ],
         )
+
+
+FAILED = "FAILED"
+FINISHED = "FINISHED"
+
+
+def run_status(run_id: str) -> str | None:
+    """The run's status (`RUNNING`, `FINISHED`, `FAILED`, ...), or None when the store has no live
+    run with that id (never created there, or deleted)."""
+    try:
+        run = MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return None if run.info.lifecycle_stage == "deleted" else run.info.status
+
+
+def why_not_continuable(run_id: str, experiment: str) -> str:
+    """Why `run_id` cannot be continued in `experiment` of the current store ('' when it can)."""
+    try:
+        run = MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return f"the store {mlflow.get_tracking_uri()} has no run {run_id}"
+    if run.info.lifecycle_stage == "deleted":
+        return f"run {run_id} was deleted"
+    current = mlflow.get_experiment_by_name(experiment)
+    if current is None or current.experiment_id != run.info.experiment_id:
+        return f"run {run_id} belongs to another experiment than {experiment!r}"
+    return ""
+
+
+def end_failed(run_id: str, error: BaseException) -> None:
+    """End `run_id` FAILED with a `failure` tag naming the exception (called while it propagates)."""
+    client = MlflowClient()
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    client.set_tag(run_id, "failure", text[:5000])
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        mlflow.end_run(status=FAILED)
+    else:
+        client.set_terminated(run_id, status=FAILED)
+
+
+def abandon(run_id: str, reason: str) -> bool:
+    """Mark a run that will never be continued: tag `abandoned` = reason, and end it FAILED unless
+    it had FINISHED (a finished run is complete, not abandoned). Returns whether it was marked."""
+    status = run_status(run_id)
+    if status is None or status == FINISHED:
+        return False
+    client = MlflowClient()
+    client.set_tag(run_id, "abandoned", reason[:5000])
+    if status not in (FAILED, "KILLED"):
+        client.set_terminated(run_id, status=FAILED)
+    return True
 
 
 def _now_ms() -> int:

@@ -2,6 +2,8 @@
 
 One row per sample with its key, the prediction, the reference and all decoded outputs (JSON).
 Resumable: finished chunks are kept under .cache/infer and a rerun continues where it stopped.
+`--model models:/<name>@<alias>` is looked up in the store of params `tracking.uri` (a relative sqlite
+path there is relative to the project dir, where the stage runs), never in one found by accident.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ def main(args, params) -> None:
     from ofasys.batch_inference import BatchInferenceConfig, predict_to_parquet
     from ofasys.data.task_data import ShardTaskData
     from ofasys.inference import OFASys
+    from pipeline.tracking import store_uri
 
     task = args.task or params.infer.task
     split = args.split or params.infer.split
     manifest = Path(args.manifest) if args.manifest else Path("data/shards") / task / "manifest.json"
-    pretrained = OFASys.from_pretrained(args.model)
+    pretrained = OFASys.from_pretrained(args.model, tracking_uri=store_uri(params.tracking.uri, Path.cwd()))
     data = ShardTaskData(manifest, split, pretrained.vocab)
     cfg = BatchInferenceConfig(beam_size=params.infer.beam_size, batch_size=params.infer.batch_size)
     out = Path("predictions") / f"{data.name}.parquet"

@@ -1,4 +1,8 @@
-"""Stage `ingest@<task>`: raw source (demo generator or a file) -> data/raw/<task>/{split}.parquet."""
+"""Stage `ingest@<task>`: raw source (demo generator or a file) -> data/raw/<task>/{split}.parquet.
+
+Runs in the project directory: relative source paths in params are relative to it, and the raw rows'
+`__source__` keeps them relative, so the raw splits do not depend on where the project is checked out.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ def main(args, params) -> None:
     if args.task not in params.tasks:
         raise cli.ParamsError(f"--task {args.task!r} is not in params tasks: {', '.join(params.tasks)}")
     task = params.tasks[args.task]
-    counts = ingest(task.source, seed=params.seed, out_dir=Path("data/raw") / args.task)
+    counts = ingest(task.source, seed=params.seed, out_dir=Path("data/raw") / args.task,
+                    key=f"tasks.{args.task}.source")
     log.info("%s: %s", args.task, ", ".join(f"{k}={v}" for k, v in counts.items()))
 
 

@@ -7,6 +7,7 @@ materialised like shards, outputs are decoded per modality and respect their con
 from __future__ import annotations
 
 import io
+import re
 import sys
 
 import numpy as np
@@ -26,7 +27,8 @@ CAPTION = "[IMAGE:img] <BOS> what does the image describe? <EOS> -> <BOS> [TEXT:
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
+def export_dir(tmp_path_factory):
+    """An untrained tiny model exported like the train stage does."""
     root = tmp_path_factory.mktemp("pretrained")
     words = "zero one two three four five six seven eight nine how many digits are there which region".split()
     tok = train_text_tokenizer([" ".join(words)] * 3 + words, vocab_size=300)
@@ -39,8 +41,12 @@ def pretrained(tmp_path_factory):
     config = ModelConfig(vocab_size=vocab.size, d_model=32, heads=2, ffn_dim=64, encoder_layers=1,
                          decoder_layers=1, image_stem_channels=32)
     tasks = {"vqa": {"instruction": VQA, "image_size": 32, "closed_sets": {"answer": ["one", "three", "two"]}}}
-    out = save_pretrained(UniversalModel(config), config.to_dict(), root / "vocab.json", tasks, root / "final")
-    return OFASys.from_pretrained(out)
+    return save_pretrained(UniversalModel(config), config.to_dict(), root / "vocab.json", tasks, root / "final")
+
+
+@pytest.fixture(scope="module")
+def pretrained(export_dir):
+    return OFASys.from_pretrained(export_dir)
 
 
 def _png(w: int, h: int) -> bytes:
@@ -98,3 +104,90 @@ def test_library_never_imports_dvc_or_mlflow_at_module_level():
         if re.search(r"^(import|from) (dvc|mlflow)\b", p.read_text(), re.MULTILINE)
     ]
     assert offenders == []
+
+
+# --------------------------------------------------------------------------------------------------
+# models:/<name>@<alias>: the MLflow store is named explicitly, never found by the working directory
+
+
+@pytest.fixture(scope="module")
+def registry(export_dir, tmp_path_factory):
+    """A real sqlite MLflow store holding the export as version 1 of model `m`, alias `champion`."""
+    import mlflow
+
+    root = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = client.create_experiment("e", artifact_location=(root / "artifacts").as_uri())
+    run = client.create_run(exp)
+    client.log_artifacts(run.info.run_id, str(export_dir), "model")
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model("m")
+    version = client.create_model_version("m", f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    client.set_registered_model_alias("m", "champion", version.version)
+    return root, uri
+
+
+@pytest.fixture()
+def elsewhere(tmp_path, monkeypatch):
+    """An empty working directory with no MLFLOW_* environment: nothing may appear in it."""
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(key, raising=False)
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
+def _store_files(root):
+    return sorted(p.name for p in root.iterdir())
+
+
+def test_registry_uri_loads_from_another_directory_with_the_store_given(registry, elsewhere):
+    root, uri = registry
+    before = _store_files(root)
+    model = OFASys.from_pretrained("models:/m@champion", tracking_uri=uri)
+    pred = model.inference(VQA, data={"img": _png(32, 32), "question": "how many"})
+    assert pred.text in {"one", "two", "three"}
+    assert OFASys.from_pretrained("models:/m/1", tracking_uri=uri).config == model.config
+    assert list(elsewhere.iterdir()) == []  # no mlflow.db, no mlruns where the caller stands
+    assert _store_files(root) == before
+
+
+def test_without_a_store_argument_the_environment_names_it_and_nothing_else_does(registry, elsewhere,
+                                                                                  monkeypatch):
+    with pytest.raises(ValueError, match="no MLflow store.*tracking_uri=.*MLFLOW_TRACKING_URI"):
+        OFASys.from_pretrained("models:/m@champion")
+    assert list(elsewhere.iterdir()) == []  # no default store was made up in the working directory
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry[1])
+    assert OFASys.from_pretrained("models:/m@champion").vocab.size > 0
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_missing_sqlite_store_names_where_it_looked_and_creates_nothing(elsewhere, tmp_path):
+    absent = tmp_path / "nowhere" / "mlflow.db"
+    with pytest.raises(FileNotFoundError, match=f"no file {absent}"):
+        OFASys.from_pretrained("models:/m@champion", tracking_uri=f"sqlite:///{absent}")
+    with pytest.raises(FileNotFoundError, match=f"no file {elsewhere / 'mlflow.db'}.*working directory"):
+        OFASys.from_pretrained("models:/m@champion", tracking_uri="sqlite:///mlflow.db")
+    assert list(elsewhere.iterdir()) == [] and not absent.parent.exists()
+
+
+def test_a_relative_sqlite_store_is_relative_to_the_working_directory(registry, monkeypatch):
+    root, _ = registry
+    monkeypatch.chdir(root)
+    assert OFASys.from_pretrained("models:/m@champion", tracking_uri="sqlite:///mlflow.db").vocab.size > 0
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("models:/nope@champion", "no registered model 'nope' in the MLflow store {uri} \\(it has: m\\)"),
+    ("models:/m@best", "model 'm' has no alias 'best' in the MLflow store {uri} \\(aliases: champion\\)"),
+    ("models:/m/7", "model 'm' has no version 7 in the MLflow store {uri}"),
+])
+def test_an_unknown_model_alias_or_version_names_the_store(registry, elsewhere, uri, message):
+    from ofasys.inference import ModelNotFoundError
+
+    _, store = registry
+    with pytest.raises(ModelNotFoundError, match=message.format(uri=re.escape(store))):
+        OFASys.from_pretrained(uri, tracking_uri=store)
+    assert list(elsewhere.iterdir()) == []

@@ -28,6 +28,8 @@ _EXPORTS = {
     "read_manifest": "ofasys.data.manifest",
     "verify_manifest": "ofasys.data.manifest",
     "OutputPlan": "ofasys.data.plan",
+    "OutputWriteError": "ofasys.data.io",
+    "PositionLimit": "ofasys.data.limits",
     "PlanError": "ofasys.data.plan",
     "RejectBudget": "ofasys.data.rejects",
     "RejectBudgetExceeded": "ofasys.data.rejects",

@@ -10,6 +10,10 @@ Decoder side (`Template.resolved_outputs()`): the full sequence `seq` (starting 
 if the template has none first) gives decoder_input = seq[:-1] and target = seq[1:]. A target carries
 loss when it comes from an output slot without `no_loss`, or is a special token; forced prompt text
 never does. Everything is padded with 0 (the pad id) and padding never carries loss.
+
+`ofasys.data.limits` counts the encoder and decoder positions these sequences take, so that
+materialisation rejects a sample the model can't take; a change to what is built here changes that
+count too (tests/data/test_limits.py checks the two agree).
 """
 
 from __future__ import annotations

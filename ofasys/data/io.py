@@ -1,16 +1,21 @@
-"""Small file helpers shared by the data layer: atomic writes and hashing.
+"""Small file helpers shared by the data layer: atomic writes, write errors and hashing.
 
 Every artefact a later stage relies on is written to a temp name in the same directory and renamed,
-so a killed process leaves either the old file or the new one, never half of one.
+so a killed process leaves either the old file or the new one, never half of one. A write that fails
+(disk full, file size limit, read-only or removed directory) removes its temp file and raises one
+`OutputWriteError` that names the file, the OS reason and the fix, instead of a traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +30,87 @@ def tmp_path_for(path: Path) -> Path:
     return path.with_name(f".{path.name}{TMP_SUFFIX}")
 
 
+def _mount_point(path: Path) -> Path:
+    """The mount point of the filesystem holding `path` (its nearest existing ancestor's)."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+class OutputWriteError(OSError):
+    """Writing an output file failed; the partial file is already removed.
+
+    A user error (the data and code are fine, the machine is not): its message is one line naming
+    the file, the OS reason and what to do, e.g. "cannot write out/train-000003.tar: No space left on
+    device (errno 28); free space on / (the filesystem of out) and re-run". `errno` is the OS error's.
+    """
+
+    def __init__(self, path: str | os.PathLike, cause: OSError):
+        reason = cause.strerror or str(cause) or type(cause).__name__
+        super().__init__(cause.errno, reason)
+        self.filename = str(path)
+        self.path = Path(path)
+        directory = self.path.parent
+        if cause.errno in _NO_SPACE:
+            fix = f"free space on {_mount_point(directory)} (the filesystem of {directory}) and re-run"
+        elif cause.errno == errno.EFBIG:
+            fix = (f"the file outgrew this process's file size limit (ulimit -f) or the filesystem's; "
+                   f"raise the limit or free space on {_mount_point(directory)} and re-run")
+        else:
+            fix = f"check that {directory} exists, is writable and has free space, then re-run"
+        code = f" (errno {cause.errno})" if cause.errno is not None else ""
+        self.message = f"cannot write {self.path}: {reason}{code}; {fix}"
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):  # picklable across worker processes despite the custom __init__
+        return (_rebuild_write_error, (self.filename, self.errno, self.strerror))
+
+
+def _rebuild_write_error(filename: str, err: int | None, reason: str | None) -> OutputWriteError:
+    return OutputWriteError(filename, OSError(err, reason))
+
+
+def discard(path: Path) -> None:
+    """Remove a temp file if it exists; a failure to remove it must not hide the original error."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+@contextmanager
+def writing(final: Path, *temps: Path) -> Iterator[None]:
+    """Turn any OSError of the block into `OutputWriteError(final)` after removing `temps`."""
+    try:
+        yield
+    except OutputWriteError:
+        for tmp in temps:
+            discard(tmp)
+        raise
+    except OSError as exc:
+        for tmp in temps:
+            discard(tmp)
+        raise OutputWriteError(final, exc) from None
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` via a temp file and a rename; OutputWriteError if that fails."""
     path = Path(path)
     tmp = tmp_path_for(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with writing(path, tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 def canonical_json(obj: Any, indent: int | None = None) -> str:

@@ -60,10 +60,13 @@ def build_manifest(
     splits: Mapping[str, Mapping[str, Any]],
     rejects_count: int,
     seed: int,
+    limits: Mapping[str, Any] | None = None,
 ) -> dict:
     """Assemble the manifest dict (see contracts: shard sample format). `splits[split]` holds
-    num_samples, num_rejects, shards (list of dicts), lengths (stats), lengths_file, lengths_sha256."""
-    return {
+    num_samples, num_rejects, shards (list of dicts), lengths (stats), lengths_file, lengths_sha256.
+    `limits` records the model limit samples were checked against ({"max_positions", "image_tokens"},
+    None when unchecked), so a reader can tell whether its model takes every sample."""
+    manifest = {
         "format": MANIFEST_FORMAT,
         "task": task,
         "instruction": instruction,
@@ -76,6 +79,9 @@ def build_manifest(
         "splits": {k: dict(v) for k, v in splits.items()},
         "rejects": {"count": rejects_count, "path": REJECTS_NAME},
     }
+    if limits is not None:
+        manifest["limits"] = dict(limits)
+    return manifest
 
 
 def write_manifest(path: str | os.PathLike, manifest: Mapping[str, Any]) -> None:

@@ -3,18 +3,26 @@
 Everything that is the same every epoch (decode, resize, tokenize, box quantisation) happens here,
 once per (column, modality), so training only reads arrays. The instruction is parsed and checked
 against every split's schema before any work, and every slot the code can't materialise yet is
-refused up front, naming the slot: nothing is silently skipped.
+refused up front, naming the slot: nothing is silently skipped. The parts live in their own modules:
+what to store (`members`), one row -> arrays (`rows`), the model's length limit (`limits`), where a
+row came from (`provenance`); this module runs them over the splits and writes the files.
 
 Output layout in `out_dir` (see contracts, "Shard sample format")::
 
     <split>-000000.tar ...     samples "<split>-<row:09d>" with .json and .<column>.<modality>.npy
     <split>-lengths.npy        int32 total token length per sample, in sample-index order
-    rejects.jsonl              rows that could not be materialised, with the reason
+    rejects.jsonl              rows that could not be materialised: split, row, column, reason, and
+                               the row's source file, record index and id when the raw data has them
     manifest.json              written last: what exists, with sizes and sha256
+
+A sample the model could not take (encoder sequence or decoder input longer than `max_positions`)
+is a rejected row like an undecodable image: it counts against the reject budget, so one over-long
+cell can't stop training hours later.
 
 Determinism: rows are processed in order, splits in name order, every writer is byte-stable, so
 identical inputs give byte-identical files. A rerun first deletes the manifest, then the files a
-previous run (possibly killed) left, then writes everything again.
+previous run (possibly killed) left, then writes everything again. A failed write (disk full) removes
+everything this run wrote and raises one `OutputWriteError` naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from ofasys.data.io import TMP_SUFFIX, atomic_write_bytes, canonical_json, npy_bytes, sha256_file
+from ofasys.data.io import TMP_SUFFIX, OutputWriteError, atomic_write_bytes, canonical_json, npy_bytes, sha256_file, writing
+from ofasys.data.limits import PositionCheck, PositionLimit
 from ofasys.data.manifest import (
     MANIFEST_NAME,
     REJECTS_NAME,
@@ -39,20 +48,25 @@ from ofasys.data.manifest import (
     lengths_file_name,
     write_manifest,
 )
+from ofasys.data.members import (
+    MemberSpec,
+    UnsupportedSlotError,
+    member_name,
+    plan_members,
+    slot_entry,
+    template_members,
+)
+from ofasys.data.provenance import PROVENANCE_COLUMNS, Provenance, data_columns
 from ofasys.data.rejects import Reject, RejectBudget, RejectBudgetExceeded, write_rejects
+from ofasys.data.rows import MaterialisedRow, RowMaterialiser, RowRejected, sample_from_row
 from ofasys.data.shards import SHARD_RE, ShardInfo, ShardWriter, sample_key
-from ofasys.instruction.ast import Group, Instruction, Slot, Template
+from ofasys.instruction.ast import Instruction
 from ofasys.instruction.errors import InstructionError
-from ofasys.modalities import ENCODERS, NOT_YET_SUPPORTED, RejectRow, RowContext
 from ofasys.vocab import UnifiedVocab
 
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")
 CLOSED_SET_SPLIT = "train"
 """Closed-set labels are collected from this split (from all splits when there is none)."""
-
-
-class UnsupportedSlotError(InstructionError, NotImplementedError):
-    """The instruction is valid, but this code can't materialise one of its slots yet."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,13 @@ class MaterialiseConfig:
     """Recorded in the manifest; seeds evaluation-time masking so evaluation is reproducible."""
     progress: bool = True
     """Show a tqdm bar per split (only on a terminal)."""
+    max_positions: int | None = None
+    """The model's `max_positions`: a sample whose encoder sequence or decoder input would be longer
+    under any template is rejected, with the fix in the reason (see `ofasys.data.limits`). None
+    skips the check (the model then refuses such a sample when a batch draws it)."""
+    image_tokens: int | None = None
+    """Encoder positions one IMAGE slot takes at `image_size`: `ModelConfig.image_tokens(image_size)`.
+    Required with `max_positions` when the instruction has an IMAGE slot."""
 
 
 @dataclass(frozen=True)
@@ -105,120 +126,6 @@ class MaterialiseReport:
         return f"{'; '.join(parts)} -> {self.manifest_path}"
 
 
-@dataclass(frozen=True)
-class MemberSpec:
-    """One stored array: a (column, modality) pair, however many slots use it."""
-
-    column: str
-    modality: str
-    attrs: Mapping[str, Any]
-    """The slot attributes that shape the stored array (identical across the slots using it)."""
-    sides: frozenset[str]
-    closed_set: bool
-
-    @property
-    def name(self) -> str:
-        """Sample array key, e.g. "img.image"; the tar member is "<key>.<name>.npy"."""
-        return member_name(self.column, self.modality)
-
-
-def member_name(column: str, modality: str) -> str:
-    return f"{column}.{modality.lower()}"
-
-
-def _unsupported(template: Template, slot: Slot, what: str, fix: str) -> UnsupportedSlotError:
-    return UnsupportedSlotError(f"{what} is not yet supported by materialisation", template.source, slot.pos, fix)
-
-
-def _groups(items) -> list[Group]:
-    return [i for i in items if isinstance(i, Group)]
-
-
-def plan_members(instruction: Instruction) -> list[MemberSpec]:
-    """Check every slot can be materialised and list the arrays to store, in first-use order.
-
-    Raises InstructionError (UnsupportedSlotError for valid-but-unsupported slots) at the slot.
-    """
-    found: dict[tuple[str, str], dict[str, Any]] = {}
-    for template in instruction.templates:
-        for group in _groups(template.inputs) + _groups(template.outputs):
-            raise UnsupportedSlotError(
-                "repeat groups '( ... )*' are not yet supported by materialisation",
-                template.source,
-                group.pos,
-                "write the list-valued columns as one text column, or drop the group from this task",
-            )
-        for side, slot in template.slots():
-            mod = slot.modality
-            if mod in NOT_YET_SUPPORTED or mod not in ENCODERS:
-                raise _unsupported(template, slot, f"modality {mod}", f"use TEXT, IMAGE, BOX or CATEGORY slots; {mod} is planned")
-            pre = slot.attrs.get("preprocess")
-            if pre not in (None, "default") and not (mod == "IMAGE" and pre == "image_resnet"):
-                raise _unsupported(template, slot, f"{mod} with preprocess={pre}", "remove preprocess= (the default is supported)")
-            if mod == "IMAGE" and side == "output":
-                raise _unsupported(template, slot, "generating an IMAGE", "IMAGE slots are supported on the input side only")
-            if mod == "IMAGE" and slot.attrs.get("mask_ratio"):
-                raise _unsupported(template, slot, "mask_ratio on an IMAGE", "remove mask_ratio from the IMAGE slot")
-            if slot.column is None:
-                raise InstructionError(
-                    f"this {mod} slot names no column, so there is nothing to materialise",
-                    template.source,
-                    slot.pos,
-                    f"bind it to a column of the data, e.g. [{mod}:<column>]",
-                )
-            encoder = ENCODERS[mod]
-            attrs = {k: slot.attrs[k] for k in encoder.materialise_attrs if k in slot.attrs and k != "preprocess"}
-            key = (slot.column, mod)
-            if key not in found:
-                found[key] = {"attrs": attrs, "sides": {side}, "closed": slot.closed_set, "where": (template, slot)}
-                continue
-            entry = found[key]
-            if entry["attrs"] != attrs:
-                raise InstructionError(
-                    f"column '{slot.column}' is used as {mod} twice with different {sorted(encoder.materialise_attrs)}: "
-                    f"{entry['attrs']} here vs {attrs}",
-                    template.source,
-                    slot.pos,
-                    "a column is stored once per modality; give both slots the same uncased/no_punctuation/max_length",
-                )
-            entry["sides"].add(side)
-            entry["closed"] |= slot.closed_set
-    members = [
-        MemberSpec(col, mod, dict(e["attrs"]), frozenset(e["sides"]), bool(e["closed"])) for (col, mod), e in found.items()
-    ]
-    images = [m for m in members if m.modality == "IMAGE"]
-    boxes = [m for m in members if m.modality == "BOX"]
-    if boxes and len(images) != 1:
-        template, slot = found[(boxes[0].column, "BOX")]["where"]
-        raise InstructionError(
-            f"a BOX is in pixels of its image, so the instruction needs exactly one IMAGE column "
-            f"(it has {len(images)}: {[m.column for m in images]})",
-            template.source,
-            slot.pos,
-            "use one [IMAGE:<column>] slot for the image the boxes refer to",
-        )
-    return members
-
-
-def _slot_entry(member: MemberSpec, image_size: int) -> dict:
-    encoder = ENCODERS[member.modality]
-    side = "both" if len(member.sides) == 2 else next(iter(member.sides))
-    return {
-        "column": member.column,
-        "modality": member.modality,
-        "member": f"{member.name}.npy",
-        "dtype": encoder.dtype,
-        "shape": encoder.shape(image_size),
-        "side": side,
-        "attrs": dict(member.attrs, **({"closed_set": True} if member.closed_set else {})),
-    }
-
-
-def template_members(instruction: Instruction) -> list[list[str]]:
-    """Per template, the member name of each slot occurrence (for total token lengths)."""
-    return [[member_name(s.column, s.modality) for _, s in t.slots() if s.column] for t in instruction.templates]
-
-
 def clean_out_dir(out_dir: Path) -> None:
     """Delete what a previous (maybe killed) run left: the manifest first, so a reader never sees a
     manifest listing files that are being replaced; then shards, lengths files, rejects, temp files.
@@ -237,121 +144,65 @@ def clean_out_dir(out_dir: Path) -> None:
             path.unlink()
 
 
-def _parse_and_check(cfg: MaterialiseConfig) -> tuple[Instruction, list[MemberSpec]]:
+def _parse_and_check(cfg: MaterialiseConfig) -> tuple[Instruction, list[MemberSpec], dict[str, list[str]]]:
+    """The instruction, its members and, per split, the raw parquet's column names; every split's
+    data columns (provenance columns are not data) are checked against the instruction."""
     from ofasys.instruction import parse_instruction
 
     instruction = parse_instruction(cfg.instruction)
     members = plan_members(instruction)
     if not cfg.raw_splits:
         raise ValueError(f"task {cfg.task!r}: no splits given")
+    schemas: dict[str, list[str]] = {}
     for split, path in sorted(cfg.raw_splits.items()):
         if not _SPLIT_RE.match(split):
             raise ValueError(f"split name {split!r} must match [A-Za-z0-9_]+ (it names shard files)")
         if not Path(path).is_file():
             raise FileNotFoundError(f"task {cfg.task!r}, split {split!r}: raw file {path} does not exist")
-        names = pq.read_schema(path).names
+        schemas[split] = names = pq.read_schema(path).names
         try:
-            instruction.check_columns(names)
+            instruction.check_columns(data_columns(names))
         except InstructionError as exc:
             exc.message = f"{exc.message} (split {split!r}, {path})"
             exc.args = (exc.message, exc.template, exc.column, exc.fix)
             raise
-    return instruction, members
+    return instruction, members, schemas
 
 
-class RowRejected(ValueError):
-    """A row can't be materialised: `column` and a deterministic `reason`."""
-
-    def __init__(self, column: str, reason: str):
-        super().__init__(f"column '{column}': {reason}")
-        self.column, self.reason = column, reason
-
-
-@dataclass
-class MaterialisedRow:
-    arrays: dict[str, np.ndarray]
-    """Keyed by member name ("img.image")."""
-    meta: dict[str, dict]
-    refs: dict[str, Any]
-    lengths: dict[str, int]
-    """Token length per member name."""
-    labels: list[tuple[str, str]]
-    """(column, normalised label) of closed_set columns."""
-
-
-class RowMaterialiser:
-    """Turns one raw row into the arrays of `members` (shared by the shard writer and inference)."""
-
-    def __init__(self, members: list[MemberSpec], vocab: UnifiedVocab, image_size: int, base_dir: Path | None = None):
-        self.members, self.vocab, self.image_size, self.base_dir = members, vocab, image_size, base_dir
-        # images first: boxes need their image's original size
-        self.order = sorted(members, key=lambda m: m.modality != "IMAGE")
-        images = [m.column for m in members if m.modality == "IMAGE"]
-        self.box_image = images[0] if len(images) == 1 else None
-        self.output_columns = {m.column for m in members if "output" in m.sides}
-
-    def __call__(self, values: Mapping[str, Any]) -> MaterialisedRow:
-        """Materialise `values` ({column: raw value}); raise RowRejected at the first bad column."""
-        ctx = RowContext(self.vocab, self.image_size, self.base_dir, box_image_column=self.box_image)
-        out = MaterialisedRow({}, {}, {}, {}, [])
-        for m in self.order:
-            encoder = ENCODERS[m.modality]
-            try:
-                if m.column not in values:
-                    raise RejectRow(f"no value for column '{m.column}'")
-                res = encoder.materialise(values[m.column], m.attrs, ctx)
-            except RejectRow as exc:
-                raise RowRejected(m.column, exc.reason) from None
-            out.arrays[m.name] = res.array
-            out.lengths[m.name] = encoder.token_length(res.array)
-            if res.meta:
-                out.meta.setdefault(m.column, {}).update(res.meta)
-                if m.modality == "IMAGE":
-                    ctx.image_sizes[m.column] = (int(res.meta["width"]), int(res.meta["height"]))
-            if m.column in self.output_columns and res.ref is not None:
-                out.refs[m.column] = res.ref
-            if m.closed_set:
-                out.labels.append((m.column, encoder.normalise(values[m.column], m.attrs)))
-        return out
-
-
-def sample_from_row(
-    instruction: Instruction | str,
-    values: Mapping[str, Any],
-    vocab: UnifiedVocab,
-    *,
-    image_size: int = 64,
-    task: str = "",
-    key: str = "infer-000000000",
-    sides: tuple[str, ...] = ("input",),
-    base_dir: Path | None = None,
-):
-    """Materialise one raw row in memory for inference: the columns of the slots on `sides` (outputs
-    are to be generated, so by default only inputs are needed). Returns a `Sample`; raises
-    InstructionError for unsupported slots and RowRejected for a bad value."""
-    from ofasys.data.collate import Sample
-    from ofasys.instruction import parse_instruction
-
-    if isinstance(instruction, str):
-        instruction = parse_instruction(instruction)
-    members = [m for m in plan_members(instruction) if m.sides & set(sides)]
-    row = RowMaterialiser(members, vocab, image_size, base_dir)(values)
-    meta = {"task": task, "split": key.split("-")[0], "row": 0, "lengths": {f"{n}.npy": v for n, v in row.lengths.items()},
-            "meta": row.meta, "refs": row.refs}
-    return Sample(key, meta, row.arrays)
+def _position_check(cfg: MaterialiseConfig, instruction: Instruction, vocab: UnifiedVocab, members: list[MemberSpec]):
+    if cfg.max_positions is None:
+        return None
+    has_image = any(m.modality == "IMAGE" for m in members)
+    if has_image and cfg.image_tokens is None:
+        raise ValueError(
+            f"task {cfg.task!r}: max_positions is set and the instruction has an IMAGE slot, so image_tokens "
+            f"(ModelConfig.image_tokens(image_size)) is needed to count encoder positions"
+        )
+    return PositionCheck(instruction, vocab, PositionLimit(cfg.max_positions, cfg.image_tokens or 0))
 
 
 class _SplitWriter:
     """Materialise the rows of one split, in order, into tar members."""
 
-    def __init__(self, cfg: MaterialiseConfig, vocab: UnifiedVocab, members: list[MemberSpec], tmpl_members: list[list[str]], split: str):
-        self.cfg, self.members, self.split = cfg, members, split
+    def __init__(
+        self,
+        cfg: MaterialiseConfig,
+        vocab: UnifiedVocab,
+        members: list[MemberSpec],
+        tmpl_members: list[list[str]],
+        split: str,
+        check: PositionCheck | None,
+    ):
+        self.cfg, self.members, self.split, self.check = cfg, members, split, check
         self.tmpl_members = tmpl_members
+        # relative media paths: the row's source file's directory (C2), else the raw parquet's
         self.materialise = RowMaterialiser(members, vocab, cfg.image_size, Path(cfg.raw_splits[split]).resolve().parent)
 
     def row(self, row: int, values: Mapping[str, Any], labels: dict[str, set[str]] | None):
         """(members for the tar, total length) or raise RowRejected."""
         out = self.materialise(values)
+        if self.check is not None:
+            self.check(out.arrays)
         if labels is not None:  # only rows that are kept contribute labels
             for column, label in out.labels:
                 labels.setdefault(column, set()).add(label)
@@ -371,16 +222,39 @@ class _SplitWriter:
 
 def materialise_task(cfg: MaterialiseConfig) -> MaterialiseReport:
     """Materialise every split of `cfg`; raise RejectBudgetExceeded (after writing rejects.jsonl, without
-    a manifest) when a split rejects more rows than the budget allows."""
-    instruction, members = _parse_and_check(cfg)
+    a manifest) when a split rejects more rows than the budget allows, and OutputWriteError (after
+    removing what this run wrote) when a file can't be written."""
+    instruction, members, schemas = _parse_and_check(cfg)
     budget = RejectBudget.of(cfg.reject_budget)
     vocab = UnifiedVocab.load(cfg.vocab_path)
     if cfg.image_size < 1:
         raise ValueError(f"image_size must be >= 1, got {cfg.image_size}")
+    check = _position_check(cfg, instruction, vocab, members)
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with writing(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
     clean_out_dir(out_dir)
+    try:
+        return _write_task(cfg, instruction, members, schemas, vocab, budget, check, out_dir)
+    except OutputWriteError:
+        # shards without a manifest do not exist; removing them frees the space a re-run needs
+        try:
+            clean_out_dir(out_dir)
+        except OSError:
+            pass
+        raise
 
+
+def _write_task(
+    cfg: MaterialiseConfig,
+    instruction: Instruction,
+    members: list[MemberSpec],
+    schemas: Mapping[str, list[str]],
+    vocab: UnifiedVocab,
+    budget: RejectBudget,
+    check: PositionCheck | None,
+    out_dir: Path,
+) -> MaterialiseReport:
     tmpl_members = template_members(instruction)
     splits = sorted(cfg.raw_splits)
     label_split = CLOSED_SET_SPLIT if CLOSED_SET_SPLIT in cfg.raw_splits else None
@@ -391,8 +265,9 @@ def materialise_task(cfg: MaterialiseConfig) -> MaterialiseReport:
     needed = list(dict.fromkeys(m.column for m in members))
 
     for split in splits:
-        writer = _SplitWriter(cfg, vocab, members, tmpl_members, split)
+        writer = _SplitWriter(cfg, vocab, members, tmpl_members, split, check)
         collect = labels if (label_split is None or split == label_split) and labels else None
+        columns = needed + [c for c in PROVENANCE_COLUMNS if c in schemas[split]]
         pf = pq.ParquetFile(cfg.raw_splits[split])
         total_rows = pf.metadata.num_rows
         lengths: list[int] = []
@@ -401,14 +276,17 @@ def materialise_task(cfg: MaterialiseConfig) -> MaterialiseReport:
         with ShardWriter(out_dir, split, cfg.shard_samples) as shards, tqdm(
             total=total_rows, desc=f"materialise {cfg.task}/{split}", unit="row", disable=None if cfg.progress else True
         ) as bar:
-            for batch in pf.iter_batches(batch_size=256, columns=needed):
+            for batch in pf.iter_batches(batch_size=256, columns=columns):
                 data = batch.to_pydict()
                 for i in range(batch.num_rows):
-                    values = {c: data[c][i] for c in needed}
+                    values = {c: data[c][i] for c in columns}
                     try:
                         tar_members, total = writer.row(row, values, collect)
                     except RowRejected as rej:
-                        rejects.append(Reject(split, row, rej.column, rej.reason))
+                        where = Provenance.of(values)
+                        rejects.append(
+                            Reject(split, row, rej.column, rej.reason, where.source, where.source_row, where.source_id)
+                        )
                         n_rejects += 1
                     else:
                         shards.write(sample_key(split, row), tar_members)
@@ -441,11 +319,12 @@ def materialise_task(cfg: MaterialiseConfig) -> MaterialiseReport:
         params_hash=cfg.params_hash,
         vocab_fingerprint=vocab.fingerprint,
         image_size=cfg.image_size,
-        slots=[_slot_entry(m, cfg.image_size) for m in members],
+        slots=[slot_entry(m, cfg.image_size) for m in members],
         closed_sets={c: sorted(v) for c, v in labels.items()},
         splits=split_entries,
         rejects_count=len(rejects),
         seed=cfg.seed,
+        limits={"max_positions": cfg.max_positions, "image_tokens": cfg.image_tokens},
     )
     manifest_path = out_dir / MANIFEST_NAME
     write_manifest(manifest_path, manifest)
@@ -455,7 +334,9 @@ def materialise_task(cfg: MaterialiseConfig) -> MaterialiseReport:
 __all__ = [
     "MaterialiseConfig",
     "MaterialiseReport",
+    "MaterialisedRow",
     "MemberSpec",
+    "OutputWriteError",
     "RejectBudget",
     "RejectBudgetExceeded",
     "RowMaterialiser",

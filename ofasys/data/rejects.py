@@ -18,10 +18,28 @@ from ofasys.data.io import atomic_write_bytes, canonical_json
 
 @dataclass(frozen=True)
 class Reject:
+    """One rejected row. `split`/`row` locate it in the raw parquet; `source`, `source_row` and
+    `source_id` (contracts C1) locate it in the user's own file, which is what they can open and fix.
+    The provenance fields are None for raw data without provenance columns and are then left out of
+    rejects.jsonl."""
+
     split: str
     row: int
+    """Index of the row within its raw split (also the sample key's number)."""
     column: str
     reason: str
+    source: str | None = None
+    """The raw row's `__source__`: its source file as ingest resolved it, or "demo:<generator>"."""
+    source_row: int | None = None
+    """The raw row's `__source_row__`: its 0-based record index in `source`."""
+    source_id: str | None = None
+    """The raw row's `__source_id__`: the value of the source's id column."""
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in _OPTIONAL}
+
+
+_OPTIONAL = frozenset({"source", "source_row", "source_id"})
 
 
 @dataclass(frozen=True)
@@ -89,7 +107,7 @@ class RejectBudgetExceeded(RuntimeError):
 
 def write_rejects(path: str | os.PathLike, rejects: Iterable[Reject]) -> int:
     """rejects.jsonl, one JSON object per line, atomically; returns the number written."""
-    lines = [canonical_json(asdict(r)) + "\n" for r in rejects]
+    lines = [canonical_json(r.to_json()) + "\n" for r in rejects]
     atomic_write_bytes(path, "".join(lines).encode("utf-8"))
     return len(lines)
 

@@ -4,7 +4,9 @@ A shard is a plain POSIX tar that stock `webdataset` and `tar` read: one sample 
 members `<key>.json` and `<key>.<column>.<modality>.npy`. Headers are normalised (mtime 0, uid/gid
 0, empty owner names, mode 0644) and members are written in a fixed order, so identical samples give
 byte-identical shards. Each shard is written under a temp name and renamed only when complete: a
-shard file that exists is whole.
+shard file that exists is whole. A write that fails (disk full, file size limit) removes the temp
+file and raises one `OutputWriteError` naming the shard; an exception in the caller's `with` block
+likewise removes the open shard's temp file, without trying to finish the tar.
 
 Reading uses the tar's member offsets (`TarInfo.offset_data`), so one sample is two or three
 `pread`s, without scanning the shard.
@@ -16,10 +18,12 @@ import io
 import os
 import re
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ofasys.data.io import sha256_file, tmp_path_for
+from ofasys.data.io import discard, sha256_file, tmp_path_for, writing
 
 SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{6})\.tar$")
 
@@ -74,22 +78,49 @@ class ShardWriter:
         self._file = None
         self._count = 0
 
+    def _final(self) -> Path:
+        return self.out_dir / shard_name(self.split, len(self.shards))
+
     def _open(self) -> None:
-        final = self.out_dir / shard_name(self.split, len(self.shards))
-        self._file = open(tmp_path_for(final), "wb")
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT)
+        with self._guard():
+            self._file = open(tmp_path_for(self._final()), "wb")
+            self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT)
         self._count = 0
 
     def _finish(self) -> None:
         assert self._tar is not None and self._file is not None
-        self._tar.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        final = self.out_dir / shard_name(self.split, len(self.shards))
-        os.replace(tmp_path_for(final), final)
-        self.shards.append(ShardInfo(final.name, self._count, final.stat().st_size, sha256_file(final)))
+        final = self._final()
+        with self._guard():
+            self._tar.close()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(tmp_path_for(final), final)
+            self.shards.append(ShardInfo(final.name, self._count, final.stat().st_size, sha256_file(final)))
         self._tar = self._file = None
+
+    def _abort(self) -> None:
+        """Drop the open shard: close the file without finishing the tar (whose end-of-archive
+        blocks would only fail again on a full disk) and remove its temp file."""
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass  # the buffered tail can't be flushed; the file is closed regardless
+            discard(tmp_path_for(self._final()))
+        self._tar = self._file = None
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Writes to the open shard: an OSError becomes OutputWriteError naming the shard, and any
+        error drops the shard (so no temp file and no open handle outlive it)."""
+        final = self._final()
+        try:
+            with writing(final, tmp_path_for(final)):
+                yield
+        except BaseException:
+            self._abort()
+            raise
 
     def write(self, key: str, members: list[tuple[str, bytes]]) -> None:
         if "." in key or "/" in key:
@@ -97,8 +128,9 @@ class ShardWriter:
         if self._tar is None:
             self._open()
         assert self._tar is not None
-        for ext, data in members:
-            self._tar.addfile(_tarinfo(f"{key}.{ext}", len(data)), io.BytesIO(data))
+        with self._guard():
+            for ext, data in members:
+                self._tar.addfile(_tarinfo(f"{key}.{ext}", len(data)), io.BytesIO(data))
         self._count += 1
         if self._count == self.shard_samples:
             self._finish()
@@ -114,10 +146,8 @@ class ShardWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        elif self._tar is not None:  # leave no half shard behind
-            self._tar.close()
-            self._file.close()
-            tmp_path_for(self.out_dir / shard_name(self.split, len(self.shards))).unlink(missing_ok=True)
+        else:  # leave no half shard behind
+            self._abort()
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ class RowContext:
     vocab: UnifiedVocab
     image_size: int
     base_dir: Path | None = None
-    """Directory relative image paths are resolved against (the raw parquet's directory)."""
+    """Directory relative image paths are resolved against: the directory of the row's source file
+    (contracts C2), or the raw parquet's directory for rows without one (demo rows, older data)."""
     image_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Original (width, height) of this row's decoded image columns, filled as images are decoded."""
     box_image_column: str | None = None

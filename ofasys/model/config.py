@@ -120,6 +120,21 @@ class ModelConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
+    def image_tokens(self, image_size: int) -> int:
+        """Encoder positions the image adaptor makes from a square `image_size` px image.
+
+        Every stride-2 layer of the stems (3x3 convs with padding 1; the ResNet's 7x7 conv1 with
+        padding 3 and its 3x3 max-pool) maps a side of n pixels to ceil(n / 2): three of them in the
+        "conv" stem (stride 8, 64 px -> 8x8 = 64 tokens), four in the ResNet trunks (stride 16).
+        Materialisation counts these against `max_positions`, so it must match the adaptor exactly,
+        also for sizes that are not a multiple of the stride."""
+        if image_size < 1:
+            raise ValueError(f"image_size must be >= 1, got {image_size}")
+        side = image_size
+        for _ in range(3 if self.image_stem == "conv" else 4):
+            side = -(-side // 2)
+        return side * side
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (for config.json and MLflow params)."""
         return asdict(self)

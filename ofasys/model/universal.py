@@ -26,6 +26,7 @@ from .transformer import KV, DecoderLayer, EncoderLayer
 
 SEGMENT_TYPES = {"tokens": 0, "image": 1}
 """Segment kind -> row of the segment-type embedding."""
+INIT_SEED_TAG = 0x494E4954  # "INIT": mixed into the run seed for the initial weights' stream
 
 
 class SharedEmbedding(nn.Embedding):
@@ -209,6 +210,23 @@ class UniversalModel(nn.Module):
         with torch.device("meta"):
             model = UniversalModel(config)
         return sum(p.numel() for p in model.parameters())
+
+
+def build_model(config: ModelConfig, seed: int) -> UniversalModel:
+    """A freshly initialised model whose weights are a function of (config, seed) only.
+
+    The weights are drawn from the CPU generator seeded with `derive_seed(seed, INIT_SEED_TAG)`
+    inside `torch.random.fork_rng`, so they do not depend on how much global randomness the caller
+    consumed before (two runs with the same params start from the same weights), and the caller's
+    generator is left exactly as it was. The model is built on the CPU whatever the default device:
+    the CPU generator gives the same numbers on every machine, with or without a GPU, and the
+    trainer moves the model to its device afterwards. CUDA generators are neither used nor touched.
+    """
+    from ofasys.training.seeding import derive_seed
+
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        torch.default_generator.manual_seed(derive_seed(seed, INIT_SEED_TAG))
+        return UniversalModel(config)
 
 
 class CachedDecoder:

@@ -3,21 +3,37 @@
     sample task + indices -> task.collate -> engine(batch) = model.loss -> engine.backward -> engine.step
 
 What the loop guarantees, and how:
+- Reproducible. Everything random is seeded from `config.seed`: the sampler's streams, the
+  collate RNG and torch (dropout), re-seeded before each micro-batch from (seed, step, micro,
+  rank). The initial weights are the model's, so build it with `ofasys.model.build_model(config,
+  seed)` (or another function of a seed only): two runs of the same params then export
+  byte-identical weights. DeepSpeed's initialisation draws no random numbers (and the first
+  micro-batch re-seeds torch anyway).
 - Exact resume. Every checkpoint holds weights, AdamW state, the LR schedule, the step and every
-  rank's sampler state; torch is re-seeded before each micro-batch from (seed, step, micro, rank)
-  and the collate RNG is derived the same way, so a restarted run continues bit-identically
-  without having to restore any RNG history.
+  rank's sampler state; since the RNGs are re-derived per micro-batch, a restarted run continues
+  bit-identically without having to restore any RNG history.
 - Same task on all ranks at each micro-step (the sampler's mixture RNG is shared), different
   samples per rank (sample-level split), no epoch-end hang (streams never end).
 - Launch: `torchrun` / the `deepspeed` launcher (env RANK/WORLD_SIZE/LOCAL_RANK), or a plain
-  `python` process (world of 1 over gloo on a free 127.0.0.1 port). An already initialised
-  process group is reused.
+  `python` process (a world of 1 over gloo with an in-memory store). An already initialised
+  process group is reused. Nothing listens beyond loopback on one machine (`process_group.py`
+  says how, and what torchrun's own agent still does). A multi-node launch (MASTER_ADDR not a
+  loopback address) must set GLOO_SOCKET_IFNAME (CPU) or NCCL_SOCKET_IFNAME (CUDA) to the
+  cluster-internal interface and firewall MASTER_PORT and the gloo/NCCL ports from outside the
+  cluster: the c10d store then listens on all interfaces and gloo/NCCL on the chosen one. Rank 0
+  signs and verifies every rank's checkpoint files, so `out_dir` must be on a filesystem all nodes
+  share, and a resume needs rank 0 on a node with the same checkpoint key (OFASYS_CHECKPOINT_KEY
+  set alike everywhere is simplest).
 - CPU: DS_ACCELERATOR=cpu and TORCH_EXTENSIONS_DIR are given project-local defaults before
   deepspeed is imported (SETUP.md "Known traps"); DeepSpeed's shared-memory comm op, which only
   serves inference all-reduce, is not built (saves a ~30 s C++ compile on a fresh machine).
 
-DeepSpeed checkpoints are torch pickles written by this trainer into `out_dir/ds`; only resume
-from run directories you produced. The exported model (`export.py`) is safetensors only.
+Checkpoints are DeepSpeed's torch pickles in `out_dir/ds`. After each save rank 0 signs the new
+tag directory and `latest` with a secret key kept outside the checkpoint directory
+(`checkpoint_integrity.py`); a resume first verifies that every file of the tag is exactly one this
+trainer wrote with that key (none missing, extra or altered) and refuses otherwise before anything
+is unpickled, then loads with torch's weights-only unpickler. The exported model (`export.py`) is
+safetensors only.
 """
 
 from __future__ import annotations
@@ -27,9 +43,9 @@ import json
 import logging
 import math
 import os
+import pickle
 import re
 import shutil
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +57,17 @@ import torch.distributed as dist
 from torch import nn
 
 from ofasys.data.batch import Batch
+from ofasys.training.checkpoint_integrity import (CheckpointIntegrityError, checkpoint_key, has_checkpoint_state,
+                                                  sign_checkpoint, verify_checkpoint, weights_only_loads)
 from ofasys.training.config import TrainConfig
 from ofasys.training.ds_config import build_ds_config
 from ofasys.training.export import (save_pretrained, tasks_info_from_manifests,
                                     vocab_fingerprint_of_manifests)
 from ofasys.training.meter import TaskMeter, as_float
+from ofasys.training.process_group import choose_device, free_localhost_port, init_distributed  # noqa: F401
 from ofasys.training.sampler import WeightedMultitaskSampler
 from ofasys.training.schedule import make_scheduler
+from ofasys.training.seeding import derive_seed
 
 LOG = logging.getLogger(__name__)
 
@@ -135,40 +155,15 @@ class _LossModule(nn.Module):
 # process setup
 
 
-def free_localhost_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (never binds other interfaces)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def choose_device() -> torch.device:
-    """CUDA when present (and DS_ACCELERATOR does not say cpu), else CPU."""
-    if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") != "cpu":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
-def init_distributed(device: torch.device) -> tuple[int, int]:
-    """(rank, world_size); initialises torch.distributed if nobody did yet."""
-    if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # torchrun / deepspeed launcher
-            dist.init_process_group(backend, init_method="env://")
-        else:
-            port = free_localhost_port()
-            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
-    # DeepSpeed insists on LOCAL_RANK even for a single process.
-    os.environ.setdefault("LOCAL_RANK", "0")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return dist.get_rank(), dist.get_world_size()
+def package_checkout() -> Path | None:
+    """The git checkout holding this package, or None when it is installed elsewhere."""
+    repo = Path(__file__).resolve().parents[2]
+    return repo if (repo / ".git").exists() else None
 
 
 def project_cache_root(out_dir: Path) -> Path:
     """The git checkout holding this package when there is one, else `out_dir`."""
-    repo = Path(__file__).resolve().parents[2]
-    return repo if (repo / ".git").exists() else out_dir
+    return package_checkout() or out_dir
 
 
 def import_deepspeed(device: torch.device, cache_root: Path) -> Any:
@@ -184,11 +179,6 @@ def import_deepspeed(device: torch.device, cache_root: Path) -> Any:
         except Exception:  # pragma: no cover - a DeepSpeed without the table just builds the op
             LOG.debug("could not disable DeepSpeed's shm comm op", exc_info=True)
     return deepspeed
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (stable across processes and platforms)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -272,6 +262,7 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         deepspeed = import_deepspeed(device, project_cache_root(self.out_dir))
         ckpt_dir = self.out_dir / CHECKPOINT_SUBDIR
+        key = _rank0_checkpoint_key(rank)
 
         # DeepSpeed broadcasts rank 0's weights, so every rank starts from the same model.
         wrapper = _LossModule(self.model, cfg.label_smoothing)
@@ -288,7 +279,7 @@ class Trainer:
 
         sampler = WeightedMultitaskSampler.from_config(self.task_list, self.weights, cfg, rank=rank,
                                                        world_size=world)
-        step = self._maybe_resume(engine, sampler, ckpt_dir, rank, world)
+        step = self._maybe_resume(engine, sampler, ckpt_dir, rank, world, key)
         resumed_from = step if step > 0 else None
         last_saved = step if resumed_from is not None else -1
 
@@ -324,10 +315,10 @@ class Trainer:
                 if rank == 0 and self.log_fn is not None:
                     self.log_fn(step, metrics)
             if cfg.save_every and step % cfg.save_every == 0:
-                self._save(engine, sampler, ckpt_dir, step, rank, world)
+                self._save(engine, sampler, ckpt_dir, step, rank, world, key)
                 last_saved = step
         if last_saved != step:
-            self._save(engine, sampler, ckpt_dir, step, rank, world)
+            self._save(engine, sampler, ckpt_dir, step, rank, world, key)
         train_seconds = time.perf_counter() - t_train
 
         export_dir = self._export(engine, rank)
@@ -338,7 +329,7 @@ class Trainer:
 
     # ---------------------------------------------------------------------- checkpoints
     def _save(self, engine: Any, sampler: WeightedMultitaskSampler, ckpt_dir: Path, step: int,
-              rank: int, world: int) -> None:
+              rank: int, world: int, key: bytes | None) -> None:
         # DeepSpeed writes client_state from rank 0 only, so gather every rank's sampler state.
         states: list[Any] = [None] * world
         dist.all_gather_object(states, sampler.state_dict())
@@ -348,21 +339,52 @@ class Trainer:
             "sampler": json.dumps(states, sort_keys=True),
             "train_config": json.dumps(self.config.to_dict(), sort_keys=True),
         }
-        engine.save_checkpoint(str(ckpt_dir), tag=f"step{step}", client_state=client_state)
+        tag = f"step{step}"
+        # `latest` is written by sign_checkpoint, after the record, so it never names an unsigned tag.
+        # save_checkpoint returns after a barrier: every rank's files of the tag are complete.
+        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
         if rank == 0:
+            assert key is not None
+            sign_checkpoint(ckpt_dir, tag, key)
             tags = checkpoint_tags(ckpt_dir)
-            for _, tag in tags[: max(0, len(tags) - self.config.keep_last)]:
-                shutil.rmtree(ckpt_dir / tag, ignore_errors=True)
+            for _, old in tags[: max(0, len(tags) - self.config.keep_last)]:
+                shutil.rmtree(ckpt_dir / old, ignore_errors=True)
         dist.barrier()
 
     def _maybe_resume(self, engine: Any, sampler: WeightedMultitaskSampler, ckpt_dir: Path, rank: int,
-                      world: int) -> int:
-        """Load the latest checkpoint in `ckpt_dir` if any; returns the step to continue from."""
-        if not (ckpt_dir / "latest").is_file():
+                      world: int, key: bytes | None) -> int:
+        """Load the latest checkpoint in `ckpt_dir` if any; returns the step to continue from.
+
+        Rank 0 verifies the checkpoint against its signed record before any rank loads a byte of
+        it, and every rank gets the same verdict (the same tag, or the same error).
+        """
+        verdict: list[Any] = [None, None]  # [tag to load, refusal message]
+        if rank == 0 and has_checkpoint_state(ckpt_dir):
+            assert key is not None
+            try:
+                verdict[0] = verify_checkpoint(ckpt_dir, key)
+            except CheckpointIntegrityError as err:
+                verdict[1] = str(err)
+            except OSError as err:  # e.g. an unreadable file: still refuse on every rank, never hang them
+                verdict[1] = f"cannot verify the checkpoint in {ckpt_dir}: {err}"
+        dist.broadcast_object_list(verdict, src=0)
+        tag, refusal = verdict
+        if refusal is not None:
+            raise CheckpointIntegrityError(refusal)
+        if tag is None:
             return 0
-        load_path, client = engine.load_checkpoint(str(ckpt_dir))
+        try:
+            with weights_only_loads():
+                load_path, client = engine.load_checkpoint(str(ckpt_dir), tag=tag)
+        except pickle.UnpicklingError as err:
+            # The files verified: most likely our DeepSpeed pickled a class the loader does not allow.
+            reason = next((line.split("error:", 1)[1].strip().split(". ")[0] for line in str(err).splitlines()
+                           if "WeightsUnpickler error:" in line), type(err).__name__)
+            raise RuntimeError(f"{ckpt_dir / tag}: DeepSpeed state the weights-only loader refuses ({reason}); "
+                               "add the class to checkpoint_integrity.DEEPSPEED_STATE_CLASSES if it is a plain "
+                               f"value class, or delete {ckpt_dir} to start training fresh") from None
         if load_path is None or client is None:
-            raise RuntimeError(f"{ckpt_dir}: 'latest' names a checkpoint DeepSpeed could not load")
+            raise RuntimeError(f"{ckpt_dir}: checkpoint {tag} could not be loaded by DeepSpeed")
         saved_world = int(client["world_size"])
         if saved_world != world:
             raise ValueError(f"{load_path} was written by {saved_world} processes but this run has {world}; "
@@ -395,6 +417,21 @@ class Trainer:
         return save_pretrained(state, self.model_config or {}, self.vocab_path,
                                tasks_info_from_manifests(self.manifests), self.export_dir,
                                vocab_fingerprint=vocab_fingerprint_of_manifests(self.manifests))
+
+
+def _rank0_checkpoint_key(rank: int) -> bytes | None:
+    """Rank 0's checkpoint signing key (None on other ranks); a key problem (say, a key file other
+    users can read) stops every rank before training, with rank 0's message."""
+    key, problem = None, [None]
+    if rank == 0:
+        try:
+            key = checkpoint_key(package_checkout())
+        except (CheckpointIntegrityError, OSError) as err:
+            problem[0] = str(err)
+    dist.broadcast_object_list(problem, src=0)
+    if problem[0] is not None:
+        raise CheckpointIntegrityError(problem[0])
+    return key
 
 
 def _model_config_dict(model: nn.Module) -> dict[str, Any]:

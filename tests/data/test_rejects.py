@@ -24,3 +24,18 @@ def test_jsonl_round_trip(tmp_path):
     assert write_rejects(tmp_path / "r.jsonl", rows) == 2
     assert read_rejects(tmp_path / "r.jsonl") == rows
     assert (tmp_path / "r.jsonl").read_text().splitlines()[1] == '{"column":"cap","reason":"empty text","row":0,"split":"test"}'
+
+
+def test_provenance_round_trip_and_absent_fields_left_out(tmp_path):
+    rows = [
+        Reject("train", 7, "img", "image file not found (a.png)", "data/src/caps.jsonl", 41, "img-41"),
+        Reject("train", 8, "cap", "empty text", "demo:digits", 8),
+        Reject("valid", 0, "cap", "empty text"),
+    ]
+    write_rejects(tmp_path / "r.jsonl", rows)
+    assert read_rejects(tmp_path / "r.jsonl") == rows
+    lines = (tmp_path / "r.jsonl").read_text().splitlines()
+    assert lines[0] == ('{"column":"img","reason":"image file not found (a.png)","row":7,"source":"data/src/caps.jsonl",'
+                        '"source_id":"img-41","source_row":41,"split":"train"}')
+    assert lines[1] == '{"column":"cap","reason":"empty text","row":8,"source":"demo:digits","source_row":8,"split":"train"}'
+    assert lines[2] == '{"column":"cap","reason":"empty text","row":0,"split":"valid"}'

@@ -40,9 +40,8 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory) -> tuple[Path, dict, str]:
-    work = tmp_path_factory.mktemp("repo")
+def _fresh_repro(work: Path) -> tuple[Path, dict, str]:
+    """Copy the checkout (tracked and untracked, not ignored: no data, no DVC cache) and `dvc repro`."""
     for rel in _repo_files():
         dest = work / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -58,6 +57,31 @@ def pipeline_run(tmp_path_factory) -> tuple[Path, dict, str]:
     _run(["git", "commit", "-qm", "e2e snapshot"], work, env)
     proc = _run(["dvc", "repro"], work, env)
     return work, env, proc.stdout
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory) -> tuple[Path, dict, str]:
+    return _fresh_repro(tmp_path_factory.mktemp("repo"))
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_two_fresh_runs_give_identical_shards_weights_and_metrics(pipeline_run, tmp_path_factory):
+    """Same params and seed, two fresh checkouts: byte-identical shards and exported weights, and the
+    same metrics, because everything random (data, init, sampling, masking, dropout) is seeded."""
+    first, _, _ = pipeline_run
+    second, _, _ = _fresh_repro(tmp_path_factory.mktemp("repo-again"))
+    for task in TASKS:
+        assert _tree_bytes(first / "data/shards" / task) == _tree_bytes(second / "data/shards" / task), task
+    final_a, final_b = _tree_bytes(first / "checkpoints/final"), _tree_bytes(second / "checkpoints/final")
+    assert final_a.keys() == final_b.keys() and "model.safetensors" in final_a
+    assert final_a == final_b
+    metrics = [json.loads((w / "metrics/metrics.json").read_text()) for w in (first, second)]
+    assert metrics[0] == metrics[1]
+    curves = [(w / "checkpoints/train_curve.csv").read_text() for w in (first, second)]
+    assert curves[0] == curves[1]
 
 
 def test_shards_manifest_and_rejects(pipeline_run):
@@ -107,9 +131,11 @@ def test_metrics_and_predictions(pipeline_run):
 
 
 def test_second_repro_is_a_noop(pipeline_run):
+    """Only `resolve` (always run: it fingerprints the source data) runs; every other stage is skipped."""
     work, env, _ = pipeline_run
     proc = _run(["dvc", "repro"], work, env)
-    assert "up to date" in proc.stdout.lower()
+    ran = [line for line in proc.stdout.splitlines() if line.startswith("Running stage")]
+    assert ran == ["Running stage 'resolve':"], proc.stdout
 
 
 def test_train_stage_under_torchrun_with_two_processes(pipeline_run, tmp_path):

@@ -4,7 +4,7 @@ import torch
 
 from ofasys.data.batch import Batch, EncoderSegment
 from ofasys.generation import beam_search
-from ofasys.model import ModelConfig, UniversalModel
+from ofasys.model import ModelConfig, UniversalModel, build_model
 
 from .helpers import VOCAB, make_batch, pad_segment, tiny_config
 
@@ -273,3 +273,21 @@ def test_ofa_presets_keep_ofa_norms_and_init():
         assert (cfg.normformer, cfg.embed_norm, cfg.init_std) == (True, True, 0.02)
     cpu = ModelConfig.preset("tiny-cpu")
     assert (cpu.normformer, cpu.embed_norm) == (False, False)
+
+
+def test_build_model_depends_on_config_and_seed_only_and_leaves_the_callers_rng_alone():
+    config = tiny_config()
+    torch.manual_seed(123)
+    torch.rand(3)
+    state_before = torch.get_rng_state()
+    first = build_model(config, seed=7).state_dict()
+    assert torch.equal(torch.get_rng_state(), state_before)  # the caller's stream is untouched
+    torch.rand(1000)  # a caller that consumed a different amount of global randomness
+    second = build_model(config, seed=7).state_dict()
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other = build_model(config, seed=8).state_dict()
+    assert not torch.equal(first["embed_tokens.weight"], other["embed_tokens.weight"])
+    # The seed is mixed with a purpose tag: the weights are not those of a plain torch.manual_seed(7).
+    torch.manual_seed(7)
+    assert not torch.equal(UniversalModel(config).embed_tokens.weight, first["embed_tokens.weight"])

@@ -82,3 +82,70 @@ def test_malformed_instruction_fails_at_load_with_caret_and_fix(raw):
     message = str(info.value)
     assert message.startswith("tasks.grounding.instruction: unknown modality 'BOUNDING_BOX'")
     assert "^" in message and "did you mean BOX?" in message
+
+
+# --- the whole file is one typed schema, checked at load whichever stage loads it -----------------
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda r: r["train"].update(max_step=3), r"^train\.max_step: unknown key; did you mean 'max_steps'"),
+    (lambda r: r["model"].update(d_modle=64), r"^model\.d_modle: unknown key; did you mean 'd_model'"),
+    (lambda r: r["train"].update(max_steps=0), r"^train\.max_steps must be positive, got 0"),
+    (lambda r: r["train"].update(max_steps=-1), r"^train\.max_steps must be positive, got -1"),
+    (lambda r: r["train"].update(lr="fast"), r"^train\.lr: expected a number, got 'fast'"),
+    (lambda r: r["train"].update(seed=3), r"^train\.seed: the run's seed is the top-level"),
+    (lambda r: r["model"].update(heads=3), r"^model: d_model=32 must be divisible by heads=3"),
+    (lambda r: r["model"].update(preset="tiny-gpu"), r"^model\.preset: unknown preset 'tiny-gpu'; did you mean 'tiny-cpu'"),
+    (lambda r: r["model"].update(vocab_size=9), r"^model\.vocab_size: set from the unified vocabulary"),
+    (lambda r: r["tasks"]["vqa"].update(weight=float("nan")), r"^tasks\.vqa\.weight: expected a number, got nan"),
+    (lambda r: r["tasks"]["vqa"].update(weight="abc"), r"^tasks\.vqa\.weight: expected a number, got 'abc'"),
+    (lambda r: [t.update(weight=0) for t in r["tasks"].values()], r"^tasks: every task has weight 0"),
+    (lambda r: r["tasks"]["caption"].update(image_size=0), r"^tasks\.caption\.image_size: must be between 1"),
+    (lambda r: r["tasks"]["caption"].update(image_size=True), r"^tasks\.caption\.image_size: expected an integer"),
+    (lambda r: r["materialise"].update(shard_samples=0), r"^materialise\.shard_samples: must be >= 1, got 0"),
+    (lambda r: r["materialise"].update(reject_budget=5), r"^materialise\.reject_budget: 5 is read as a fraction.*max_count: 5"),
+    (lambda r: r["materialise"].update(reject_budget=-0.1), r"^materialise\.reject_budget: -0\.1 is read as a fraction"),
+    (lambda r: r["materialise"].update(reject_budget={"max_rows": 5}), r"^materialise\.reject_budget\.max_rows: unknown key"),
+    (lambda r: r["assets"].update(bpe_vocab_size=0), r"^assets\.bpe_vocab_size: must be >= 261"),
+    (lambda r: r["assets"].update(num_bins=1), r"^assets\.num_bins: must be >= 2, got 1"),
+    (lambda r: r["evaluate"].update(beam_size=0), r"^evaluate\.beam_size: must be >= 1"),
+    (lambda r: r["evaluate"].update(split="tset"), r"^evaluate\.split: 'tset' is not one of train, valid, test"),
+    (lambda r: r["tracking"].update(uri=""), r"^tracking\.uri: must not be empty"),
+    (lambda r: r.update(seed="7"), r"^seed: expected an integer >= 0, got '7'"),
+    (lambda r: r.update(train=[1, 2]), r"^train: expected a mapping of keys, got list"),
+    (lambda r: r["tasks"].update(vqa="oops"), r"^tasks\.vqa: expected a mapping of keys, got str"),
+    (lambda r: r["tasks"]["vqa"].pop("instruction"), r"^tasks\.vqa\.instruction: required"),
+])
+def test_every_user_error_names_its_key_at_load(raw, edit, expected):
+    edit(raw)
+    with pytest.raises(ParamsError, match=expected) as info:
+        parse_params(raw)
+    assert "\n" not in str(info.value)
+
+
+def test_reject_budget_mapping_form_is_accepted(raw):
+    raw["materialise"]["reject_budget"] = {"max_fraction": 0.05, "max_count": 3}
+    assert parse_params(raw).materialise.reject_budget == {"max_fraction": 0.05, "max_count": 3}
+
+
+def test_optional_sections_default(raw):
+    for key in ("assets", "materialise", "model", "train", "tracking", "evaluate", "infer"):
+        raw.pop(key)
+    params = parse_params(raw)
+    assert params.materialise.shard_samples == 1000
+    assert params.infer.task == "caption"  # the first task
+    assert params.train_config().seed == raw["seed"]
+    assert params.model_config(vocab_size=500).vocab_size == 500
+
+
+def test_model_and_train_configs_are_built_from_params(raw):
+    params = parse_params(raw)
+    assert params.model_config(vocab_size=321).d_model == 32
+    assert params.train_config().max_steps == 12
+
+
+def test_broken_yaml_and_missing_file_name_the_file(tmp_path):
+    with pytest.raises(ParamsError, match=r"params\.yaml: params file not found"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("seed: 1\ntasks: [\n")
+    with pytest.raises(ParamsError, match=r"params\.yaml line \d+ column \d+: not valid YAML"):
+        load_params(tmp_path / "params.yaml")

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.demo import table_meta
-from pipeline.sources import SourceError, SourceSpec, ingest, load_splits
+from pipeline.sources import PROVENANCE_COLUMNS, SourceError, SourceSpec, ingest, load_splits
 
 SPLITS = ("train", "valid", "test")
 
@@ -97,7 +97,9 @@ def test_split_column_routes_rows_and_is_dropped(tmp_path):
     counts = ingest(spec, seed=0, out_dir=tmp_path / "out")
     assert counts == {"train": 2, "valid": 2, "test": 2}
     valid = pq.read_table(tmp_path / "out" / "valid.parquet")
-    assert valid.column_names == ["text"] and valid.column("text").to_pylist() == ["t1", "t4"]
+    assert valid.column_names == ["text", *PROVENANCE_COLUMNS]  # the split column is dropped
+    assert valid.column("text").to_pylist() == ["t1", "t4"]
+    assert valid.column("__source_row__").to_pylist() == [1, 4]  # index in the source file, not the split
 
 
 def test_split_column_errors_name_the_column_and_write_nothing(tmp_path):

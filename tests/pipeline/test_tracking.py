@@ -55,3 +55,42 @@ def test_params_are_flattened_and_batched(store):
     with mlflow.start_run() as run:
         tracking.log_params({f"k{i}": i for i in range(150)})
     assert len(mlflow.get_run(run.info.run_id).data.params) == 150
+
+
+def test_a_relative_sqlite_store_is_pinned_to_the_project_dir(tmp_path):
+    assert tracking.store_uri("sqlite:///mlflow.db", tmp_path) == f"sqlite:///{tmp_path}/mlflow.db"
+    assert tracking.store_uri("sqlite:///db/m.db?timeout=5", tmp_path) == f"sqlite:///{tmp_path}/db/m.db?timeout=5"
+    for fixed in ("sqlite:////abs/m.db", "http://127.0.0.1:5000", "sqlite:///:memory:"):
+        assert tracking.store_uri(fixed, tmp_path) == fixed
+
+
+def test_setup_opens_the_project_store_whatever_the_working_directory(tmp_path, monkeypatch):
+    project, other = tmp_path / "project", tmp_path / "other"
+    project.mkdir()
+    other.mkdir()
+    monkeypatch.chdir(other)
+    tracking.setup(TrackingParams(uri="sqlite:///mlflow.db", experiment="t"), project)
+    with mlflow.start_run():
+        pass
+    assert (project / "mlflow.db").is_file() and list(other.iterdir()) == []
+
+
+def test_a_failed_run_ends_failed_with_what_failed(store):
+    run = mlflow.start_run()
+    tracking.end_failed(run.info.run_id, ValueError("bad batch"))
+    assert mlflow.active_run() is None
+    got = mlflow.get_run(run.info.run_id)
+    assert got.info.status == "FAILED" and got.data.tags["failure"] == "ValueError: bad batch"
+
+
+def test_abandoning_ends_a_running_run_but_leaves_a_finished_one(store):
+    client = mlflow.MlflowClient()
+    exp = mlflow.get_experiment_by_name("t").experiment_id
+    running, finished = client.create_run(exp).info.run_id, client.create_run(exp).info.run_id
+    client.set_terminated(finished)
+    assert tracking.abandon(running, "restarted from step 0 in run x")
+    assert not tracking.abandon(finished, "params changed")
+    assert not tracking.abandon("0" * 32, "unknown run")
+    assert client.get_run(running).info.status == "FAILED"
+    assert client.get_run(running).data.tags["abandoned"] == "restarted from step 0 in run x"
+    assert client.get_run(finished).info.status == "FINISHED" and "abandoned" not in client.get_run(finished).data.tags

@@ -4,13 +4,15 @@
 2. A run in OUT/resumed that dies (an exception on every rank at the same micro-step, like a
    crashed node) after its checkpoint at `--save-every`, then restarts in the same process group
    and finishes.
-Each rank writes OUT/rank<r>.json with both histories; tests/training/test_dist.py checks them.
+Each rank writes OUT/rank<r>.json with both histories and the TCP sockets it listened on during the
+straight run; tests/training/test_dist.py checks them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import torch.distributed as dist  # noqa: E402
 
 from ofasys.training import TrainConfig, Trainer  # noqa: E402
 from tests.training.fakes import FakeModel, FakeTaskData  # noqa: E402
+from tests.training.sockets import descendants, listening  # noqa: E402
 
 
 class Crash(RuntimeError):
@@ -43,13 +46,15 @@ class CrashingTask:
 
     def collate(self, samples, rng, train):
         self.counter["n"] += 1
+        if self.counter["n"] == 2 and "listening" not in self.counter:  # mid-run, DeepSpeed is up
+            self.counter["listening"] = listening(descendants(os.getpid()))
         if self.crash_at is not None and self.counter["n"] == self.crash_at:
             raise Crash(f"simulated crash at collate {self.counter['n']}")
         return self.task.collate(samples, rng, train)
 
 
-def tasks(crash_at: int | None = None) -> list[CrashingTask]:
-    counter = {"n": 0}
+def tasks(crash_at: int | None = None, counter: dict | None = None) -> list[CrashingTask]:
+    counter = {"n": 0} if counter is None else counter
     sizes = {"caption": 1000, "grounding": 800, "vqa": 600}
     return [CrashingTask(FakeTaskData(n, size, seed=k), counter, crash_at) for k, (n, size) in enumerate(sizes.items())]
 
@@ -71,12 +76,14 @@ def main() -> None:
     weights = {"caption": 0.5, "grounding": 0.3, "vqa": 0.2}
     logs: list = []
 
-    def make(crash_at=None, out="straight"):
-        return Trainer(FakeModel(dropout=0.1), tasks(crash_at), weights, config, args.out / out,
+    probe: dict = {"n": 0}
+
+    def make(crash_at=None, out="straight", counter=None):
+        return Trainer(FakeModel(dropout=0.1), tasks(crash_at, counter), weights, config, args.out / out,
                        lambda step, metrics: logs.append([step, metrics]), vocab_path=args.vocab,
                        model_config={"d": 16}, record_samples=True)
 
-    straight = make().fit()
+    straight = make(counter=probe).fit()
     crash_at = args.save_every + 2  # micro-step inside the step after the first checkpoint
     try:
         make(crash_at, "resumed").fit()
@@ -87,7 +94,7 @@ def main() -> None:
     rank = dist.get_rank()
     report = dict(rank=rank, world_size=straight.world_size, init_seconds=straight.init_seconds,
                   straight=history(straight), resumed=history(resumed),
-                  resumed_from=resumed.resumed_from,
+                  resumed_from=resumed.resumed_from, listening=probe["listening"],
                   export_dir=None if straight.export_dir is None else str(straight.export_dir), logs=logs)
     (args.out / f"rank{rank}.json").write_text(json.dumps(report))
 

@@ -1,7 +1,9 @@
-"""Two ranks over gloo on CPU via torchrun: same task per step, disjoint samples, exact resume."""
+"""Two ranks over gloo on CPU via torchrun: same task per step, disjoint samples, exact resume,
+loopback-only sockets."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ofasys.training import load_pretrained_state
-from ofasys.training.trainer import free_localhost_port
+from ofasys.training.process_group import free_localhost_port
 
 from .fakes import FakeModel, make_vocab
 
@@ -58,6 +60,9 @@ def test_two_rank_training_with_torchrun(tmp_path):
         assert r["resumed_from"] == 3
         tail = [m for m in r["straight"] if m["step"] > 3]
         assert r["resumed"] == tail
+    # The ranks listen on loopback only (gloo; torchrun's agent, not our process, hosts the store).
+    for r in (r0, r1):
+        assert r["listening"] and all(ipaddress.ip_address(addr).is_loopback for _, addr, _ in r["listening"])
     # Rank 0 exported; the weights load into the model.
     state = load_pretrained_state(r0["export_dir"])
     FakeModel().load_state_dict(state, strict=True)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from ofasys.data.materialise import MaterialiseConfig, materialise_task
 from ofasys.data.task_data import ShardTaskData
-from ofasys.model import ModelConfig, UniversalModel
+from ofasys.model import ModelConfig, UniversalModel, build_model
 from ofasys.text_tokenizer import train_text_tokenizer
 from ofasys.training import TrainConfig, Trainer, load_pretrained_config, load_pretrained_state
 from ofasys.vocab import UnifiedVocab
@@ -52,11 +52,10 @@ def test_train_real_model_on_real_shards(tmp_path):
 
     model_config = ModelConfig(vocab_size=vocab.size, d_model=32, encoder_layers=1, decoder_layers=1, heads=2,
                                ffn_dim=64, image_stem_channels=16, max_positions=128)
-    torch.manual_seed(0)
-    model = UniversalModel(model_config)
-    logs = []
     cfg = TrainConfig(max_steps=6, max_tokens=256, max_batch_size=8, pool_size=16, warmup_steps=2,
                       log_every=2, save_every=3)
+    model = build_model(model_config, cfg.seed)
+    logs = []
     result = Trainer(model, tasks, {"caption": 0.5, "infill": 0.5}, cfg, tmp_path / "run",
                      lambda step, m: logs.append((step, m)), vocab_path=vocab_path).fit()
     assert result.step == 6 and [s for s, _ in logs] == [2, 4, 6]

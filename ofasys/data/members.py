@@ -1,0 +1,138 @@
+"""What a task stores: the (column, modality) arrays its instruction needs, checked up front.
+
+`plan_members` walks every slot of every template once, refuses what materialisation can't do yet
+(naming the slot, with a caret), and lists each stored array once however many slots use it, so
+that a column shared by input and output (e.g. infilling) is tokenized once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ofasys.instruction.ast import Group, Instruction, Slot, Template
+from ofasys.instruction.errors import InstructionError
+from ofasys.modalities import ENCODERS, NOT_YET_SUPPORTED
+
+
+class UnsupportedSlotError(InstructionError, NotImplementedError):
+    """The instruction is valid, but this code can't materialise one of its slots yet."""
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One stored array: a (column, modality) pair, however many slots use it."""
+
+    column: str
+    modality: str
+    attrs: Mapping[str, Any]
+    """The slot attributes that shape the stored array (identical across the slots using it)."""
+    sides: frozenset[str]
+    closed_set: bool
+
+    @property
+    def name(self) -> str:
+        """Sample array key, e.g. "img.image"; the tar member is "<key>.<name>.npy"."""
+        return member_name(self.column, self.modality)
+
+
+def member_name(column: str, modality: str) -> str:
+    return f"{column}.{modality.lower()}"
+
+
+def _unsupported(template: Template, slot: Slot, what: str, fix: str) -> UnsupportedSlotError:
+    return UnsupportedSlotError(f"{what} is not yet supported by materialisation", template.source, slot.pos, fix)
+
+
+def _groups(items) -> list[Group]:
+    return [i for i in items if isinstance(i, Group)]
+
+
+def plan_members(instruction: Instruction) -> list[MemberSpec]:
+    """Check every slot can be materialised and list the arrays to store, in first-use order.
+
+    Raises InstructionError (UnsupportedSlotError for valid-but-unsupported slots) at the slot.
+    """
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for template in instruction.templates:
+        for group in _groups(template.inputs) + _groups(template.outputs):
+            raise UnsupportedSlotError(
+                "repeat groups '( ... )*' are not yet supported by materialisation",
+                template.source,
+                group.pos,
+                "write the list-valued columns as one text column, or drop the group from this task",
+            )
+        for side, slot in template.slots():
+            mod = slot.modality
+            if mod in NOT_YET_SUPPORTED or mod not in ENCODERS:
+                raise _unsupported(template, slot, f"modality {mod}", f"use TEXT, IMAGE, BOX or CATEGORY slots; {mod} is planned")
+            pre = slot.attrs.get("preprocess")
+            if pre not in (None, "default") and not (mod == "IMAGE" and pre == "image_resnet"):
+                raise _unsupported(template, slot, f"{mod} with preprocess={pre}", "remove preprocess= (the default is supported)")
+            if mod == "IMAGE" and side == "output":
+                raise _unsupported(template, slot, "generating an IMAGE", "IMAGE slots are supported on the input side only")
+            if mod == "IMAGE" and slot.attrs.get("mask_ratio"):
+                raise _unsupported(template, slot, "mask_ratio on an IMAGE", "remove mask_ratio from the IMAGE slot")
+            if slot.column is None:
+                raise InstructionError(
+                    f"this {mod} slot names no column, so there is nothing to materialise",
+                    template.source,
+                    slot.pos,
+                    f"bind it to a column of the data, e.g. [{mod}:<column>]",
+                )
+            encoder = ENCODERS[mod]
+            attrs = {k: slot.attrs[k] for k in encoder.materialise_attrs if k in slot.attrs and k != "preprocess"}
+            key = (slot.column, mod)
+            if key not in found:
+                found[key] = {"attrs": attrs, "sides": {side}, "closed": slot.closed_set, "where": (template, slot)}
+                continue
+            entry = found[key]
+            if entry["attrs"] != attrs:
+                raise InstructionError(
+                    f"column '{slot.column}' is used as {mod} twice with different {sorted(encoder.materialise_attrs)}: "
+                    f"{entry['attrs']} here vs {attrs}",
+                    template.source,
+                    slot.pos,
+                    "a column is stored once per modality; give both slots the same uncased/no_punctuation/max_length",
+                )
+            entry["sides"].add(side)
+            entry["closed"] |= slot.closed_set
+    members = [
+        MemberSpec(col, mod, dict(e["attrs"]), frozenset(e["sides"]), bool(e["closed"])) for (col, mod), e in found.items()
+    ]
+    images = [m for m in members if m.modality == "IMAGE"]
+    boxes = [m for m in members if m.modality == "BOX"]
+    if boxes and len(images) != 1:
+        template, slot = found[(boxes[0].column, "BOX")]["where"]
+        raise InstructionError(
+            f"a BOX is in pixels of its image, so the instruction needs exactly one IMAGE column "
+            f"(it has {len(images)}: {[m.column for m in images]})",
+            template.source,
+            slot.pos,
+            "use one [IMAGE:<column>] slot for the image the boxes refer to",
+        )
+    return members
+
+
+def slot_entry(member: MemberSpec, image_size: int) -> dict:
+    """The manifest's description of one stored array (readers check shards against it)."""
+    encoder = ENCODERS[member.modality]
+    side = "both" if len(member.sides) == 2 else next(iter(member.sides))
+    return {
+        "column": member.column,
+        "modality": member.modality,
+        "member": f"{member.name}.npy",
+        "dtype": encoder.dtype,
+        "shape": encoder.shape(image_size),
+        "side": side,
+        "attrs": dict(member.attrs, **({"closed_set": True} if member.closed_set else {})),
+    }
+
+
+def template_members(instruction: Instruction) -> list[list[str]]:
+    """Per template, the member name of each slot occurrence (for total token lengths)."""
+    return [[member_name(s.column, s.modality) for _, s in t.slots() if s.column] for t in instruction.templates]
+
+
+__all__ = ["MemberSpec", "UnsupportedSlotError", "member_name", "plan_members", "slot_entry", "template_members"]

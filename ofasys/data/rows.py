@@ -1,0 +1,113 @@
+"""One raw row -> the arrays of its task's members, in memory (shared by shard writing and inference).
+
+Encoders run images first, because a BOX is quantised against its image's original size. The first
+column that can't be materialised rejects the row with a deterministic reason (`RowRejected`), which
+the shard writer records in rejects.jsonl and inference raises to the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ofasys.data.members import MemberSpec, plan_members
+from ofasys.data.provenance import SOURCE, MediaBase
+from ofasys.instruction.ast import Instruction
+from ofasys.modalities import ENCODERS, RejectRow, RowContext
+from ofasys.vocab import UnifiedVocab
+
+
+class RowRejected(ValueError):
+    """A row can't be materialised: `column` and a deterministic `reason`."""
+
+    def __init__(self, column: str, reason: str):
+        super().__init__(f"column '{column}': {reason}")
+        self.column, self.reason = column, reason
+
+
+@dataclass
+class MaterialisedRow:
+    arrays: dict[str, np.ndarray]
+    """Keyed by member name ("img.image")."""
+    meta: dict[str, dict]
+    refs: dict[str, Any]
+    lengths: dict[str, int]
+    """Token length per member name."""
+    labels: list[tuple[str, str]]
+    """(column, normalised label) of closed_set columns."""
+
+
+class RowMaterialiser:
+    """Turns one raw row into the arrays of `members` (shared by the shard writer and inference)."""
+
+    def __init__(self, members: list[MemberSpec], vocab: UnifiedVocab, image_size: int, base_dir: Path | None = None):
+        self.members, self.vocab, self.image_size, self.base_dir = members, vocab, image_size, base_dir
+        self.media_base = MediaBase(base_dir)
+        # images first: boxes need their image's original size
+        self.order = sorted(members, key=lambda m: m.modality != "IMAGE")
+        images = [m.column for m in members if m.modality == "IMAGE"]
+        self.box_image = images[0] if len(images) == 1 else None
+        self.output_columns = {m.column for m in members if "output" in m.sides}
+
+    def __call__(self, values: Mapping[str, Any]) -> MaterialisedRow:
+        """Materialise `values` ({column: raw value}); raise RowRejected at the first bad column.
+
+        Relative media paths resolve against the directory of the row's `__source__` file when it
+        has one (contracts C2), else against `base_dir`."""
+        base_dir = self.media_base(values.get(SOURCE))
+        ctx = RowContext(self.vocab, self.image_size, base_dir, box_image_column=self.box_image)
+        out = MaterialisedRow({}, {}, {}, {}, [])
+        for m in self.order:
+            encoder = ENCODERS[m.modality]
+            try:
+                if m.column not in values:
+                    raise RejectRow(f"no value for column '{m.column}'")
+                res = encoder.materialise(values[m.column], m.attrs, ctx)
+            except RejectRow as exc:
+                raise RowRejected(m.column, exc.reason) from None
+            out.arrays[m.name] = res.array
+            out.lengths[m.name] = encoder.token_length(res.array)
+            if res.meta:
+                out.meta.setdefault(m.column, {}).update(res.meta)
+                if m.modality == "IMAGE":
+                    ctx.image_sizes[m.column] = (int(res.meta["width"]), int(res.meta["height"]))
+            if m.column in self.output_columns and res.ref is not None:
+                out.refs[m.column] = res.ref
+            if m.closed_set:
+                out.labels.append((m.column, encoder.normalise(values[m.column], m.attrs)))
+        return out
+
+
+def sample_from_row(
+    instruction: Instruction | str,
+    values: Mapping[str, Any],
+    vocab: UnifiedVocab,
+    *,
+    image_size: int = 64,
+    task: str = "",
+    key: str = "infer-000000000",
+    sides: tuple[str, ...] = ("input",),
+    base_dir: Path | None = None,
+):
+    """Materialise one raw row in memory for inference: the columns of the slots on `sides` (outputs
+    are to be generated, so by default only inputs are needed). Relative image paths resolve against
+    the directory of the row's `__source__` when it has one, else against `base_dir` (else the working
+    directory). Returns a `Sample`; raises InstructionError for unsupported slots and RowRejected for
+    a bad value."""
+    from ofasys.data.collate import Sample
+    from ofasys.instruction import parse_instruction
+
+    if isinstance(instruction, str):
+        instruction = parse_instruction(instruction)
+    members = [m for m in plan_members(instruction) if m.sides & set(sides)]
+    row = RowMaterialiser(members, vocab, image_size, base_dir)(values)
+    meta = {"task": task, "split": key.split("-")[0], "row": 0, "lengths": {f"{n}.npy": v for n, v in row.lengths.items()},
+            "meta": row.meta, "refs": row.refs}
+    return Sample(key, meta, row.arrays)
+
+
+__all__ = ["MaterialisedRow", "RowMaterialiser", "RowRejected", "sample_from_row"]

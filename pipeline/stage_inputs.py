@@ -1,0 +1,80 @@
+"""What each pipeline stage's result depends on, as one small JSON file per stage (its DVC dep).
+
+DVC can only depend on whole params keys that must exist, so listing `tasks.<t>` or `materialise`
+under a stage made an optional section mandatory and re-ran materialisation on a mixture-weight
+change. Instead the `resolve` stage validates the whole `params.yaml` (defaults filled in) and writes
+each stage's slice of it here; a stage re-runs when, and only when, its slice changes. The slices
+also carry a content fingerprint of each task's source data (files and the media they reference),
+which params alone can't show: an appended row or a replaced image re-runs that task's stages.
+
+Each stage still reads `params.yaml` itself (validated in full first); what it reads must be in its
+slice below, which `tests/pipeline/test_stage_inputs.py` checks by editing params each way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from pipeline.params import Params, to_plain
+
+RESOLVED_DIR = Path("data/resolved")
+"""Where `resolve` writes the slices (a DVC output; the stages' deps point at files inside it)."""
+
+MEDIA_MODALITIES = ("IMAGE", "AUDIO", "VIDEO")
+"""Slots whose column values may be paths to media files that materialisation reads."""
+
+Fingerprint = Callable[[str], Mapping[str, Any]]
+"""task name -> JSON-able content fingerprint of its source data."""
+
+
+def media_columns(instruction: str) -> list[str]:
+    """Columns of the instruction's media slots (their files are read at materialisation)."""
+    from ofasys.instruction import parse_instruction
+
+    parsed = parse_instruction(instruction)
+    return sorted({slot.column for t in parsed.templates for _, slot in t.slots()
+                   if slot.column and slot.modality in MEDIA_MODALITIES})
+
+
+def model_limits(params: Params) -> dict[str, Any]:
+    """The model fields that decide whether a sample fits (materialisation rejects what doesn't)."""
+    config = params.model_config(vocab_size=1)  # the vocabulary's size does not bound a sample
+    return {"max_positions": config.max_positions, "image_stem": config.image_stem}
+
+
+def stage_slices(params: Params, fingerprint: Fingerprint) -> dict[str, Any]:
+    """{relative path under RESOLVED_DIR: JSON-able slice} for every stage of dvc.yaml."""
+    plain = to_plain(params)
+    data = {name: dict(fingerprint(name)) for name in params.tasks}
+    slices: dict[str, Any] = {}
+    for name, task in plain["tasks"].items():
+        # ingest copies rows, it never opens the media they list: a replaced image re-runs materialise only
+        source_data = {k: v for k, v in data[name].items() if k != "media"}
+        slices[f"ingest/{name}.json"] = {"seed": params.seed, "source": task["source"], "data": source_data}
+        slices[f"materialise/{name}.json"] = {
+            "seed": params.seed,
+            "task": {k: task[k] for k in ("name", "instruction", "source", "image_size")},
+            "assets": plain["assets"],
+            "materialise": plain["materialise"],
+            "model_limits": model_limits(params),
+            "data": data[name],
+        }
+    slices["assets.json"] = {
+        "assets": plain["assets"],
+        "instructions": {name: task["instruction"] for name, task in plain["tasks"].items()},
+    }
+    slices["train.json"] = {
+        "seed": params.seed,
+        "model": plain["model"],
+        "train": plain["train"],
+        "weights": {name: task["weight"] for name, task in plain["tasks"].items()},
+        "tracking": plain["tracking"],
+    }
+    slices["evaluate.json"] = {
+        "evaluate": plain["evaluate"],
+        "tasks": {name: {"metric": task["metric"]} for name, task in plain["tasks"].items()},
+        "tracking": plain["tracking"],
+    }
+    slices["infer.json"] = {"infer": plain["infer"], "tracking": plain["tracking"]}
+    return slices

@@ -1,0 +1,129 @@
+"""DVC re-runs exactly what a change needs: params with only the required sections work, and the
+data a task reads (its source file and the images it lists) is a dependency, not just its params."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from PIL import Image
+
+from tests.e2e.test_pipeline import _repo_files, _run
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+INSTRUCTION = "[IMAGE:img] <BOS> what does the image describe? <EOS> -> <BOS> [TEXT:cap] <EOS>"
+
+
+def _png(path: Path, shade: int) -> None:
+    Image.new("RGB", (12, 10), (shade, 255 - shade, 40)).save(path)
+
+
+def _ran(stdout: str) -> list[str]:
+    return [line.split("'")[1] for line in stdout.splitlines() if line.startswith("Running stage")]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> tuple[Path, dict]:
+    work = tmp_path_factory.mktemp("inputs")
+    for rel in _repo_files():
+        dest = work / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dest)
+    # A file source whose image paths are relative to the source file, not to the project dir.
+    src = work / "sources" / "shots"
+    (src / "img").mkdir(parents=True)
+    rows = []
+    for i in range(30):
+        _png(src / "img" / f"{i}.png", 7 * i)
+        rows.append({"img": f"img/{i}.png", "cap": f"shade {i % 5}"})
+    (src / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # Only the required sections: every optional one (assets, materialise, model, ...) defaults.
+    params = {"seed": 3, "tasks": {"shots": {
+        "instruction": INSTRUCTION, "metric": "bleu4", "image_size": 16,
+        "source": {"kind": "file", "path": "sources/shots/rows.jsonl", "valid_fraction": 0.1, "test_fraction": 0.1},
+    }}}
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "e2e"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "e2e@localhost"
+    _run(["git", "init", "-q"], work, env)
+    _run(["git", "add", "-A"], work, env)
+    _run(["git", "commit", "-qm", "snapshot"], work, env)
+    return work, env
+
+
+def _raw_rows(work: Path) -> int:
+    return sum(pq.read_metadata(work / f"data/raw/shots/{s}.parquet").num_rows for s in ("train", "valid", "test"))
+
+
+def test_data_edits_rerun_exactly_the_stages_that_read_the_data(repo):
+    work, env = repo
+    first = _run(["dvc", "repro", "materialise@shots"], work, env)
+    assert _ran(first.stdout) == ["resolve", "ingest@shots", "assets", "materialise@shots"]
+    manifest = json.loads((work / "data/shards/shots/manifest.json").read_text())
+    assert sum(s["num_samples"] for s in manifest["splits"].values()) == 30  # every relative path resolved
+    assert (work / "data/shards/shots/rejects.jsonl").read_text() == ""
+
+    again = _run(["dvc", "repro", "materialise@shots"], work, env)
+    assert _ran(again.stdout) == ["resolve"]
+
+    with open(work / "sources/shots/rows.jsonl", "a") as fh:  # a new row
+        fh.write(json.dumps({"img": "img/3.png", "cap": "shade 3 again"}) + "\n")
+    appended = _run(["dvc", "repro", "materialise@shots"], work, env)
+    assert "ingest@shots" in _ran(appended.stdout) and "materialise@shots" in _ran(appended.stdout)
+    assert _raw_rows(work) == 31
+
+    shard_bytes = {p.name: p.read_bytes() for p in (work / "data/shards/shots").glob("*.tar")}
+    _png(work / "sources/shots/img/4.png", 250)  # an image replaced in place: same path, new pixels
+    replaced = _run(["dvc", "repro", "materialise@shots"], work, env)
+    assert _ran(replaced.stdout) == ["resolve", "materialise@shots"]
+    assert {p.name: p.read_bytes() for p in (work / "data/shards/shots").glob("*.tar")} != shard_bytes
+
+    os.utime(work / "sources/shots/img/5.png")  # touched, same content: nothing to redo
+    touched = _run(["dvc", "repro", "materialise@shots"], work, env)
+    assert _ran(touched.stdout) == ["resolve"]
+
+
+def test_a_params_edit_reruns_only_its_stages(repo):
+    work, env = repo
+    _run(["dvc", "repro", "materialise@shots"], work, env)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["tasks"]["shots"]["weight"] = 0.5  # a mixture weight: train's business only
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = subprocess.run(["dvc", "status", "materialise@shots"], cwd=work, env=env, capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr
+    proc = _run(["dvc", "repro", "materialise@shots"], work, env)
+    assert _ran(proc.stdout) == ["resolve"]
+    params["materialise"] = {"shard_samples": 5}
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = _run(["dvc", "repro", "materialise@shots"], work, env)
+    assert _ran(proc.stdout) == ["resolve", "materialise@shots"]
+    assert len(list((work / "data/shards/shots").glob("train-*.tar"))) > 1
+
+
+def test_bad_params_stop_the_first_stage_with_one_line(repo):
+    work, env = repo
+    good = (work / "params.yaml").read_text()
+    params = yaml.safe_load(good)
+    params["train"] = {"max_step": 10}
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        proc = subprocess.run(["dvc", "repro", "materialise@shots"], cwd=work, env=env, capture_output=True, text=True)
+    finally:
+        (work / "params.yaml").write_text(good)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "train.max_step: unknown key; did you mean 'max_steps'?" in out
+    assert "Traceback" not in out
+    assert _ran(proc.stdout) == ["resolve"]

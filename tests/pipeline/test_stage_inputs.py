@@ -1,0 +1,84 @@
+"""Each stage's DVC input slice changes exactly when something that stage reads changes."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.params import parse_params
+from pipeline.stage_inputs import media_columns, stage_slices
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS = ("caption", "grounding", "vqa", "infill")
+
+
+def _fingerprint(name: str) -> dict:
+    return {"files": {}, "task": name}  # the source data is not what these tests are about
+
+
+@pytest.fixture()
+def raw() -> dict:
+    return yaml.safe_load((ROOT / "tests/e2e/params_tiny.yaml").read_text())
+
+
+def _changed(raw: dict, edit) -> set[str]:
+    before = stage_slices(parse_params(raw), _fingerprint)
+    other = copy.deepcopy(raw)
+    edit(other)
+    after = stage_slices(parse_params(other), _fingerprint)
+    assert before.keys() == after.keys()
+    return {k for k in before if before[k] != after[k]}
+
+
+def _each(prefix: str) -> set[str]:
+    return {f"{prefix}/{t}.json" for t in TASKS}
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda r: r["tasks"]["vqa"].update(weight=0.9), {"train.json"}),
+    (lambda r: r["train"].update(lr=0.01), {"train.json"}),
+    (lambda r: r["train"].update(max_steps=99), {"train.json"}),
+    (lambda r: r["tasks"]["vqa"].update(metric="bleu4"), {"evaluate.json"}),
+    (lambda r: r["evaluate"].update(beam_size=4), {"evaluate.json"}),
+    (lambda r: r["infer"].update(batch_size=3), {"infer.json"}),
+    (lambda r: r["tracking"].update(experiment="x"), {"train.json", "evaluate.json", "infer.json"}),
+    (lambda r: r["materialise"].update(shard_samples=7), _each("materialise")),
+    (lambda r: r["model"].update(max_positions=512), _each("materialise") | {"train.json"}),
+    (lambda r: r["model"].update(d_model=64), {"train.json"}),
+    (lambda r: r["tasks"]["vqa"].update(image_size=48), {"materialise/vqa.json"}),
+    (lambda r: r["tasks"]["vqa"]["source"].update(train=50), {"ingest/vqa.json", "materialise/vqa.json"}),
+    (lambda r: r["tasks"]["vqa"].update(instruction="[IMAGE:img] [TEXT:question] -> [TEXT:answer]"),
+     {"materialise/vqa.json", "assets.json"}),
+    (lambda r: r["assets"].update(num_bins=32), _each("materialise") | {"assets.json"}),
+    (lambda r: r.update(seed=8), _each("ingest") | _each("materialise") | {"train.json"}),
+])
+def test_a_params_edit_changes_exactly_the_slices_of_the_stages_that_read_it(raw, edit, expected):
+    assert _changed(raw, edit) == expected
+
+
+def test_defaults_fill_a_missing_optional_section(raw):
+    without = {k: v for k, v in raw.items() if k != "materialise"}
+    slices = stage_slices(parse_params(without), _fingerprint)
+    assert slices["materialise/vqa.json"]["materialise"] == {"shard_samples": 1000, "reject_budget": 0.01}
+
+
+def test_source_data_fingerprint_is_in_the_reading_stages_only(raw):
+    params = parse_params(raw)
+    before = stage_slices(params, _fingerprint)
+    after = stage_slices(params, lambda name: {"files": {"x": name == "vqa"}})
+    assert {k for k in before if before[k] != after[k]} == _each("ingest") | _each("materialise")
+
+
+def test_media_fingerprint_reruns_materialise_not_ingest(raw):
+    params = parse_params(raw)
+    before = stage_slices(params, lambda name: {"files": [], "media": {"sha256": "a"}})
+    after = stage_slices(params, lambda name: {"files": [], "media": {"sha256": "b" if name == "vqa" else "a"}})
+    assert {k for k in before if before[k] != after[k]} == {"materialise/vqa.json"}
+
+
+def test_media_columns_are_the_media_slots():
+    assert media_columns("[IMAGE:img] <BOS> [TEXT:q] <EOS> -> [BOX:region]") == ["img"]
+    assert media_columns("[TEXT:t] -> [TEXT:u]") == []
