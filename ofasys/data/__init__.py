@@ -10,8 +10,7 @@ the whole layer (and torch) first.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ofasys.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "Batch": "ofasys.data.batch",
@@ -37,10 +36,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ofasys.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -9,22 +9,16 @@ load, by every stage) does not pull in torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ofasys.lazy_exports import lazy_getattr
 
-_WHERE = {
-    "PRESETS": "config",
-    "ModelConfig": "config",
-    "CachedDecoder": "universal",
-    "UniversalModel": "universal",
-    "build_model": "universal",
+_EXPORTS = {
+    "PRESETS": "ofasys.model.config",
+    "ModelConfig": "ofasys.model.config",
+    "CachedDecoder": "ofasys.model.universal",
+    "UniversalModel": "ofasys.model.universal",
+    "build_model": "ofasys.model.universal",
 }
-"""Public name -> the submodule defining it."""
+"""Public name -> the module defining it."""
 
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

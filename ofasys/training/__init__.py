@@ -11,28 +11,22 @@ load, by every stage) does not pull in torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ofasys.lazy_exports import lazy_getattr
 
-_WHERE = {
-    "CheckpointIntegrityError": "checkpoint_integrity",
-    "TrainConfig": "config",
-    "load_pretrained_config": "export",
-    "load_pretrained_state": "export",
-    "save_pretrained": "export",
-    "SampledBatch": "sampler",
-    "SamplerStateError": "sampler",
-    "WeightedMultitaskSampler": "sampler",
-    "MicroRecord": "trainer",
-    "Trainer": "trainer",
-    "TrainResult": "trainer",
+_EXPORTS = {
+    "CheckpointIntegrityError": "ofasys.training.checkpoint_integrity",
+    "TrainConfig": "ofasys.training.config",
+    "load_pretrained_config": "ofasys.training.export",
+    "load_pretrained_state": "ofasys.training.export",
+    "save_pretrained": "ofasys.training.export",
+    "SampledBatch": "ofasys.training.sampler",
+    "SamplerStateError": "ofasys.training.sampler",
+    "WeightedMultitaskSampler": "ofasys.training.sampler",
+    "MicroRecord": "ofasys.training.trainer",
+    "Trainer": "ofasys.training.trainer",
+    "TrainResult": "ofasys.training.trainer",
 }
-"""Public name -> the submodule defining it."""
+"""Public name -> the module defining it."""
 
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -64,7 +64,7 @@ from ofasys.training.ds_config import build_ds_config
 from ofasys.training.export import (save_pretrained, tasks_info_from_manifests,
                                     vocab_fingerprint_of_manifests)
 from ofasys.training.meter import TaskMeter, as_float
-from ofasys.training.process_group import choose_device, free_localhost_port, init_distributed  # noqa: F401
+from ofasys.training.process_group import choose_device, init_distributed
 from ofasys.training.sampler import WeightedMultitaskSampler
 from ofasys.training.schedule import make_scheduler
 from ofasys.training.seeding import derive_seed

@@ -3,7 +3,6 @@ data a task reads (its source file and the images it lists) is a dependency, not
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil

@@ -140,7 +140,7 @@ def test_second_repro_is_a_noop(pipeline_run):
 
 def test_train_stage_under_torchrun_with_two_processes(pipeline_run, tmp_path):
     """The README's multi-process launch of the real stage: 2 ranks over gloo, MLflow on rank 0 only."""
-    from ofasys.training.trainer import free_localhost_port
+    from ofasys.training.process_group import free_localhost_port
 
     work, env, _ = pipeline_run
     two = tmp_path / "two"  # a copy: the other tests look at the single-process run

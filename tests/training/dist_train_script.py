@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 import torch.distributed as dist  # noqa: E402
 
 from ofasys.training import TrainConfig, Trainer  # noqa: E402
-from tests.training.fakes import FakeModel, FakeTaskData  # noqa: E402
+from tests.training.fakes import CollateHookTask, FakeModel, FakeTaskData  # noqa: E402
 from tests.training.sockets import descendants, listening  # noqa: E402
 
 
@@ -30,27 +30,19 @@ class Crash(RuntimeError):
     pass
 
 
-class CrashingTask:
+class CrashingTask(CollateHookTask):
     """Wraps a task; the shared counter raises on the k-th collate of this rank (same on all ranks,
     because every rank runs the same task at every micro-step)."""
 
     def __init__(self, task: FakeTaskData, counter: dict, crash_at: int | None) -> None:
-        self.task, self.counter, self.crash_at = task, counter, crash_at
-        self.name, self.lengths, self.manifest = task.name, task.lengths, task.manifest
+        super().__init__(task, counter)
+        self.crash_at = crash_at
 
-    def __len__(self) -> int:
-        return len(self.task)
-
-    def get(self, i):
-        return self.task.get(i)
-
-    def collate(self, samples, rng, train):
-        self.counter["n"] += 1
-        if self.counter["n"] == 2 and "listening" not in self.counter:  # mid-run, DeepSpeed is up
+    def on_collate(self, n: int) -> None:
+        if n == 2 and "listening" not in self.counter:  # mid-run, DeepSpeed is up
             self.counter["listening"] = listening(descendants(os.getpid()))
-        if self.crash_at is not None and self.counter["n"] == self.crash_at:
-            raise Crash(f"simulated crash at collate {self.counter['n']}")
-        return self.task.collate(samples, rng, train)
+        if self.crash_at is not None and n == self.crash_at:
+            raise Crash(f"simulated crash at collate {n}")
 
 
 def tasks(crash_at: int | None = None, counter: dict | None = None) -> list[CrashingTask]:

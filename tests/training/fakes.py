@@ -117,6 +117,29 @@ class FakeModel(nn.Module):
         return loss, dict(ntokens=int(target.numel()), nll_sum=nll_sum, correct=correct)
 
 
+class CollateHookTask:
+    """Wraps a task; `on_collate(n)` runs before the n-th collate (1-based) of the counter it shares
+    with the other wrapped tasks, so a test can act at a chosen point of a real training run."""
+
+    def __init__(self, task: FakeTaskData, counter: dict) -> None:
+        self.task, self.counter = task, counter
+        self.name, self.lengths, self.manifest = task.name, task.lengths, task.manifest
+
+    def __len__(self) -> int:
+        return len(self.task)
+
+    def get(self, i):
+        return self.task.get(i)
+
+    def on_collate(self, n: int) -> None:
+        pass
+
+    def collate(self, samples, rng, train):
+        self.counter["n"] += 1
+        self.on_collate(self.counter["n"])
+        return self.task.collate(samples, rng, train)
+
+
 def make_tasks(sizes: dict[str, int] | None = None) -> list[FakeTaskData]:
     sizes = sizes or {"caption": 300, "grounding": 200, "vqa": 97, "infill": 150}
     return [FakeTaskData(name, n, seed=k) for k, (name, n) in enumerate(sizes.items())]

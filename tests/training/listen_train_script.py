@@ -18,32 +18,27 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from ofasys.training import TrainConfig, Trainer  # noqa: E402
-from tests.training.fakes import FakeModel, FakeTaskData  # noqa: E402
+from tests.training.fakes import CollateHookTask, FakeModel, FakeTaskData  # noqa: E402
 
 
-class PausingTask:
+class PausingTask(CollateHookTask):
+    """Stops at its 3rd collate (DeepSpeed is up) until the test has looked at the sockets."""
+
     def __init__(self, task: FakeTaskData, out: Path, counter: dict) -> None:
-        self.task, self.out, self.counter = task, out, counter
-        self.name, self.lengths, self.manifest = task.name, task.lengths, task.manifest
+        super().__init__(task, counter)
+        self.out = out
 
-    def __len__(self) -> int:
-        return len(self.task)
-
-    def get(self, i):
-        return self.task.get(i)
-
-    def collate(self, samples, rng, train):
-        self.counter["n"] += 1
-        if self.counter["n"] == 3:
-            rank = os.environ.get("RANK", "0")
-            info = {"pid": os.getpid(), "gloo_ifname": os.environ.get("GLOO_SOCKET_IFNAME")}
-            (self.out / f"ready-{rank}").write_text(json.dumps(info))
-            deadline = time.monotonic() + 120
-            while not (self.out / "checked").exists():
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the test never looked at the sockets")
-                time.sleep(0.05)
-        return self.task.collate(samples, rng, train)
+    def on_collate(self, n: int) -> None:
+        if n != 3:
+            return
+        rank = os.environ.get("RANK", "0")
+        info = {"pid": os.getpid(), "gloo_ifname": os.environ.get("GLOO_SOCKET_IFNAME")}
+        (self.out / f"ready-{rank}").write_text(json.dumps(info))
+        deadline = time.monotonic() + 120
+        while not (self.out / "checked").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the test never looked at the sockets")
+            time.sleep(0.05)
 
 
 def main() -> None:

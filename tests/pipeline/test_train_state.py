@@ -1,4 +1,4 @@
-"""The train stage's bookkeeping on disk, without training: setting old checkpoints aside and the
+"""The train stage's bookkeeping on disk (pipeline.train_state), without training: setting old checkpoints aside and the
 loss curve that survives DVC deleting it (the stage end to end is in test_train_runs.py)."""
 
 from __future__ import annotations
@@ -10,16 +10,14 @@ from pathlib import Path
 
 import pytest
 
-import stages.train as train_stage
-from stages.train import CurveWriter, Prior, prepare_checkpoint_dir
+from pipeline.train_state import CurveWriter, Prior, prepare_checkpoint_dir
 
 PARTS = {"seed": "s", "model": "m", "train": "t", "weights": "w", "data": "d"}
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
 
 @pytest.fixture()
-def checkpoints(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setattr(train_stage, "CHECKPOINTS", tmp_path / "checkpoints")
+def checkpoints(tmp_path) -> Path:
     ds = tmp_path / "checkpoints" / "ds"
     (ds / "step4").mkdir(parents=True)
     (ds / "step4" / "state.pt").write_bytes(b"weights")
@@ -29,12 +27,12 @@ def checkpoints(tmp_path, monkeypatch) -> Path:
 
 
 def test_same_configuration_resumes_its_checkpoint_and_run(checkpoints):
-    assert prepare_checkpoint_dir("a" * 64, PARTS) == Prior("r1", 4)
+    assert prepare_checkpoint_dir(checkpoints, "a" * 64, PARTS) == Prior("r1", 4)
 
 
 def test_same_configuration_without_a_checkpoint_starts_over_and_abandons_the_run(checkpoints):
     (checkpoints / "ds" / "latest").unlink()
-    prior = prepare_checkpoint_dir("a" * 64, PARTS)
+    prior = prepare_checkpoint_dir(checkpoints, "a" * 64, PARTS)
     assert prior.run_id == "r1" and prior.resume_step is None
     assert "before the first checkpoint" in prior.abandoned_because
 
@@ -42,7 +40,7 @@ def test_same_configuration_without_a_checkpoint_starts_over_and_abandons_the_ru
 def test_other_params_move_the_checkpoints_aside_naming_what_changed(checkpoints, caplog):
     new = {**PARTS, "seed": "s2", "weights": "w2"}
     with caplog.at_level(logging.WARNING, logger="train"):
-        prior = prepare_checkpoint_dir("b" * 64, new, now=NOW)
+        prior = prepare_checkpoint_dir(checkpoints, "b" * 64, new, now=NOW)
     kept = checkpoints / "previous" / "20260102T030405Z-aaaaaaaaaaaa"
     assert (kept / "step4" / "state.pt").read_bytes() == b"weights"
     assert json.loads((kept / "run.json").read_text())["run_id"] == "r1"
@@ -53,10 +51,10 @@ def test_other_params_move_the_checkpoints_aside_naming_what_changed(checkpoints
 
 
 def test_a_second_set_aside_in_the_same_second_keeps_both(checkpoints):
-    prepare_checkpoint_dir("b" * 64, PARTS, now=NOW)
+    prepare_checkpoint_dir(checkpoints, "b" * 64, PARTS, now=NOW)
     (checkpoints / "ds").mkdir()
     (checkpoints / "ds" / "run.json").write_text(json.dumps({"fingerprint": "a" * 64, "run_id": "r2"}))
-    prior = prepare_checkpoint_dir("b" * 64, PARTS, now=NOW)
+    prior = prepare_checkpoint_dir(checkpoints, "b" * 64, PARTS, now=NOW)
     assert sorted(p.name for p in (checkpoints / "previous").iterdir()) == [
         "20260102T030405Z-aaaaaaaaaaaa", "20260102T030405Z-aaaaaaaaaaaa-1"]
     assert "which params is unknown" in prior.abandoned_because  # that record had no per-part hashes
