@@ -185,7 +185,7 @@ def test_a_relative_sqlite_store_is_relative_to_the_working_directory(registry, 
     ("models:/m/7", "model 'm' has no version 7 in the MLflow store {uri}"),
 ])
 def test_an_unknown_model_alias_or_version_names_the_store(registry, elsewhere, uri, message):
-    from ofasys.inference import ModelNotFoundError
+    from ofasys.registry import ModelNotFoundError
 
     _, store = registry
     with pytest.raises(ModelNotFoundError, match=message.format(uri=re.escape(store))):
