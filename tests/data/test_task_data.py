@@ -23,7 +23,7 @@ def task_dir(tmp_path, png, parquet, vocab_path):
     splits = {"train": parquet(tmp_path / "raw/train.parquet", {"img": imgs, "cap": caps})}
     materialise_task(
         MaterialiseConfig(
-            task="caption", instruction=CAPTION, raw_splits={"train": tmp_path / "raw/train.parquet"}, vocab_path=vocab_path, out_dir=tmp_path / "out",
+            task="caption", instruction=CAPTION, raw_splits=splits, vocab_path=vocab_path, out_dir=tmp_path / "out",
             image_size=8, shard_samples=4, reject_budget=0.2, progress=False,
         )
     )
