@@ -85,14 +85,21 @@ class Prior:
 
 
 def latest_checkpoint_step(ds: Path) -> int | None:
-    """Step of the checkpoint the trainer will resume (its `latest` file names the tag), or None.
+    """Step of the checkpoint the trainer will resume, or None when there is none.
 
-    0 when `latest` names a tag that is not `step<N>` (the trainer still resumes it).
+    The trainer resumes the tag its signed record (`integrity.json`) names, `latest` being only a
+    mirror of it (absent when a process was killed between the two writes); the trainer verifies
+    the record before loading anything. 0 when the tag is not `step<N>` (the trainer still resumes it).
     """
-    latest = ds / "latest"
-    if not latest.is_file():
-        return None
-    match = _STEP_TAG.fullmatch(latest.read_text().strip())
+    from ofasys.training.checkpoint_integrity import INTEGRITY_FILE, LATEST_FILE
+
+    tag = _read_record(ds / INTEGRITY_FILE).get("tag")
+    if not isinstance(tag, str):
+        latest = ds / LATEST_FILE
+        if not latest.is_file():
+            return None
+        tag = latest.read_text().strip()
+    match = _STEP_TAG.fullmatch(tag)
     return int(match.group(1)) if match else 0
 
 

@@ -210,9 +210,9 @@ def verify_checkpoint(ckpt_dir: Path, key: bytes) -> str:
         raise CheckpointIntegrityError(f"{record_path} was not written with this machine's checkpoint key "
                                        f"(or was altered); {fresh}")
     _check_tag(tag, record_path)
-    if not latest_path.is_file():
-        raise CheckpointIntegrityError(f"{latest_path} is missing (the record names checkpoint {tag}); {fresh}")
-    latest = latest_path.read_bytes()
+    # The signed record names the tag; `latest` only mirrors it (DeepSpeed is given the tag). A process
+    # killed between writing the record and `latest` leaves no `latest`: the record still resumes.
+    latest = latest_path.read_bytes() if latest_path.is_file() else tag.encode()
     if not hmac.compare_digest(latest_mac, _latest_mac(key, latest)):
         raise CheckpointIntegrityError(f"{latest_path} was altered: it names {latest.decode(errors='replace')!r}, "
                                        f"the signed record names {tag!r}; {fresh}")

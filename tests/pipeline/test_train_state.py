@@ -84,3 +84,10 @@ def test_a_fresh_start_forgets_the_kept_curve(tmp_path):
     kept.write_text('{"step": 1, "loss": 9.0}\n')
     writer = CurveWriter(tmp_path / "curve.csv", kept, resume_step=None)
     assert writer.rows == [] and kept.read_text() == ""
+
+
+def test_the_signed_record_names_the_resume_step_when_latest_is_missing(checkpoints):
+    ds = checkpoints / "ds"
+    (ds / "integrity.json").write_text(json.dumps({"tag": "step4"}))
+    (ds / "latest").unlink()
+    assert prepare_checkpoint_dir(checkpoints, "a" * 64, PARTS) == Prior("r1", 4)

@@ -160,3 +160,10 @@ def test_key_from_environment(monkeypatch):
     monkeypatch.setenv(KEY_ENV, "short")
     with pytest.raises(CheckpointIntegrityError, match=f"{KEY_ENV} must hold at least 32 characters"):
         checkpoint_key(None)
+
+
+def test_a_kill_between_record_and_latest_still_resumes_from_the_signed_record(run_copy):
+    """`latest` is written after the record: a process killed in between leaves only the record."""
+    out, ds, _ = run_copy
+    (ds / "latest").unlink()
+    assert fit(out).resumed_from == 4
