@@ -65,6 +65,11 @@ def store_uri(uri: str, project_dir: Path) -> str:
     return f"{prefix}{(Path(project_dir) / path).resolve()}{sep}{query}"
 
 
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+"""MLflow 3's UI opens an experiment without this tag on its GenAI traces page; with it, on the
+training runs and their charts, which is what `mlflow ui` is for here."""
+
+
 def setup(tracking: TrackingParams, project_dir: Path = Path(".")) -> None:
     """Point MLflow at the configured store and experiment (created on first use).
 
@@ -73,8 +78,11 @@ def setup(tracking: TrackingParams, project_dir: Path = Path(".")) -> None:
     uri = store_uri(tracking.uri, project_dir)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    if mlflow.get_experiment_by_name(tracking.experiment) is None:
-        mlflow.create_experiment(tracking.experiment)
+    experiment = mlflow.get_experiment_by_name(tracking.experiment)
+    if experiment is None:
+        mlflow.create_experiment(tracking.experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    elif EXPERIMENT_KIND_TAG not in experiment.tags:
+        MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(tracking.experiment)
 
 

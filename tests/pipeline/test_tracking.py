@@ -94,3 +94,17 @@ def test_abandoning_ends_a_running_run_but_leaves_a_finished_one(store):
     assert client.get_run(running).info.status == "FAILED"
     assert client.get_run(running).data.tags["abandoned"] == "restarted from step 0 in run x"
     assert client.get_run(finished).info.status == "FINISHED" and "abandoned" not in client.get_run(finished).data.tags
+
+
+def test_the_experiment_opens_on_its_training_runs_in_mlflow_ui(store):
+    tags = mlflow.get_experiment_by_name(store.experiment).tags
+    assert tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_an_experiment_made_before_the_tag_existed_gets_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/old.db"
+    mlflow.set_tracking_uri(uri)
+    mlflow.create_experiment("old")
+    tracking.setup(TrackingParams(uri=uri, experiment="old"))
+    assert mlflow.get_experiment_by_name("old").tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
