@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 
@@ -10,21 +9,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 import ofasys
 from ofasys import InstructionError
+from tests.support.images import random_png
 
 WORDS = "zero one two three four five six seven eight nine".split()
 CAPTION = "[IMAGE:img] <BOS> what does the image describe? <EOS> -> <BOS> [TEXT:cap] <EOS>"
 TEST_KEY = "ofasys-test-checkpoint-key-0123456789abcdef"
 
 
-def png(seed: int) -> bytes:
-    arr = np.random.default_rng(seed).integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
+png = random_png
 
 
 @pytest.fixture

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image
 
 from ofasys.data.materialise import MaterialiseConfig, materialise_task
 from ofasys.data.task_data import ShardTaskData
@@ -16,17 +13,14 @@ from ofasys.model import ModelConfig, UniversalModel, build_model
 from ofasys.text_tokenizer import train_text_tokenizer
 from ofasys.training import TrainConfig, Trainer, load_pretrained_config, load_pretrained_state
 from ofasys.vocab import UnifiedVocab
+from tests.support.images import random_png
 
 WORDS = "zero one two three four five six seven eight nine".split()
 CAPTION = "[IMAGE:img] <BOS> what does the image describe? <EOS> -> <BOS> [TEXT:cap] <EOS>"
 INFILL = '<BOS> what is the complete text of " [TEXT:text,mask_ratio=0.3] "? <EOS> -> <BOS> [TEXT:text] <EOS>'
 
 
-def png(seed: int) -> bytes:
-    arr = np.random.default_rng(seed).integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
+png = random_png
 
 
 def test_train_real_model_on_real_shards(tmp_path):
