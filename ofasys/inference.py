@@ -15,11 +15,12 @@ from typing import Any
 
 import torch
 
+REGISTRY_SCHEME = "models:/"
+
 from ofasys.data.collate import Collator
 from ofasys.data.materialise import sample_from_row
 from ofasys.instruction import Instruction, parse_instruction
 from ofasys.model import ModelConfig, UniversalModel
-from ofasys.registry import REGISTRY_SCHEME, ModelNotFoundError, resolve_registry_uri  # noqa: F401
 from ofasys.training.export import load_pretrained_config, load_pretrained_state
 from ofasys.vocab import UnifiedVocab
 
@@ -62,16 +63,16 @@ class OFASys:
         self._collators: dict[str, Collator] = {}
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu", *,
-                        tracking_uri: str | None = None) -> "OFASys":
-        """Load an exported dir (`model.safetensors`, `config.json`, `vocab.json`) or a registry URI.
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "OFASys":
+        """Load an exported dir (`model.safetensors`, `config.json`, `vocab.json`).
 
-        A `models:/<name>@<alias>` URI is looked up in the MLflow store `tracking_uri`, else the one
-        MLFLOW_TRACKING_URI names (see `resolve_registry_uri`). Weights are read with safetensors
-        only: nothing in a checkpoint can execute code.
+        Weights are read with safetensors only: nothing in a checkpoint can execute code. A
+        `models:/<name>@<alias>` URI lives in an MLflow store, which the library does not talk to:
+        `pipeline.registry.from_registry(uri, tracking_uri=...)` downloads it and calls this.
         """
         if isinstance(path, str) and path.startswith(REGISTRY_SCHEME):
-            path = resolve_registry_uri(path, tracking_uri)
+            raise ValueError(f"{path}: a registry URI; load it with pipeline.registry.from_registry({path!r}, "
+                             "tracking_uri=...) (the ofasys library does not depend on MLflow)")
         path = Path(path)
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{path}: not a pretrained dir (no config.json); expected an export of the train stage")

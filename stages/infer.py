@@ -22,12 +22,16 @@ def main(args, params) -> None:
     from ofasys.batch_inference import BatchInferenceConfig, predict_to_parquet
     from ofasys.data.task_data import ShardTaskData
     from ofasys.inference import OFASys
+    from pipeline.registry import REGISTRY_SCHEME, from_registry
     from pipeline.tracking import store_uri
 
     task = args.task or params.infer.task
     split = args.split or params.infer.split
     manifest = Path(args.manifest) if args.manifest else Path("data/shards") / task / "manifest.json"
-    pretrained = OFASys.from_pretrained(args.model, tracking_uri=store_uri(params.tracking.uri, Path.cwd()))
+    if args.model.startswith(REGISTRY_SCHEME):
+        pretrained = from_registry(args.model, tracking_uri=store_uri(params.tracking.uri, Path.cwd()))
+    else:
+        pretrained = OFASys.from_pretrained(args.model)
     data = ShardTaskData(manifest, split, pretrained.vocab)
     cfg = BatchInferenceConfig(beam_size=params.infer.beam_size, batch_size=params.infer.batch_size)
     out = Path("predictions") / f"{data.name}.parquet"

@@ -20,6 +20,7 @@ from ofasys.model import ModelConfig, UniversalModel
 from ofasys.text_tokenizer import train_text_tokenizer
 from ofasys.training.export import save_pretrained
 from ofasys.vocab import UnifiedVocab
+from pipeline.registry import from_registry
 
 GROUNDING = '[IMAGE:img] <BOS> which region does the text " [TEXT:query] " describe? <EOS> -> [BOX:region,add_bos,add_eos]'
 VQA = "[IMAGE:img] <BOS> [TEXT:question] <EOS> -> <BOS> [TEXT:answer,closed_set] <EOS>"
@@ -146,10 +147,10 @@ def _store_files(root):
 def test_registry_uri_loads_from_another_directory_with_the_store_given(registry, elsewhere):
     root, uri = registry
     before = _store_files(root)
-    model = OFASys.from_pretrained("models:/m@champion", tracking_uri=uri)
+    model = from_registry("models:/m@champion", tracking_uri=uri)
     pred = model.inference(VQA, data={"img": _png(32, 32), "question": "how many"})
     assert pred.text in {"one", "two", "three"}
-    assert OFASys.from_pretrained("models:/m/1", tracking_uri=uri).config == model.config
+    assert from_registry("models:/m/1", tracking_uri=uri).config == model.config
     assert list(elsewhere.iterdir()) == []  # no mlflow.db, no mlruns where the caller stands
     assert _store_files(root) == before
 
@@ -157,26 +158,26 @@ def test_registry_uri_loads_from_another_directory_with_the_store_given(registry
 def test_without_a_store_argument_the_environment_names_it_and_nothing_else_does(registry, elsewhere,
                                                                                   monkeypatch):
     with pytest.raises(ValueError, match="no MLflow store.*tracking_uri=.*MLFLOW_TRACKING_URI"):
-        OFASys.from_pretrained("models:/m@champion")
+        from_registry("models:/m@champion")
     assert list(elsewhere.iterdir()) == []  # no default store was made up in the working directory
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry[1])
-    assert OFASys.from_pretrained("models:/m@champion").vocab.size > 0
+    assert from_registry("models:/m@champion").vocab.size > 0
     assert list(elsewhere.iterdir()) == []
 
 
 def test_a_missing_sqlite_store_names_where_it_looked_and_creates_nothing(elsewhere, tmp_path):
     absent = tmp_path / "nowhere" / "mlflow.db"
     with pytest.raises(FileNotFoundError, match=f"no file {absent}"):
-        OFASys.from_pretrained("models:/m@champion", tracking_uri=f"sqlite:///{absent}")
+        from_registry("models:/m@champion", tracking_uri=f"sqlite:///{absent}")
     with pytest.raises(FileNotFoundError, match=f"no file {elsewhere / 'mlflow.db'}.*working directory"):
-        OFASys.from_pretrained("models:/m@champion", tracking_uri="sqlite:///mlflow.db")
+        from_registry("models:/m@champion", tracking_uri="sqlite:///mlflow.db")
     assert list(elsewhere.iterdir()) == [] and not absent.parent.exists()
 
 
 def test_a_relative_sqlite_store_is_relative_to_the_working_directory(registry, monkeypatch):
     root, _ = registry
     monkeypatch.chdir(root)
-    assert OFASys.from_pretrained("models:/m@champion", tracking_uri="sqlite:///mlflow.db").vocab.size > 0
+    assert from_registry("models:/m@champion", tracking_uri="sqlite:///mlflow.db").vocab.size > 0
 
 
 @pytest.mark.parametrize("uri, message", [
@@ -185,9 +186,14 @@ def test_a_relative_sqlite_store_is_relative_to_the_working_directory(registry, 
     ("models:/m/7", "model 'm' has no version 7 in the MLflow store {uri}"),
 ])
 def test_an_unknown_model_alias_or_version_names_the_store(registry, elsewhere, uri, message):
-    from ofasys.registry import ModelNotFoundError
+    from pipeline.registry import ModelNotFoundError
 
     _, store = registry
     with pytest.raises(ModelNotFoundError, match=message.format(uri=re.escape(store))):
-        OFASys.from_pretrained(uri, tracking_uri=store)
+        from_registry(uri, tracking_uri=store)
     assert list(elsewhere.iterdir()) == []
+
+
+def test_the_library_points_registry_uris_to_the_pipeline(export_dir):
+    with pytest.raises(ValueError, match=r"pipeline\.registry\.from_registry"):
+        OFASys.from_pretrained("models:/m@champion")

@@ -1,7 +1,7 @@
-"""Finding a registered model: `models:/<name>@<alias>` (or `/<version>`) in an MLflow store.
+"""Loading a registered model: `models:/<name>@<alias>` (or `/<version>`) from an MLflow store.
 
-The only place the library talks to MLflow, and only when such a URI is given (MLflow is imported
-inside `resolve_registry_uri`), so `import ofasys` never needs it. The store is always named by the
+`from_registry(uri, tracking_uri=...)` downloads the version's exported dir and hands it to
+`OFASys.from_pretrained`; the ofasys library itself never imports MLflow. The store is always named by the
 caller or MLFLOW_TRACKING_URI: a default relative to the working directory found a different, or a
 new and empty, store depending on where the caller stood.
 """
@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlparse
 
-REGISTRY_SCHEME = "models:/"
+from ofasys.inference import REGISTRY_SCHEME, OFASys  # noqa: F401
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -99,3 +99,9 @@ def resolve_registry_uri(uri: str, tracking_uri: str | None = None) -> Path:
     if match["path"]:
         source = source.rstrip("/") + match["path"]
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=store))
+
+
+def from_registry(uri: str, tracking_uri: str | None = None, device: str = "cpu") -> OFASys:
+    """`OFASys.from_pretrained` on the exported dir a `models:/` URI names in the store `tracking_uri`
+    (else MLFLOW_TRACKING_URI); see `resolve_registry_uri` for the errors."""
+    return OFASys.from_pretrained(resolve_registry_uri(uri, tracking_uri), device=device)
