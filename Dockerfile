@@ -12,6 +12,9 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PATH=/opt/venv/bin:$PATH \
     TORCH_EXTENSIONS_DIR=/opt/torch_extensions
 
+# espeak-ng (pulls in libespeak-ng1, the library phonemizer loads) speaks the speech demo; the
+# soundfile and av wheels bundle their own libsndfile (FLAC/Ogg/MP3) and FFmpeg, libsndfile1 is the
+# system fallback for platforms without such a wheel.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3.12 python3.12-venv python3.12-dev git build-essential \
     libsndfile1 espeak-ng ca-certificates \

@@ -22,8 +22,8 @@ def make_batch(vocab: int, b: int = 64, text: int = 16, out: int = 12, image: in
         task="bench",
         keys=[str(i) for i in range(b)],
         segments=[
-            EncoderSegment("image", images=torch.rand(b, 3, image, image, generator=g)),
-            EncoderSegment("tokens", tokens=tokens, mask=torch.ones_like(tokens, dtype=torch.bool)),
+            EncoderSegment("IMAGE", torch.rand(b, 3, image, image, generator=g)),
+            EncoderSegment("tokens", tokens, torch.ones_like(tokens, dtype=torch.bool)),
         ],
         decoder_input=dec,
         target=dec.roll(-1, 1),

@@ -2,7 +2,8 @@
 
 A metric alone says little on a small demo: 0.4 IoU accuracy is good only if always predicting the mean
 box scores 0.1. So every metric here is reported with the baseline a model must beat, computed from
-the train split's references.
+the train split's references. Error rates (`LOWER_IS_BETTER`) beat their baseline by scoring below
+it; `gain` gives the improvement over the baseline with the sign that makes larger better for all.
 """
 
 from __future__ import annotations
@@ -73,8 +74,24 @@ def primary_output(task_data: Any) -> str:
     raise ValueError(f"task {task_data.name!r}: no output slot names a column; nothing to evaluate")
 
 
+LOWER_IS_BETTER = frozenset({"wer", "per"})
+"""Metrics that count errors (0 is perfect); all others are accuracies or overlaps (1 is perfect)."""
+
+
 def _words(text: str) -> list[str]:
     return str(text).split()
+
+
+def _transcripts(values: Sequence[Any]) -> list[str]:
+    """Text outputs for error rates; an output that did not decode (`None`) is an empty transcript."""
+    return ["" if v is None else str(v) for v in values]
+
+
+def gain(metric: str, value: float, baseline_value: float) -> float:
+    """How much better than its baseline `value` is, positive when better: `value - baseline` for
+    higher-is-better metrics, `baseline - value` for error rates, so gains of different metrics
+    can be averaged into one selection score."""
+    return baseline_value - value if metric in LOWER_IS_BETTER else value - baseline_value
 
 
 def score(metric: str, predictions: Sequence[Any], references: Sequence[Any]) -> float:
@@ -87,6 +104,10 @@ def score(metric: str, predictions: Sequence[Any], references: Sequence[Any]) ->
         return M.accuracy([str(p).strip() for p in predictions], [str(r).strip() for r in references])
     if metric == "token_accuracy":
         return M.token_accuracy([_words(p) for p in predictions], [_words(r) for r in references])
+    if metric == "wer":
+        return M.wer(_transcripts(predictions), _transcripts(references))
+    if metric == "per":
+        return M.phone_error_rate(_transcripts(predictions), _transcripts(references))
     raise ValueError(f"unknown metric {metric!r}")
 
 
@@ -94,7 +115,8 @@ def baseline(metric: str, train_refs: Sequence[Any], test_refs: Sequence[Any], i
     """The trivial baseline for `metric`: the score of a constant or copying predictor.
 
     - bleu4: always the most common train caption;  - iou_acc: always the mean train box;
-    - accuracy: always the majority train answer;   - token_accuracy: copy the (masked) input.
+    - accuracy: always the majority train answer;   - token_accuracy: copy the (masked) input;
+    - wer / per: always the most common train transcript (an error rate: lower is better).
     """
     if metric == "bleu4":
         return M.most_common_caption_baseline(list(train_refs), list(test_refs))
@@ -104,4 +126,6 @@ def baseline(metric: str, train_refs: Sequence[Any], test_refs: Sequence[Any], i
         return M.majority_baseline([str(r) for r in train_refs], [str(r) for r in test_refs])
     if metric == "token_accuracy":
         return score("token_accuracy", inputs, test_refs)
+    if metric in LOWER_IS_BETTER:
+        return M.most_common_transcript_baseline(_transcripts(train_refs), _transcripts(test_refs), metric=metric)
     raise ValueError(f"unknown metric {metric!r}")

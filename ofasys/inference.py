@@ -20,8 +20,10 @@ REGISTRY_SCHEME = "models:/"
 from ofasys.data.collate import Collator
 from ofasys.data.materialise import sample_from_row
 from ofasys.instruction import Instruction, parse_instruction
-from ofasys.model import ModelConfig, UniversalModel
-from ofasys.training.export import load_pretrained_config, load_pretrained_state
+from ofasys.model import ModelConfig, UniversalModel, build_model
+from ofasys.model.checkpoint_compat import fresh_modalities, load_model_state, upgrade_state_dict
+from ofasys.training.export import WEIGHTS_FILE, load_pretrained_config, load_pretrained_state
+from ofasys.modalities import MODALITIES
 from ofasys.vocab import UnifiedVocab
 
 
@@ -34,22 +36,27 @@ class Prediction:
     modalities: dict[str, str] = field(default_factory=dict)
     """Modality of each output column, so typed accessors know which value is which."""
 
-    def _first(self, modality: str) -> Any:
+    def _first(self, field: str) -> Any:
+        """The first output whose modality's `output_field` is `field` (in output order)."""
         for column, mod in self.modalities.items():
-            if mod == modality and column in self.outputs:
+            if MODALITIES[mod].output_field == field and column in self.outputs:
                 return self.outputs[column]
         return None
 
     @property
     def text(self) -> str | None:
-        """The first TEXT (or CATEGORY) output."""
-        value = self._first("TEXT")
-        return value if value is not None else self._first("CATEGORY")
+        """The first text output (TEXT, or a CATEGORY label)."""
+        return self._first("text")
 
     @property
     def box(self) -> list[float] | None:
         """The first BOX output as [x0, y0, x1, y1] in the input image's pixels."""
-        return self._first("BOX")
+        return self._first("box")
+
+    @property
+    def phones(self) -> str | None:
+        """The first PHONE output as space-separated phones ("|" between words)."""
+        return self._first("phones")
 
 
 class OFASys:
@@ -80,10 +87,19 @@ class OFASys:
         vocab = UnifiedVocab.load(path / "vocab.json")
         if config.get("vocab_fingerprint"):
             vocab.check_fingerprint(config["vocab_fingerprint"], where=str(path / "config.json"))
-        model = UniversalModel(ModelConfig.from_dict(config["model"]))
-        missing, unexpected = model.load_state_dict(load_pretrained_state(path), strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{path}: weights do not match the config (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        try:  # from_dict also reads an older export's flat image_* keys into adaptors.IMAGE
+            model_config = ModelConfig.from_dict(config["model"])
+        except ValueError as exc:
+            raise ValueError(f"{path / 'config.json'}: model: {exc}") from None
+        # Seeded construction leaves the caller's RNG alone; every weight is then loaded.
+        model = build_model(model_config, seed=0)
+        try:  # an export from before per-modality adaptors is renamed to the current layout
+            fresh = load_model_state(model, upgrade_state_dict(load_pretrained_state(path), model_config))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        if fresh:  # an adaptor that never saw training would embed its modality as noise
+            raise ValueError(f"{path}: {WEIGHTS_FILE} has no weights for the {', '.join(fresh_modalities(fresh))} "
+                             "adaptor that config.json lists under model.adaptors; re-export the trained model")
         return cls(model.to(device), vocab, config)
 
     @property

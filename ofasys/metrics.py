@@ -1,4 +1,5 @@
-"""Evaluation metrics and the trivial baselines each one must beat. Pure Python + numpy.
+"""Evaluation metrics and the trivial baselines each one must beat. Python, numpy, and jiwer for the
+edit-distance alignment of error rates.
 
 A metric alone says little on a small demo: "BLEU 0.3" or "accuracy 0.66" mean something only next
 to what a model that ignores its input would score. So every metric here comes with a baseline that
@@ -11,6 +12,11 @@ uses the training labels only (never the test input):
 - `copy_baseline`: for text infilling, output the *masked input unchanged*; its token accuracy is
   the share of tokens the masking left visible, so a model scores above it only by recovering
   masked words (copying the visible ones is free).
+- `most_common_transcript_baseline`: always output the most common train transcript (word or
+  phone error rate).
+
+`wer` and `phone_error_rate` count errors: lower is better (0 is perfect, and insertions can push
+them above 1); every other metric here is higher-is-better.
 
 Conventions: texts are tokenised on whitespace; boxes are `(x0, y0, x1, y1)` with `x0 <= x1`,
 `y0 <= y1` in continuous coordinates (area = width * height, no +1); a `None` prediction (e.g. an
@@ -23,6 +29,7 @@ import collections
 import math
 from typing import Hashable, Iterable, Sequence
 
+import jiwer
 import numpy as np
 
 Box = Sequence[float]
@@ -198,3 +205,41 @@ def copy_baseline(masked_inputs: Sequence[str | Sequence[Hashable]],
     later positions shift and it is lower. A model that beats it has recovered masked words.
     """
     return token_accuracy(masked_inputs, gold_tokens)
+
+
+def _edit_rate(hyps: Sequence[str | Sequence[str] | None], refs: Sequence[str | Sequence[str]],
+               what: str) -> float:
+    """(substitutions + deletions + insertions) / reference tokens, each summed over the corpus."""
+    _check_lengths(hyps, refs, what)
+    h = ["" if x is None else " ".join(_tokens(x)) for x in hyps]
+    r = [" ".join(_tokens(x)) for x in refs]
+    if not any(r):
+        raise ValueError(f"{what}: the references hold no tokens")
+    return float(jiwer.process_words(r, h).wer)
+
+
+def wer(hyps: Sequence[str | Sequence[str] | None], refs: Sequence[str | Sequence[str]]) -> float:
+    """Corpus word error rate: minimum word edits (substitutions + deletions + insertions) summed
+    over all pairs, divided by the total number of reference words (jiwer's alignment over lists;
+    not a mean of per-sentence rates). Lower is better; can exceed 1. Whitespace-tokenised; a
+    `None` hypothesis is empty (every reference word deleted)."""
+    return _edit_rate(hyps, refs, "wer")
+
+
+def phone_error_rate(hyps: Sequence[str | Sequence[str] | None], refs: Sequence[str | Sequence[str]]) -> float:
+    """Corpus phone error rate: `wer` over phone tokens, which are separated by whitespace
+    ("θ ɹ iː s ɛ v ə n"); any word-boundary marker the phone strings carry counts as a token."""
+    return _edit_rate(hyps, refs, "phone_error_rate")
+
+
+def most_common_transcript_baseline(train_refs: Sequence[str], test_refs: Sequence[str | Sequence[str]],
+                                    metric: str = "wer") -> float:
+    """`metric` ("wer" | "per") on the test transcripts of always predicting the most common training
+    transcript (compared after collapsing whitespace). Lower is better, like the metric."""
+    transcript = _most_common(_normalise(t) for t in train_refs)
+    preds = [transcript] * len(test_refs)
+    if metric == "wer":
+        return wer(preds, test_refs)
+    if metric == "per":
+        return phone_error_rate(preds, test_refs)
+    raise ValueError(f"most_common_transcript_baseline: metric must be 'wer' or 'per', got {metric!r}")

@@ -22,6 +22,7 @@ from ofasys.instruction import Instruction, parse_instruction
 
 if TYPE_CHECKING:
     from ofasys.data.materialise import MaterialiseReport
+    from ofasys.model.config import ModelConfig
     from ofasys.data.rejects import RejectBudget
     from ofasys.data.task_data import ShardTaskData
     from ofasys.vocab import UnifiedVocab
@@ -56,19 +57,18 @@ class Task:
 
     def materialise(self, raw_splits: Mapping[str, PathLike], vocab_path: PathLike, out_dir: PathLike, *,
                     shard_samples: int = 1000, reject_budget: RejectBudget | float | int = 0.01, seed: int = 0,
-                    max_positions: int | None = None, image_tokens: int | None = None,
-                    progress: bool = True) -> MaterialiseReport:
+                    model: "ModelConfig | None" = None, progress: bool = True) -> MaterialiseReport:
         """Write `out_dir/<split>-*.tar`, lengths files, rejects.jsonl and manifest.json from the raw
-        parquet of each split (split name -> path). `max_positions` / `image_tokens` come from the
-        model's `ModelConfig` (`max_positions`, `image_tokens(image_size)`): with them, a sample the
-        model could not take is rejected now instead of failing a batch mid-training."""
+        parquet of each split (split name -> path). With `model` (the `ModelConfig` that will train on
+        the shards), a sample the model could not take (longer than its `max_positions`, embedded
+        slots counted as its adaptors embed them) is rejected now instead of failing a batch
+        mid-training."""
         from ofasys.data.materialise import MaterialiseConfig, materialise_task
 
         return materialise_task(MaterialiseConfig(
             task=self.name, instruction=self.instruction, raw_splits=dict(raw_splits), vocab_path=vocab_path,
             out_dir=out_dir, image_size=self.image_size, shard_samples=shard_samples,
-            reject_budget=reject_budget, seed=seed, progress=progress, max_positions=max_positions,
-            image_tokens=image_tokens))
+            reject_budget=reject_budget, seed=seed, progress=progress, model=model))
 
     def load(self, out_dir: PathLike, split: str, vocab: UnifiedVocab | PathLike) -> ShardTaskData:
         """The materialised `split` as `Trainer` and the evaluator read it. Refuses shards that another

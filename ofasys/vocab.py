@@ -175,6 +175,9 @@ class UnifiedVocab:
             raise IndexError(f"code {i} outside 0..{self.num_codes - 1}")
         return self.code_range.start + int(i)
 
+    def has_phone(self, phone: str) -> bool:
+        return phone in self._phone_index  # type: ignore[attr-defined]
+
     def phone_id(self, phone: str) -> int:
         try:
             return self.phone_range.start + self._phone_index[phone]  # type: ignore[attr-defined]

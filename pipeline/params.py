@@ -23,7 +23,7 @@ from ofasys.instruction import InstructionError, parse_instruction
 from ofasys.strict_fields import FieldTypeError, UnknownKeyError, check_field_types, check_known_keys
 from pipeline.sources import SourceSpec
 
-METRICS = ("bleu4", "iou_acc", "accuracy", "token_accuracy")
+METRICS = ("bleu4", "iou_acc", "accuracy", "token_accuracy", "wer", "per")
 """Evaluation metrics a task can select; each comes with its trivial baseline (see `pipeline.evaluate`)."""
 
 
@@ -182,15 +182,34 @@ class Params:
 
     def model_config(self, vocab_size: int):
         """The `model:` section as an `ofasys.model.ModelConfig` (a named `preset` plus overrides);
-        `vocab_size` comes from the unified vocabulary, never from params."""
-        from ofasys.model.config import ModelConfig
+        `vocab_size` comes from the unified vocabulary, never from params. `adaptors` entries are merged per modality over the preset's, and every embedded modality
+        the tasks use (IMAGE, AUDIO, ...) gets an adaptor with its defaults unless configured."""
+        from ofasys.model.config import ModelConfig, upgrade_legacy_keys
 
-        fields = dict(self.model)
+        fields = upgrade_legacy_keys(self.model)
         preset = fields.pop("preset", None)
         fields["vocab_size"] = vocab_size
-        if preset:
-            return ModelConfig.preset(preset, **fields)
-        return ModelConfig.from_dict(fields)
+        base = ModelConfig.preset(preset) if preset else ModelConfig()
+        adaptors = {name: dict(raw) for name, raw in base.adaptors.items()}
+        for name, raw in dict(fields.pop("adaptors", None) or {}).items():
+            adaptors[name] = {**adaptors.get(name, {}), **dict(raw or {})}
+        config = ModelConfig.preset(preset, adaptors=adaptors, **fields) if preset else \
+            ModelConfig.from_dict({**fields, "adaptors": adaptors})
+        return config.with_adaptors(self.embedded_modalities())
+
+    def embedded_modalities(self) -> list[str]:
+        """The modalities the tasks' slots use that the model embeds with an adaptor of their own."""
+        from ofasys.instruction import parse_instruction
+        from ofasys.modalities import MODALITIES
+
+        found: set[str] = set()
+        for task in self.tasks.values():
+            for template in parse_instruction(task.instruction).templates:
+                for _, slot in template.slots():
+                    m = MODALITIES[slot.modality]
+                    if m.adaptor_config is not None and not m.is_token_run(slot.attrs.get("preprocess")):
+                        found.add(slot.modality)
+        return sorted(found)
 
     def train_config(self):
         """The `train:` section as an `ofasys.training.TrainConfig`, seeded by the top-level `seed`."""
@@ -266,7 +285,9 @@ def _check_model(section: Any) -> dict[str, Any]:
     if "vocab_size" in section:
         raise ParamsError("model.vocab_size: set from the unified vocabulary (assets stage); remove it "
                           "(the vocabulary's size is controlled by assets.bpe_vocab_size and num_bins)")
-    fields = dict(section)
+    from ofasys.model.config import upgrade_legacy_keys
+
+    fields = upgrade_legacy_keys(section)
     preset = fields.pop("preset", None)
     if preset is not None and preset not in PRESETS:
         close = difflib.get_close_matches(str(preset), list(PRESETS), n=1)
@@ -277,6 +298,9 @@ def _check_model(section: Any) -> dict[str, Any]:
         check_field_types(ModelConfig, fields, "model")
         base = PRESETS[preset] if preset else ModelConfig()
         dataclasses.replace(base, **fields)
+        for name, raw in dict(fields.get("adaptors") or {}).items():
+            if not isinstance(raw, Mapping):
+                raise ParamsError(f"model.adaptors.{name}: must be a mapping of that adaptor's settings, got {raw!r}")
     except (UnknownKeyError, FieldTypeError) as err:
         raise ParamsError(str(err)) from None
     except ValueError as err:
@@ -366,10 +390,32 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
     params = Params(**built)
     if params.infer.task not in tasks:
         raise ParamsError(f"infer.task: {params.infer.task!r} is not a task; tasks: {', '.join(tasks)}")
+    _check_adaptor_choices(params)
     if params.train.get("mixture", "weight") == "weight" and not any(t.weight > 0 for t in tasks.values()):
         raise ParamsError("tasks: every task has weight 0, so the sampler has nothing to draw; "
                           "give at least one task a positive weight")
     return params
+
+
+def _check_adaptor_choices(params: "Params") -> None:
+    """A slot's `adaptor=` must name what the model's adaptor for that modality is built as
+    (`adaptor=image_resnet` needs a ResNet image stem), or training would silently use another."""
+    from ofasys.modalities import MODALITIES
+
+    try:
+        config = params.model_config(vocab_size=1)
+    except ValueError as err:
+        raise ParamsError(f"model: {err}") from None
+    for name, task in params.tasks.items():
+        for template in parse_instruction(task.instruction).templates:
+            for _, slot in template.slots():
+                choice = slot.attrs.get("adaptor")
+                if choice in (None, "default") or slot.modality not in config.adaptors:
+                    continue
+                fix = MODALITIES[slot.modality].adaptor_fits(choice, config.adaptor(slot.modality))
+                if fix:
+                    raise ParamsError(f"tasks.{name}.instruction: [{slot.modality}:{slot.column}] {fix}; "
+                                      f"set it under model.adaptors.{slot.modality}, or drop adaptor= from the slot")
 
 
 def _build_source(raw: Any, path: str) -> SourceSpec:

@@ -21,9 +21,6 @@ from pipeline.params import Params, to_plain
 RESOLVED_DIR = Path("data/resolved")
 """Where `resolve` writes the slices (a DVC output; the stages' deps point at files inside it)."""
 
-MEDIA_MODALITIES = ("IMAGE", "AUDIO", "VIDEO")
-"""Slots whose column values may be paths to media files that materialisation reads."""
-
 Fingerprint = Callable[[str], Mapping[str, Any]]
 """task name -> JSON-able content fingerprint of its source data."""
 
@@ -31,16 +28,17 @@ Fingerprint = Callable[[str], Mapping[str, Any]]
 def media_columns(instruction: str) -> list[str]:
     """Columns of the instruction's media slots (their files are read at materialisation)."""
     from ofasys.instruction import parse_instruction
+    from ofasys.modalities import MODALITIES
 
     parsed = parse_instruction(instruction)
     return sorted({slot.column for t in parsed.templates for _, slot in t.slots()
-                   if slot.column and slot.modality in MEDIA_MODALITIES})
+                   if slot.column and MODALITIES[slot.modality].media_files})
 
 
 def model_limits(params: Params) -> dict[str, Any]:
     """The model fields that decide whether a sample fits (materialisation rejects what doesn't)."""
     config = params.model_config(vocab_size=1)  # the vocabulary's size does not bound a sample
-    return {"max_positions": config.max_positions, "image_stem": config.image_stem}
+    return {"max_positions": config.max_positions, "adaptors": config.adaptors}
 
 
 def stage_slices(params: Params, fingerprint: Fingerprint) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create (or reuse) the project venv with the pinned dependencies.
 # Idempotent: the venv is rebuilt only when requirements.txt changed since the last successful install,
-# so a second run takes seconds. System packages the demo needs are installed with apt when missing.
+# so a second run takes seconds. System packages the demo needs (espeak-ng) are installed with apt
+# when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,3 +34,26 @@ echo "$PWD" > "$site/ofasys-checkout.pth"
 
 # git is required by DVC (stages run inside a git repo).
 command -v git >/dev/null || { echo "setup: git is required" >&2; exit 1; }
+
+# espeak-ng (with its library libespeak-ng1) speaks the speech demo (pipeline/demo/speech.py) and is
+# phonemizer's backend. Installed with apt when missing; the package lists are refreshed only when
+# the first install attempt fails (e.g. a fresh image without lists).
+install_espeak() {
+  local log=.cache/apt-espeak-ng.log
+  mkdir -p .cache
+  if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null; then
+    echo "setup: espeak-ng is required (speech demo, phonemizer); install the Debian package: sudo apt-get install espeak-ng" >&2
+    return 1
+  fi
+  echo "setup: installing espeak-ng (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y --no-install-recommends espeak-ng > "$log" 2>&1; then
+    apt-get update >> "$log" 2>&1 && apt-get install -y --no-install-recommends espeak-ng >> "$log" 2>&1 || {
+      tail -n 20 "$log" >&2
+      echo "setup: could not install espeak-ng with apt-get (log: $log); install the Debian package espeak-ng" >&2
+      return 1
+    }
+  fi
+  command -v espeak-ng >/dev/null || { echo "setup: espeak-ng still not on PATH after apt-get (log: $log)" >&2; return 1; }
+}
+command -v espeak-ng >/dev/null || install_espeak || exit 1

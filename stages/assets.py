@@ -1,4 +1,5 @@
-"""Stage `assets`: the text BPE tokenizer and the unified vocabulary, trained on the tasks' own text.
+"""Stage `assets`: the text BPE tokenizer and the unified vocabulary, trained on the tasks' own text,
+with the phone block filled from the tasks' PHONE slots.
 
 Only the train splits are read, so nothing about valid/test leaks into the vocabulary. The prompt
 text of every instruction is included so prompts never fall back to unknown pieces.
@@ -13,14 +14,12 @@ from typing import Iterator
 import pyarrow.parquet as pq
 
 from ofasys.instruction import Instruction, Text, parse_instruction
+from ofasys.modalities import MODALITIES
 from ofasys.text_tokenizer import train_text_tokenizer
 from ofasys.vocab import UnifiedVocab
 from stages import cli
 
 log = logging.getLogger("assets")
-
-TEXT_MODALITIES = {"TEXT", "CATEGORY", "STRUCT"}
-"""Slots whose column values are text the BPE must cover."""
 
 
 def _prompt_pieces(instruction: Instruction) -> Iterator[str]:
@@ -42,7 +41,7 @@ def task_texts(instruction: Instruction, raw_dir: Path) -> Iterator[str]:
     table = pq.read_table(raw_dir / "train.parquet")
     text_cols = sorted(
         {slot.column for t in instruction.templates for _, slot in t.slots()
-         if slot.column and slot.modality in TEXT_MODALITIES and slot.column in table.column_names}
+         if slot.column and MODALITIES[slot.modality].text_values and slot.column in table.column_names}
     )
     for col in text_cols:
         for value in table.column(col).to_pylist():
@@ -52,18 +51,34 @@ def task_texts(instruction: Instruction, raw_dir: Path) -> Iterator[str]:
                 yield from (v for v in value if isinstance(v, str))
 
 
+def task_phones(instruction: Instruction, raw_dir: Path) -> set[str]:
+    """The phones of the train values of a task's slots that fill the vocabulary's phone block."""
+    table = pq.read_table(raw_dir / "train.parquet")
+    found: set[str] = set()
+    for template in instruction.templates:
+        for _, slot in template.slots():
+            modality = MODALITIES[slot.modality]
+            if modality.vocab_block == "phones" and slot.column in table.column_names:
+                found |= modality.vocab_tokens(table.column(slot.column).to_pylist(), slot.attrs)
+    return found
+
+
 def main(args, params) -> None:
     texts: list[str] = []
+    phones: set[str] = set()
     for name, task in params.tasks.items():
-        texts.extend(task_texts(parse_instruction(task.instruction), Path("data/raw") / name))
+        instruction = parse_instruction(task.instruction)
+        texts.extend(task_texts(instruction, Path("data/raw") / name))
+        phones |= task_phones(instruction, Path("data/raw") / name)
     tokenizer = train_text_tokenizer(texts, vocab_size=params.assets.bpe_vocab_size)
-    vocab = UnifiedVocab.build(tokenizer, num_bins=params.assets.num_bins, num_codes=params.assets.num_codes)
+    vocab = UnifiedVocab.build(tokenizer, num_bins=params.assets.num_bins, num_codes=params.assets.num_codes,
+                               phones=sorted(phones))
     out = Path("assets")
     out.mkdir(parents=True, exist_ok=True)
     vocab.save(out / "vocab.json")
-    log.info("vocab: %d ids (text %d, bins %d, codes %d), fingerprint %s",
+    log.info("vocab: %d ids (text %d, bins %d, codes %d, phones %d), fingerprint %s",
              vocab.size, len(vocab.text_range), len(vocab.bin_range), len(vocab.code_range),
-             vocab.fingerprint[:12])
+             len(vocab.phone_range), vocab.fingerprint[:12])
 
 
 if __name__ == "__main__":

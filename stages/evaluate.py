@@ -1,7 +1,8 @@
 """Stage `evaluate`: per-task metric beside its trivial baseline -> metrics/metrics.json and MLflow.
 
 The `champion` registry alias moves to the newly trained version only when the selection score (the
-mean, over tasks, of metric minus baseline) beats the current champion's.
+mean, over tasks, of the gain over the baseline: metric minus baseline, or baseline minus metric for
+error rates such as WER) beats the current champion's.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def evaluate_task(name, task, model, vocab, params, work: Path) -> dict:
 
     from ofasys.batch_inference import BatchInferenceConfig, predict_to_parquet
     from ofasys.data.task_data import ShardTaskData
-    from ofasys.evaluation import baseline, primary_output, score
+    from ofasys.evaluation import LOWER_IS_BETTER, baseline, gain, primary_output, score
     from ofasys import metrics as M
 
     manifest = Path("data/shards") / name / "manifest.json"
@@ -75,9 +76,10 @@ def evaluate_task(name, task, model, vocab, params, work: Path) -> dict:
     if task.metric == "bleu4":  # captions: exact match is the stricter companion figure
         entry["exact_match"] = M.exact_match([str(o) for o in outputs], [str(r) for r in refs])
         entry["exact_match_baseline"] = M.most_common_caption_baseline(train_refs, refs, metric="exact_match")
-    entry["gain"] = entry["value"] - entry["baseline"]
-    log.info("%s: %s %.3f (baseline %.3f) on %d samples", name, task.metric, entry["value"],
-             entry["baseline"], entry["num_samples"])
+    entry["lower_is_better"] = task.metric in LOWER_IS_BETTER
+    entry["gain"] = gain(task.metric, entry["value"], entry["baseline"])
+    log.info("%s: %s %.3f (baseline %.3f, %s is better) on %d samples", name, task.metric, entry["value"],
+             entry["baseline"], "lower" if entry["lower_is_better"] else "higher", entry["num_samples"])
     return entry
 
 

@@ -1,7 +1,7 @@
 """Stage `materialise@<task>`: instruction + raw splits + assets -> WebDataset shards + manifest + rejects.
 
-Samples are checked against the model that will train on them (`model.max_positions`, image tokens
-of the model's image stem at the task's resolution), so a sample the model can't take is a rejected
+Samples are checked against the model that will train on them (`model.max_positions`, the positions
+each embedded slot takes in the model's adaptors), so a sample the model can't take is a rejected
 row here, not a crash mid-training.
 """
 
@@ -21,6 +21,11 @@ VOCAB_PATH = Path("assets/vocab.json")
 
 
 def main(args, params) -> None:
+    import torch
+
+    # Features (audio fbank) are computed one small row at a time: one thread is faster than two
+    # fighting over the cores, and the stage is one process per task.
+    torch.set_num_threads(1)
     if args.task not in params.tasks:
         raise cli.ParamsError(f"--task {args.task!r} is not in params tasks: {', '.join(params.tasks)}")
     task = params.tasks[args.task]
@@ -37,8 +42,7 @@ def main(args, params) -> None:
         reject_budget=params.materialise.reject_budget,
         params_hash=params.task_hash(args.task),
         seed=params.seed,
-        max_positions=model.max_positions,
-        image_tokens=model.image_tokens(task.image_size),
+        model=model,
     )
     report = materialise_task(config)
     log.info("%s: %s", args.task, report)

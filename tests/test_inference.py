@@ -40,7 +40,7 @@ def export_dir(tmp_path_factory):
 
     torch.manual_seed(torch_seed)
     config = ModelConfig(vocab_size=vocab.size, d_model=32, heads=2, ffn_dim=64, encoder_layers=1,
-                         decoder_layers=1, image_stem_channels=32)
+                         decoder_layers=1, adaptors={"IMAGE": {"stem_channels": 32}})
     tasks = {"vqa": {"instruction": VQA, "image_size": 32, "closed_sets": {"answer": ["one", "three", "two"]}}}
     return save_pretrained(UniversalModel(config), config.to_dict(), root / "vocab.json", tasks, root / "final")
 

@@ -113,3 +113,69 @@ def test_copy_baseline_is_the_share_of_visible_tokens():
     assert m.copy_baseline(["a <mask> c <mask>"], ["a b c d"]) == 0.5
     # A span masked as one token shifts later positions: copying scores below 1 - mask_ratio.
     assert m.copy_baseline(["a <mask> d e"], ["a b c d e"]) == pytest.approx(1 / 5)
+
+
+def test_wer_one_substitution_in_four_words():
+    assert m.wer(["a b x d"], ["a b c d"]) == 0.25
+    assert m.wer(["a c"], ["a b c"]) == pytest.approx(1 / 3)  # one deletion
+    assert m.wer(["a  b "], ["a b"]) == 0.0  # whitespace is collapsed
+    assert m.wer([["a", "b"]], [["a", "c"]]) == 0.5  # token lists are accepted
+
+
+def test_wer_is_corpus_level_and_counts_insertions():
+    # (1 substitution + 1 insertion) / (4 + 2) reference words, not the mean (0.25 + 0.5) / 2.
+    assert m.wer(["a b x d", "e f g"], ["a b c d", "e f"]) == pytest.approx(2 / 6)
+    # 1 substitution + 3 insertions against a 1-word reference: an error rate can exceed 1.
+    assert m.wer(["a b c d"], ["x"]) == 4.0
+
+
+def test_wer_none_hypothesis_deletes_every_reference_word():
+    assert m.wer([None, "c d"], ["a b", "c d"]) == 0.5
+
+
+def test_wer_rejects_mismatched_or_empty_inputs():
+    with pytest.raises(ValueError, match="2 predictions but 1"):
+        m.wer(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="no examples"):
+        m.wer([], [])
+    with pytest.raises(ValueError, match="references hold no tokens"):
+        m.wer(["a"], ["  "])
+
+
+def test_phone_error_rate_counts_whole_phone_tokens():
+    ref = "θ ɹ iː s ɛ v ə n"
+    assert m.phone_error_rate([ref], [ref]) == 0.0
+    # "i" for "iː" is one substituted phone of 8, whatever the characters.
+    assert m.phone_error_rate(["θ ɹ i s ɛ v ə n"], [ref]) == pytest.approx(1 / 8)
+    # A missing phone and an extra one over two utterances of 8 + 3 phones.
+    assert m.phone_error_rate(["θ ɹ iː s ɛ v n", "w ʌ n n"], [ref, "w ʌ n"]) == pytest.approx(2 / 11)
+
+
+def test_most_common_transcript_baseline():
+    train = ["one two", "one  two", "three four"]
+    test = ["one two", "one five", "six seven"]
+    # Always "one two": 0 + 1 + 2 substitutions over 6 reference words.
+    assert m.most_common_transcript_baseline(train, test) == 0.5
+    # Ties are broken independently of order.
+    assert (m.most_common_transcript_baseline(["b b", "a a"], ["a a"])
+            == m.most_common_transcript_baseline(["a a", "b b"], ["a a"]) == 0.0)
+    phones = ["w ʌ n", "w ʌ n", "t uː"]
+    # "w ʌ n" for "t uː": 2 substitutions + 1 insertion; over 2 + 3 reference phones.
+    assert m.most_common_transcript_baseline(phones, ["t uː", "w ʌ n"], metric="per") == pytest.approx(3 / 5)
+    with pytest.raises(ValueError, match="'wer' or 'per'"):
+        m.most_common_transcript_baseline(train, test, metric="bleu4")
+
+
+def test_evaluation_dispatches_error_rates_and_orients_their_gain():
+    from ofasys import evaluation as ev
+
+    assert ev.score("wer", [None, "a b"], ["a b", "a b"]) == 0.5  # an undecoded output deletes all
+    assert ev.score("per", ["θ ɹ i"], ["θ ɹ iː"]) == pytest.approx(1 / 3)
+    assert ev.baseline("wer", ["a b", "a b", "c"], ["a b", "a x"]) == 0.25
+    assert ev.baseline("per", ["w ʌ n"], ["w ʌ n"]) == 0.0
+    assert ev.LOWER_IS_BETTER == {"wer", "per"}
+    # A WER of 0.2 against a baseline of 0.9 is a gain of 0.7; accuracy 0.2 against 0.9 is a loss.
+    assert ev.gain("wer", 0.2, 0.9) == pytest.approx(0.7)
+    assert ev.gain("per", 0.9, 0.2) == pytest.approx(-0.7)
+    assert ev.gain("accuracy", 0.2, 0.9) == pytest.approx(-0.7)
+    assert ev.gain("bleu4", 0.9, 0.2) == pytest.approx(0.7)

@@ -90,11 +90,10 @@ def test_materialise_load_and_train(tmp_path, caption_data, monkeypatch):
     raw, vocab_path = caption_data
     vocab = UnifiedVocab.load(vocab_path)
     model_config = ModelConfig(vocab_size=vocab.size, d_model=32, encoder_layers=1, decoder_layers=1, heads=2,
-                               ffn_dim=64, image_stem_channels=16, max_positions=128)
+                               ffn_dim=64, adaptors={"IMAGE": {"stem_channels": 16}}, max_positions=128)
     task = ofasys.Task("caption", CAPTION, weight=1.0, image_size=16)
     report = task.materialise({"train": raw}, vocab_path, tmp_path / "shards", shard_samples=5,
-                              max_positions=model_config.max_positions,
-                              image_tokens=model_config.image_tokens(task.image_size), progress=False)
+                              model=model_config, progress=False)
     assert report.splits["train"].num_samples == 12 and len(report.splits["train"].shards) == 3
 
     data = task.load(tmp_path / "shards", "train", vocab_path)

@@ -1,7 +1,7 @@
 """The tensors one training or inference step feeds the universal model.
 
 A batch always holds a single task, so every sample shares one layout: the encoder sees an ordered
-list of segments (runs of tokens, or an image), the decoder sees tokens only. Keeping the layout
+list of segments (runs of tokens, or one embedded slot such as an image or audio), the decoder sees tokens only. Keeping the layout
 explicit, instead of flattening everything into one padded sequence, lets the model route images
 through its adaptor and lets padding be masked per segment.
 """
@@ -13,31 +13,32 @@ from dataclasses import dataclass, field, replace
 import torch
 
 
+TOKENS = "tokens"
+"""Kind of a run of unified token ids (prompt text, specials, TEXT/BOX/... slots)."""
+
+
 @dataclass
 class EncoderSegment:
-    """One encoder-side run: `kind="tokens"` carries `tokens`+`mask`, `kind="image"` carries `images`."""
+    """One encoder-side run: a run of token ids, or one embedded slot of a modality.
+
+    `kind` is `TOKENS` or a modality name ("IMAGE", "AUDIO", ...); the model routes a modality's
+    segment through the adaptor registered under that name."""
 
     kind: str
-    tokens: torch.Tensor | None = None
-    """B x L unified token ids, padded with the vocabulary's pad id (0)."""
+    tensor: torch.Tensor
+    """TOKENS: B x L unified ids padded with the pad id (0); otherwise what the modality's `collate`
+    made (e.g. B x 3 x H x W float pixels in [0, 1], B x T x 80 fbank frames)."""
     mask: torch.Tensor | None = None
-    """B x L bool, True where `tokens` holds a real token."""
-    images: torch.Tensor | None = None
-    """B x 3 x H x W float in [0, 1]; the model's adaptor normalises."""
+    """B x L bool, True where the segment holds a real token or frame; None = every position real."""
 
     def __post_init__(self) -> None:
-        if self.kind == "tokens":
-            if self.tokens is None or self.mask is None:
-                raise ValueError("a tokens segment needs tokens and mask")
-        elif self.kind == "image":
-            if self.images is None:
-                raise ValueError("an image segment needs images")
-        else:
-            raise ValueError(f"unknown segment kind {self.kind!r}; expected 'tokens' or 'image'")
+        if not isinstance(self.kind, str) or not self.kind:
+            raise ValueError(f"a segment kind is 'tokens' or a modality name, got {self.kind!r}")
+        if self.kind == TOKENS and self.mask is None:
+            raise ValueError("a tokens segment needs its mask")
 
     def to(self, device: torch.device | str) -> "EncoderSegment":
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return replace(self, tokens=move(self.tokens), mask=move(self.mask), images=move(self.images))
+        return replace(self, tensor=self.tensor.to(device), mask=None if self.mask is None else self.mask.to(device))
 
 
 @dataclass

@@ -8,9 +8,10 @@ the sample (ofasys/data/collate.py) and rejects a sample that can't fit, with th
 
 What is counted, exactly as collation builds it:
 - encoder: every token of every token run (prompt text, `<BOS>`/`<EOS>` written or added by the
-  template, TEXT/BOX/CATEGORY ids) plus `image_tokens` per IMAGE slot (the image adaptor's grid at
-  the task's resolution, `ModelConfig.image_tokens(image_size)`). `mask_ratio` span masking only
-  ever shortens a run, so the unmasked count is the bound.
+  template, the ids of token slots) plus, per embedded slot (IMAGE, AUDIO, ...), the positions its
+  adaptor makes in the model (`Modality.encoder_positions`: the image grid at the task's resolution,
+  the subsampled audio frames). `mask_ratio` span masking only ever shortens a run, so the unmasked
+  count is the bound.
 - decoder: the decoder input, `<bos>` (added when the template does not start with it) followed by
   the output side's tokens; the final token of the sequence (normally `<eos>`) is only ever a
   target, so it takes no position.
@@ -20,14 +21,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ofasys.data.plan import special_id
 from ofasys.data.rows import RowRejected
 from ofasys.instruction.ast import Instruction, Slot, Special, Template, Text
-from ofasys.modalities import TOKEN_MODALITIES
+from ofasys.modalities import MODALITIES
 from ofasys.vocab import UnifiedVocab
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ofasys.model.config import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,7 @@ class Positions:
     """What one sample occupies under one template."""
 
     encoder: int
-    """Encoder positions: token runs plus image tokens."""
+    """Encoder positions: token runs plus what the embedded slots' adaptors make."""
     decoder: int
     """Decoder positions: the decoder input (`<bos>` + outputs; the final token is only a target)."""
     slots: tuple[tuple[str, Slot, int], ...]
@@ -45,10 +50,10 @@ class Positions:
 class PositionCounter:
     """Counts `Positions` of materialised arrays; prompt text is tokenized once per distinct text."""
 
-    def __init__(self, instruction: Instruction, vocab: UnifiedVocab, image_tokens: int):
+    def __init__(self, instruction: Instruction, vocab: UnifiedVocab, model: "ModelConfig"):
         self.instruction = instruction
         self.vocab = vocab
-        self.image_tokens = image_tokens
+        self.model = model
         self._text: dict[str, tuple[int, ...]] = {}
 
     def _text_ids(self, text: str) -> tuple[int, ...]:
@@ -66,7 +71,7 @@ class PositionCounter:
             elif isinstance(item, Special):
                 encoder += 1
             elif isinstance(item, Slot):
-                n = self.image_tokens if item.modality == "IMAGE" else len(arrays[_key(item)])
+                n = MODALITIES[item.modality].encoder_positions(arrays[_key(item)], item.attrs, self.model)
                 slots.append(("input", item, n))
                 encoder += n
         seq = 0
@@ -77,7 +82,7 @@ class PositionCounter:
                 head, n = (ids[0] if ids else None), len(ids)
             elif isinstance(item, Special):
                 head, n = special_id(self.vocab, item), 1
-            elif isinstance(item, Slot) and item.modality in TOKEN_MODALITIES:
+            elif isinstance(item, Slot) and _token_run(item):
                 ids = arrays[_key(item)]
                 head, n = (int(ids[0]) if len(ids) else None), len(ids)
                 slots.append(("output", item, n))
@@ -99,28 +104,16 @@ def _key(slot: Slot) -> str:
     return f"{slot.column}.{slot.modality.lower()}"
 
 
-@dataclass(frozen=True)
-class PositionLimit:
-    """The longest encoder sequence and decoder input a model accepts."""
-
-    max_positions: int
-    """`ModelConfig.max_positions`."""
-    image_tokens: int = 0
-    """Encoder positions of one IMAGE slot at the task's resolution (`ModelConfig.image_tokens`)."""
-
-    def __post_init__(self) -> None:
-        if self.max_positions < 1:
-            raise ValueError(f"max_positions must be >= 1, got {self.max_positions}")
-        if self.image_tokens < 0:
-            raise ValueError(f"image_tokens must be >= 0, got {self.image_tokens}")
+def _token_run(slot: Slot) -> bool:
+    return MODALITIES[slot.modality].is_token_run(slot.attrs.get("preprocess"))
 
 
 class PositionCheck:
     """Rejects a materialised sample that some template would make too long for the model."""
 
-    def __init__(self, instruction: Instruction, vocab: UnifiedVocab, limit: PositionLimit):
-        self.limit = limit
-        self.counter = PositionCounter(instruction, vocab, limit.image_tokens)
+    def __init__(self, instruction: Instruction, vocab: UnifiedVocab, model: "ModelConfig"):
+        self.max_positions = model.max_positions
+        self.counter = PositionCounter(instruction, vocab, model)
         self.templates = len(instruction.templates)
 
     def __call__(self, arrays: Mapping[str, np.ndarray]) -> list[Positions]:
@@ -130,12 +123,12 @@ class PositionCheck:
         for side in ("encoder", "decoder"):
             worst = max(range(len(counts)), key=lambda i: getattr(counts[i], side))
             n = getattr(counts[worst], side)
-            if n > self.limit.max_positions:
+            if n > self.max_positions:
                 column, fix = self._fix(counts[worst], side, n)
                 where = f" (template {worst + 1} of {self.templates})" if self.templates > 1 else ""
                 raise RowRejected(
                     column,
-                    f"{side} side is {n} tokens{where}, model.max_positions is {self.limit.max_positions}; {fix}",
+                    f"{side} side is {n} tokens{where}, model.max_positions is {self.max_positions}; {fix}",
                 )
         return counts
 
@@ -146,11 +139,11 @@ class PositionCheck:
         # the TEXT-like column holding the most positions on this side (summed over its occurrences)
         totals: dict[tuple[str, str], list] = {}
         for slot, k in mine:
-            if slot.modality in ("TEXT", "CATEGORY") and slot.column:
+            if _token_run(slot) and slot.column and "max_length" in MODALITIES[slot.modality].materialise_attrs:
                 entry = totals.setdefault((slot.modality, slot.column), [0, 0, slot])
                 entry[0] += k
                 entry[1] += 1
-        excess = n - self.limit.max_positions
+        excess = n - self.max_positions
         if totals:
             (modality, column), (held, uses, slot) = max(totals.items(), key=lambda kv: (kv[1][0], kv[0]))
             per_use = held // uses
@@ -159,11 +152,12 @@ class PositionCheck:
                 verb = "lower max_length= of" if slot.attrs.get("max_length") else f"add max_length={fit} to"
                 target = f" to {fit}" if slot.attrs.get("max_length") else ""
                 return column, f"{verb} the [{modality}:{column}] slot{target} or {raise_it}"
-        images = [slot for slot, k in mine if slot.modality == "IMAGE"]
-        if images:
-            return images[0].column or "", f"{raise_it} or lower the task's image_size"
+        embedded = [(slot, k) for slot, k in mine if not _token_run(slot)]
+        if embedded:  # the embedded slot taking the most positions
+            slot = max(embedded, key=lambda sk: sk[1])[0]
+            return slot.column or "", f"{raise_it} or {MODALITIES[slot.modality].shrink_hint}"
         column = next((slot.column for slot, _ in mine if slot.column), "")
         return column, raise_it
 
 
-__all__ = ["PositionCheck", "PositionCounter", "PositionLimit", "Positions"]
+__all__ = ["PositionCheck", "PositionCounter", "Positions"]

@@ -64,7 +64,7 @@ def build_manifest(
 ) -> dict:
     """Assemble the manifest dict (see contracts: shard sample format). `splits[split]` holds
     num_samples, num_rejects, shards (list of dicts), lengths (stats), lengths_file, lengths_sha256.
-    `limits` records the model limit samples were checked against ({"max_positions", "image_tokens"},
+    `limits` records the model limit samples were checked against ({"max_positions", "adaptors"},
     None when unchecked), so a reader can tell whether its model takes every sample."""
     manifest = {
         "format": MANIFEST_FORMAT,

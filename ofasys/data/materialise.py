@@ -32,14 +32,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ofasys.data.io import TMP_SUFFIX, OutputWriteError, atomic_write_bytes, canonical_json, npy_bytes, sha256_file, writing
-from ofasys.data.limits import PositionCheck, PositionLimit
+from ofasys.data.limits import PositionCheck
 from ofasys.data.manifest import (
     MANIFEST_NAME,
     REJECTS_NAME,
@@ -62,7 +62,11 @@ from ofasys.data.rows import MaterialisedRow, RowMaterialiser, RowRejected, samp
 from ofasys.data.shards import SHARD_RE, ShardInfo, ShardWriter, sample_key
 from ofasys.instruction.ast import Instruction
 from ofasys.instruction.errors import InstructionError
+from ofasys.modalities import MODALITIES
 from ofasys.vocab import UnifiedVocab
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ofasys.model.config import ModelConfig
 
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")
 CLOSED_SET_SPLIT = "train"
@@ -93,13 +97,11 @@ class MaterialiseConfig:
     """Recorded in the manifest; seeds evaluation-time masking so evaluation is reproducible."""
     progress: bool = True
     """Show a tqdm bar per split (only on a terminal)."""
-    max_positions: int | None = None
-    """The model's `max_positions`: a sample whose encoder sequence or decoder input would be longer
-    under any template is rejected, with the fix in the reason (see `ofasys.data.limits`). None
+    model: "ModelConfig | None" = None
+    """The model that will train on the shards: a sample whose encoder sequence or decoder input
+    would be longer than its `max_positions` under any template (embedded slots counted as its
+    adaptors embed them) is rejected, with the fix in the reason (see `ofasys.data.limits`). None
     skips the check (the model then refuses such a sample when a batch draws it)."""
-    image_tokens: int | None = None
-    """Encoder positions one IMAGE slot takes at `image_size`: `ModelConfig.image_tokens(image_size)`.
-    Required with `max_positions` when the instruction has an IMAGE slot."""
 
 
 @dataclass(frozen=True)
@@ -169,16 +171,26 @@ def _parse_and_check(cfg: MaterialiseConfig) -> tuple[Instruction, list[MemberSp
     return instruction, members, schemas
 
 
-def _position_check(cfg: MaterialiseConfig, instruction: Instruction, vocab: UnifiedVocab, members: list[MemberSpec]):
-    if cfg.max_positions is None:
+def _position_check(cfg: MaterialiseConfig, instruction: Instruction, vocab: UnifiedVocab,
+                    members: list[MemberSpec]) -> PositionCheck | None:
+    if cfg.model is None:
         return None
-    has_image = any(m.modality == "IMAGE" for m in members)
-    if has_image and cfg.image_tokens is None:
-        raise ValueError(
-            f"task {cfg.task!r}: max_positions is set and the instruction has an IMAGE slot, so image_tokens "
-            f"(ModelConfig.image_tokens(image_size)) is needed to count encoder positions"
-        )
-    return PositionCheck(instruction, vocab, PositionLimit(cfg.max_positions, cfg.image_tokens or 0))
+    embedded = sorted({m.modality for m in members if not MODALITIES[m.modality].is_token_run(m.attrs.get("preprocess"))})
+    missing = [name for name in embedded if name not in cfg.model.adaptors]
+    if missing:
+        raise ValueError(f"task {cfg.task!r}: the model has no adaptor for {', '.join(missing)} "
+                         f"(model.adaptors has {sorted(cfg.model.adaptors)}); add one to count its positions")
+    return PositionCheck(instruction, vocab, cfg.model)
+
+
+def _limits(cfg: MaterialiseConfig, members: list[MemberSpec]) -> dict:
+    """What samples were checked against, for the manifest: the model's max_positions and the
+    settings of the adaptors that embed this task's slots."""
+    if cfg.model is None:
+        return {"max_positions": None, "adaptors": {}}
+    names = sorted({m.modality for m in members} & set(cfg.model.adaptors))
+    return {"max_positions": cfg.model.max_positions,
+            "adaptors": {n: dict(sorted(vars(cfg.model.adaptor(n)).items())) for n in names}}
 
 
 class _SplitWriter:
@@ -200,7 +212,7 @@ class _SplitWriter:
 
     def row(self, row: int, values: Mapping[str, Any], labels: dict[str, set[str]] | None):
         """(members for the tar, total length) or raise RowRejected."""
-        out = self.materialise(values)
+        out = self.materialise(values, key=sample_key(self.split, row))
         if self.check is not None:
             self.check(out.arrays)
         if labels is not None:  # only rows that are kept contribute labels
@@ -324,7 +336,7 @@ def _write_task(
         splits=split_entries,
         rejects_count=len(rejects),
         seed=cfg.seed,
-        limits={"max_positions": cfg.max_positions, "image_tokens": cfg.image_tokens},
+        limits=_limits(cfg, members),
     )
     manifest_path = out_dir / MANIFEST_NAME
     write_manifest(manifest_path, manifest)

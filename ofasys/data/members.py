@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ofasys.instruction.ast import Group, Instruction, Slot, Template
-from ofasys.instruction.errors import InstructionError
-from ofasys.modalities import ENCODERS, NOT_YET_SUPPORTED
+from ofasys.instruction.errors import InstructionError, NotSupportedYetError
+from ofasys.modalities import MODALITIES
 
 
-class UnsupportedSlotError(InstructionError, NotImplementedError):
+class UnsupportedSlotError(NotSupportedYetError):
     """The instruction is valid, but this code can't materialise one of its slots yet."""
 
 
@@ -42,11 +42,15 @@ def member_name(column: str, modality: str) -> str:
 
 
 def _unsupported(template: Template, slot: Slot, what: str, fix: str) -> UnsupportedSlotError:
-    return UnsupportedSlotError(f"{what} is not yet supported by materialisation", template.source, slot.pos, fix)
+    return UnsupportedSlotError(f"{what} is not supported yet by materialisation", template.source, slot.pos, fix)
 
 
 def _groups(items) -> list[Group]:
     return [i for i in items if isinstance(i, Group)]
+
+
+def _supported() -> list[str]:
+    return [name for name, m in MODALITIES.items() if m.status is None]
 
 
 def plan_members(instruction: Instruction) -> list[MemberSpec]:
@@ -58,22 +62,26 @@ def plan_members(instruction: Instruction) -> list[MemberSpec]:
     for template in instruction.templates:
         for group in _groups(template.inputs) + _groups(template.outputs):
             raise UnsupportedSlotError(
-                "repeat groups '( ... )*' are not yet supported by materialisation",
+                "repeat groups '( ... )*' are not supported yet by materialisation",
                 template.source,
                 group.pos,
                 "write the list-valued columns as one text column, or drop the group from this task",
             )
         for side, slot in template.slots():
             mod = slot.modality
-            if mod in NOT_YET_SUPPORTED or mod not in ENCODERS:
-                raise _unsupported(template, slot, f"modality {mod}", f"use TEXT, IMAGE, BOX or CATEGORY slots; {mod} is planned")
+            modality = MODALITIES[mod]
+            if modality.status is not None:
+                raise _unsupported(template, slot, f"modality {mod}",
+                                   f"{mod} is {modality.status}; supported: {', '.join(_supported())}")
             pre = slot.attrs.get("preprocess")
-            if pre not in (None, "default") and not (mod == "IMAGE" and pre == "image_resnet"):
-                raise _unsupported(template, slot, f"{mod} with preprocess={pre}", "remove preprocess= (the default is supported)")
-            if mod == "IMAGE" and side == "output":
-                raise _unsupported(template, slot, "generating an IMAGE", "IMAGE slots are supported on the input side only")
-            if mod == "IMAGE" and slot.attrs.get("mask_ratio"):
-                raise _unsupported(template, slot, "mask_ratio on an IMAGE", "remove mask_ratio from the IMAGE slot")
+            if pre not in (None, "default") and modality.preprocess.get(pre) is not None:
+                raise _unsupported(template, slot, f"{mod} with preprocess={pre}",
+                                   f"{modality.preprocess[pre]}; remove preprocess= (the default is supported)")
+            if side == "output" and not modality.is_token_run(pre):
+                raise _unsupported(template, slot, f"generating {mod}",
+                                   f"{mod} slots are supported on the input side only")
+            if not modality.is_token_run(pre) and slot.attrs.get("mask_ratio"):
+                raise _unsupported(template, slot, f"mask_ratio on {mod}", f"remove mask_ratio from the {mod} slot")
             if slot.column is None:
                 raise InstructionError(
                     f"this {mod} slot names no column, so there is nothing to materialise",
@@ -81,8 +89,7 @@ def plan_members(instruction: Instruction) -> list[MemberSpec]:
                     slot.pos,
                     f"bind it to a column of the data, e.g. [{mod}:<column>]",
                 )
-            encoder = ENCODERS[mod]
-            attrs = {k: slot.attrs[k] for k in encoder.materialise_attrs if k in slot.attrs and k != "preprocess"}
+            attrs = {k: slot.attrs[k] for k in modality.materialise_attrs if k in slot.attrs and k != "preprocess"}
             key = (slot.column, mod)
             if key not in found:
                 found[key] = {"attrs": attrs, "sides": {side}, "closed": slot.closed_set, "where": (template, slot)}
@@ -90,7 +97,7 @@ def plan_members(instruction: Instruction) -> list[MemberSpec]:
             entry = found[key]
             if entry["attrs"] != attrs:
                 raise InstructionError(
-                    f"column '{slot.column}' is used as {mod} twice with different {sorted(encoder.materialise_attrs)}: "
+                    f"column '{slot.column}' is used as {mod} twice with different {sorted(modality.materialise_attrs)}: "
                     f"{entry['attrs']} here vs {attrs}",
                     template.source,
                     slot.pos,
@@ -101,30 +108,31 @@ def plan_members(instruction: Instruction) -> list[MemberSpec]:
     members = [
         MemberSpec(col, mod, dict(e["attrs"]), frozenset(e["sides"]), bool(e["closed"])) for (col, mod), e in found.items()
     ]
-    images = [m for m in members if m.modality == "IMAGE"]
-    boxes = [m for m in members if m.modality == "BOX"]
-    if boxes and len(images) != 1:
-        template, slot = found[(boxes[0].column, "BOX")]["where"]
-        raise InstructionError(
-            f"a BOX is in pixels of its image, so the instruction needs exactly one IMAGE column "
-            f"(it has {len(images)}: {[m.column for m in images]})",
-            template.source,
-            slot.pos,
-            "use one [IMAGE:<column>] slot for the image the boxes refer to",
-        )
+    for (column, mod), entry in found.items():
+        for need in MODALITIES[mod].needs:
+            have = [m.column for m in members if m.modality == need]
+            if len(have) != 1:
+                template, slot = entry["where"]
+                raise InstructionError(
+                    f"a {mod} slot refers to the task's {need} column, so the instruction needs exactly one "
+                    f"{need} column (it has {len(have)}: {have})",
+                    template.source,
+                    slot.pos,
+                    MODALITIES[mod].needs_fix,
+                )
     return members
 
 
 def slot_entry(member: MemberSpec, image_size: int) -> dict:
     """The manifest's description of one stored array (readers check shards against it)."""
-    encoder = ENCODERS[member.modality]
+    modality = MODALITIES[member.modality]
     side = "both" if len(member.sides) == 2 else next(iter(member.sides))
     return {
         "column": member.column,
         "modality": member.modality,
         "member": f"{member.name}.npy",
-        "dtype": encoder.dtype,
-        "shape": encoder.shape(image_size),
+        "dtype": modality.dtype,
+        "shape": modality.shape(image_size),
         "side": side,
         "attrs": dict(member.attrs, **({"closed_set": True} if member.closed_set else {})),
     }

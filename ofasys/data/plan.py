@@ -5,24 +5,26 @@ generate is the forced prefix (`<bos>` + prompt text, + the sample's own `no_los
 rest becomes steps:
 
 - forced: prompt text, specials, or a `no_loss` slot's known ids, emitted as they are;
-- text:   text ids until the terminator (the token the template puts next, normally `<eos>`),
-          at most `max_length`, at least `min_length` ids;
-- box:    exactly 4 `<bin_i>` ids;
-- closed: a path through a trie of the closed set's label ids, then the terminator.
+- a slot's `OutputStep`, from its modality (`Modality.output_step`), in one of three shapes:
+  "run" (ids from a range until the terminator, at most `max_length`, at least `min_length`: TEXT),
+  "fixed" (exactly `length` ids from a range: BOX's 4 bins), "closed" (a path through a trie of the
+  closed set's label ids, then the terminator: CATEGORY, closed-set TEXT).
 
-The terminator of a text/closed step is the first token of whatever follows it in the template, so
+The terminator of a run/closed step is the first token of whatever follows it in the template, so
 a trailing `<EOS>` is consumed by the slot it ends (that is what a model trained on
-`<bos> ids <eos>` emits). `generated` never includes the forced prefix.
+`<bos> ids <eos>` emits). `generated` never includes the forced prefix. Decoding a slot's ids into
+its typed value is its modality's `decode_output`, given the meta of the column it `needs` (BOX:
+its image's original size).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ofasys.instruction.ast import Group, Slot, Special, Template, Text
-from ofasys.modalities.box import dequantise
+from ofasys.modalities import MODALITIES, OutputStep
 from ofasys.vocab import UnifiedVocab
 
 DEFAULT_MAX_TEXT_TOKENS = 64
@@ -33,34 +35,16 @@ class PlanError(ValueError):
     """The template's output side can't be generated as a plan (e.g. two slots with no separator)."""
 
 
-@dataclass
-class _Trie:
-    children: dict[int, "_Trie"] = field(default_factory=dict)
-    end: bool = False
-
-    def add(self, ids: Sequence[int]) -> None:
-        node = self
-        for t in ids:
-            node = node.children.setdefault(int(t), _Trie())
-        node.end = True
-
-    def depth(self) -> int:
-        return 1 + max((c.depth() for c in self.children.values()), default=0) if self.children else 0
-
-
 @dataclass(frozen=True)
-class Step:
-    kind: str
-    """"forced" | "text" | "box" | "closed"."""
+class Forced:
+    """Ids the plan emits as they are (prompt text, specials, a `no_loss` slot's own ids)."""
+
+    tokens: tuple[int, ...]
+    kind: str = "forced"
     column: str | None = None
-    modality: str | None = None
-    tokens: tuple[int, ...] = ()
-    """forced: the ids to emit."""
-    terminator: int | None = None
-    """text/closed: the id that ends the step (consumed by it)."""
-    max_length: int = 0
-    min_length: int = 0
-    trie: Any = None
+
+
+Step = Forced | OutputStep
 
 
 def _text_ids(vocab: UnifiedVocab, cache: dict[str, tuple[int, ...]], text: str) -> tuple[int, ...]:
@@ -81,24 +65,24 @@ class OutputPlan:
         steps: Sequence[Step],
         vocab: UnifiedVocab,
         prefix: Sequence[int],
-        image_column: str | None = None,
+        contexts: Mapping[str, str] | None = None,
     ):
         self.steps = tuple(steps)
         self.vocab = vocab
         self.prefix = tuple(int(t) for t in prefix)
         """The forced prefix (`<bos>` first) that goes into decoder_input at inference."""
-        self.image_column = image_column
-        self._text_allowed = tuple(vocab.text_range)
-        self._bins = tuple(vocab.bin_range)
-        self._with_term: dict[int, tuple[int, ...]] = {}
+        self.contexts = dict(contexts or {})
+        """Output column -> the column whose meta its decoding needs (a BOX's image)."""
+        self._allowed: dict[Any, tuple[int, ...]] = {}
+        self._with_term: dict[tuple[Any, int | None], tuple[int, ...]] = {}
         total = 0
         for s in self.steps:
             if s.kind == "forced":
                 total += len(s.tokens)
-            elif s.kind == "text":
+            elif s.kind == "run":
                 total += s.max_length + 1
-            elif s.kind == "box":
-                total += 4
+            elif s.kind == "fixed":
+                total += s.length
             elif s.kind == "closed":
                 total += s.trie.depth() + 1
         self.max_new_tokens = total
@@ -111,7 +95,6 @@ class OutputPlan:
         vocab: UnifiedVocab,
         closed_sets: Mapping[str, Sequence[str]] | None = None,
         *,
-        image_column: str | None = None,
         arrays: Mapping[str, Any] | None = None,
         default_max_text: int = DEFAULT_MAX_TEXT_TOKENS,
         text_cache: dict[str, tuple[int, ...]] | None = None,
@@ -150,69 +133,65 @@ class OutputPlan:
             prefix = merged.pop(0)[1]
         if not prefix or prefix[0] != vocab.bos:
             prefix = (vocab.bos,) + prefix
+        columns: dict[str, list[str]] = {}
+        for _, slot in template.slots():
+            if slot.column and slot.column not in columns.setdefault(slot.modality, []):
+                columns[slot.modality].append(slot.column)
         steps: list[Step] = []
+        contexts: dict[str, str] = {}
         i = 0
         while i < len(merged):
             kind, val = merged[i]
             nxt = merged[i + 1] if i + 1 < len(merged) else None
             if kind == "tokens":
-                steps.append(Step("forced", tokens=tuple(val)))
+                steps.append(Forced(tuple(val)))
                 i += 1
                 continue
             slot: Slot = val
-            mod = slot.modality
-            if mod == "BOX":
-                steps.append(Step("box", column=slot.column, modality=mod))
-                i += 1
-                continue
-            if mod not in ("TEXT", "CATEGORY"):
-                raise PlanError(f"generating {mod} is not yet supported (slot at {slot.pos} of {template.source!r})")
-            # the terminator is the next forced token (consumed here), or <eos> at the end
-            if nxt is None:
-                term, rest = vocab.eos, None
-            elif nxt[0] == "tokens":
-                term, rest = nxt[1][0], nxt[1][1:]
-            else:
+            modality = MODALITIES[slot.modality]
+            # the terminator is the next forced token (consumed by a run/closed step), or <eos> at the end
+            term = vocab.eos if nxt is None else (nxt[1][0] if nxt[0] == "tokens" else None)
+            try:
+                step = modality.output_step(slot.column or "", slot.attrs, vocab, terminator=term,
+                                            closed_labels=closed_sets.get(slot.column or ""),
+                                            default_max=default_max_text)
+            except NotImplementedError as exc:
+                raise PlanError(f"{exc} (slot at {slot.pos} of {template.source!r})") from None
+            except ValueError as exc:
+                raise PlanError(str(exc)) from None
+            steps.append(step)
+            for need in modality.needs:
+                if len(columns.get(need, [])) == 1:
+                    contexts[slot.column or ""] = columns[need][0]
+            i += 1
+            if step.kind == "fixed":
+                continue  # its length ends it; what follows stays a step of its own
+            if term is None:
                 raise PlanError(
-                    f"the {mod} slot at {slot.pos} of {template.source!r} is followed directly by another slot "
+                    f"the {slot.modality} slot at {slot.pos} of {template.source!r} is followed directly by another slot "
                     f"to generate; put <EOS> or prompt text between them so generation knows where it ends"
                 )
-            max_length = int(slot.attrs.get("max_length") or default_max_text)
-            if slot.closed_set:
-                labels = closed_sets.get(slot.column or "")
-                if not labels:
-                    raise PlanError(f"closed_set slot '{slot.column}' has no labels (closed_sets lacks it)")
-                trie = _Trie()
-                for label in labels:
-                    ids = vocab.encode_text(label)
-                    if slot.attrs.get("max_length"):
-                        ids = ids[: int(slot.attrs["max_length"])]
-                    trie.add(ids)
-                steps.append(Step("closed", column=slot.column, modality=mod, terminator=term, trie=trie))
-            else:
-                steps.append(
-                    Step(
-                        "text",
-                        column=slot.column,
-                        modality=mod,
-                        terminator=term,
-                        max_length=max_length,
-                        min_length=int(slot.attrs.get("min_length") or 0),
-                    )
-                )
-            i += 1
             if nxt is not None:
                 i += 1
+                rest = nxt[1][1:]
                 if rest:
-                    steps.append(Step("forced", tokens=tuple(rest)))
-        return cls(steps, vocab, prefix, image_column=image_column)
+                    steps.append(Forced(tuple(rest)))
+        return cls(steps, vocab, prefix, contexts)
 
-    def _text_choices(self, terminator: int) -> tuple[int, ...]:
-        """Text ids plus the terminator (cached: the search asks at every step)."""
-        cached = self._with_term.get(terminator)
+    def _range(self, allowed: range | tuple[int, ...]) -> tuple[int, ...]:
+        cached = self._allowed.get(allowed)  # ranges hash by value
         if cached is None:
-            cached = self._text_allowed if terminator in self.vocab.text_range else self._text_allowed + (terminator,)
-            self._with_term[terminator] = cached
+            cached = self._allowed[allowed] = tuple(allowed)
+        return cached
+
+    def _run_choices(self, step: OutputStep) -> tuple[int, ...]:
+        """The run's ids plus its terminator (cached: the search asks at every step)."""
+        key = (step.allowed, step.terminator)
+        cached = self._with_term.get(key)
+        if cached is None:
+            ids = self._range(step.allowed)
+            cached = ids if step.terminator in step.allowed else ids + (step.terminator,)
+            self._with_term[key] = cached
         return cached
 
     # ----- walking --------------------------------------------------------------------------------
@@ -231,34 +210,34 @@ class OutputPlan:
                     if int(generated[pos]) != t:
                         raise ValueError(f"generated id {generated[pos]} at {pos}, the plan forces {t}")
                     pos += 1
-            elif step.kind == "box":
+            elif step.kind == "fixed":
                 ids = outputs.setdefault(k, [])
-                for _ in range(4):
+                for _ in range(step.length):
                     if pos == n:
-                        return False, self._bins, outputs
+                        return False, self._range(step.allowed), outputs
                     t = int(generated[pos])
-                    if t not in self.vocab.bin_range:
-                        raise ValueError(f"generated id {t} at {pos} is not a bin token")
+                    if t not in step.allowed:
+                        raise ValueError(f"generated id {t} at {pos} is not allowed in '{step.column}' ({step.modality})")
                     ids.append(t)
                     pos += 1
-            elif step.kind == "text":
+            elif step.kind == "run":
                 ids = outputs.setdefault(k, [])
                 while True:
                     if pos == n:
                         may_end = len(ids) >= step.min_length or len(ids) >= step.max_length
                         if len(ids) >= step.max_length:
                             return False, (step.terminator,), outputs
-                        return False, self._text_choices(step.terminator) if may_end else self._text_allowed, outputs
+                        return False, self._run_choices(step) if may_end else self._range(step.allowed), outputs
                     t = int(generated[pos])
                     pos += 1
                     if t == step.terminator and (len(ids) >= step.min_length or len(ids) >= step.max_length):
                         break
-                    if t not in self.vocab.text_range or len(ids) >= step.max_length:
+                    if t not in step.allowed or len(ids) >= step.max_length:
                         raise ValueError(f"generated id {t} at {pos - 1} is not allowed in the text of '{step.column}'")
                     ids.append(t)
             elif step.kind == "closed":
                 ids = outputs.setdefault(k, [])
-                node: _Trie = step.trie
+                node = step.trie
                 while True:
                     if pos == n:
                         nxt = sorted(node.children)
@@ -285,9 +264,10 @@ class OutputPlan:
             return True
 
     def decode(self, generated: Sequence[int], meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """{column: value} for every generated slot: TEXT/CATEGORY -> str, BOX -> [x0, y0, x1, y1] in
-        the original image's pixels (None when incomplete). `meta` is the sample json (or its "meta"):
-        BOX needs {image_column: {"width", "height"}}. Tolerates a trailing `<eos>` and truncation."""
+        """{column: value} for every generated slot, typed by its modality's `decode_output` (TEXT ->
+        str, BOX -> [x0, y0, x1, y1] in the original image's pixels or None when incomplete). `meta`
+        is the sample json (or its "meta"): a BOX needs {its image column: {"width", "height"}}.
+        Tolerates a trailing `<eos>` and truncation."""
         generated = list(generated)
         try:
             _, _, outputs = self._walk(generated)
@@ -308,21 +288,9 @@ class OutputPlan:
         for k, step in enumerate(self.steps):
             if step.kind == "forced" or step.column is None:
                 continue
-            ids = outputs.get(k, [])
-            if step.kind == "box":
-                if len(ids) < 4:
-                    result[step.column] = None
-                    continue
-                size = meta.get(self.image_column or "", {}) if self.image_column else {}
-                if "width" not in size or "height" not in size:
-                    raise KeyError(
-                        f"decoding BOX '{step.column}' needs the original size of image "
-                        f"'{self.image_column}' in meta (got keys {sorted(meta)})"
-                    )
-                bins = [self.vocab.bin_index(t) for t in ids]
-                result[step.column] = dequantise(bins, int(size["width"]), int(size["height"]), self.vocab.num_bins)
-            else:
-                result[step.column] = self.vocab.decode_text(ids)
+            context_column = self.contexts.get(step.column)
+            context = meta.get(context_column, {}) if context_column else {}
+            result[step.column] = MODALITIES[step.modality].decode_output(outputs.get(k, []), self.vocab, context)
         return result
 
 

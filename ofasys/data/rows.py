@@ -1,6 +1,7 @@
 """One raw row -> the arrays of its task's members, in memory (shared by shard writing and inference).
 
-Encoders run images first, because a BOX is quantised against its image's original size. The first
+Columns run in dependency order: a modality's `needs` first (a BOX is quantised against its image's
+original size, so IMAGE columns run before BOX columns). The first
 column that can't be materialised rejects the row with a deterministic reason (`RowRejected`), which
 the shard writer records in rejects.jsonl and inference raises to the caller.
 """
@@ -17,7 +18,7 @@ import numpy as np
 from ofasys.data.members import MemberSpec, plan_members
 from ofasys.data.provenance import SOURCE, MediaBase
 from ofasys.instruction.ast import Instruction
-from ofasys.modalities import ENCODERS, RejectRow, RowContext
+from ofasys.modalities import MODALITIES, RejectRow, RowContext
 from ofasys.vocab import UnifiedVocab
 
 
@@ -44,41 +45,44 @@ class MaterialisedRow:
 class RowMaterialiser:
     """Turns one raw row into the arrays of `members` (shared by the shard writer and inference)."""
 
-    def __init__(self, members: list[MemberSpec], vocab: UnifiedVocab, image_size: int, base_dir: Path | None = None):
-        self.members, self.vocab, self.image_size, self.base_dir = members, vocab, image_size, base_dir
+    def __init__(self, members: list[MemberSpec], vocab: UnifiedVocab, image_size: int, base_dir: Path | None = None,
+                 seed: int = 0):
+        self.members, self.vocab, self.image_size, self.base_dir, self.seed = members, vocab, image_size, base_dir, seed
         self.media_base = MediaBase(base_dir)
-        # images first: boxes need their image's original size
-        self.order = sorted(members, key=lambda m: m.modality != "IMAGE")
-        images = [m.column for m in members if m.modality == "IMAGE"]
-        self.box_image = images[0] if len(images) == 1 else None
+        needed = {need for m in members for need in MODALITIES[m.modality].needs}
+        # what others need first (stable otherwise): a BOX reads its image's original size
+        self.order = sorted(members, key=lambda m: m.modality not in needed)
+        self.columns: dict[str, list[str]] = {}
+        for m in members:
+            self.columns.setdefault(m.modality, []).append(m.column)
         self.output_columns = {m.column for m in members if "output" in m.sides}
 
-    def __call__(self, values: Mapping[str, Any]) -> MaterialisedRow:
+    def __call__(self, values: Mapping[str, Any], key: str = "") -> MaterialisedRow:
         """Materialise `values` ({column: raw value}); raise RowRejected at the first bad column.
 
         Relative media paths resolve against the directory of the row's `__source__` file when it
-        has one (contracts C2), else against `base_dir`."""
+        has one (contracts C2), else against `base_dir`. `key` names the row for modalities that draw
+        random numbers at materialisation."""
         base_dir = self.media_base(values.get(SOURCE))
-        ctx = RowContext(self.vocab, self.image_size, base_dir, box_image_column=self.box_image)
+        ctx = RowContext(self.vocab, self.image_size, base_dir, columns=self.columns, seed=self.seed, key=key)
         out = MaterialisedRow({}, {}, {}, {}, [])
         for m in self.order:
-            encoder = ENCODERS[m.modality]
+            modality = MODALITIES[m.modality]
             try:
                 if m.column not in values:
                     raise RejectRow(f"no value for column '{m.column}'")
-                res = encoder.materialise(values[m.column], m.attrs, ctx)
+                res = modality.materialise(values[m.column], m.attrs, ctx)
             except RejectRow as exc:
                 raise RowRejected(m.column, exc.reason) from None
             out.arrays[m.name] = res.array
-            out.lengths[m.name] = encoder.token_length(res.array)
+            out.lengths[m.name] = modality.token_length(res.array)
             if res.meta:
                 out.meta.setdefault(m.column, {}).update(res.meta)
-                if m.modality == "IMAGE":
-                    ctx.image_sizes[m.column] = (int(res.meta["width"]), int(res.meta["height"]))
+                ctx.meta.setdefault(m.column, {}).update(res.meta)
             if m.column in self.output_columns and res.ref is not None:
                 out.refs[m.column] = res.ref
             if m.closed_set:
-                out.labels.append((m.column, encoder.normalise(values[m.column], m.attrs)))
+                out.labels.append((m.column, modality.label(values[m.column], m.attrs)))
         return out
 
 

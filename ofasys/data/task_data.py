@@ -142,8 +142,9 @@ class ShardTaskData:
         return self.get(i)
 
     # ----- batches --------------------------------------------------------------------------------
-    def collate(self, samples: Sequence[Sample], rng: np.random.Generator, train: bool) -> Batch:
-        return self.collator.collate(samples, rng, train)
+    def collate(self, samples: Sequence[Sample], rng: np.random.Generator, train: bool,
+                epoch: int | None = None) -> Batch:
+        return self.collator.collate(samples, rng, train, epoch=epoch)
 
     def collate_for_generation(self, samples: Sequence[Sample], template: int = 0) -> Batch:
         return self.collator.collate_for_generation(samples, template)

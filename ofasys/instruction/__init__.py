@@ -5,16 +5,17 @@
 `parse_instruction` turns it into an `Instruction` (frozen AST with positions); anything
 malformed raises `InstructionError` with the template, a caret under the offending
 column and a fix. Grammar and lexical rules: `parser` and `scanner`; attributes:
-`attributes.ATTRIBUTES`; where `<BOS>`/`<EOS>` go: `boseos`.
+`attributes.ATTRIBUTES`; where `<BOS>`/`<EOS>` go: `boseos`. Modality names, kinds and
+`preprocess=`/`adaptor=` values come from the registry, `ofasys.modalities` (see `modalities`).
 """
 
 from .ast import Attrs, Group, Instruction, Item, Slot, Special, Template, Text
 from .attributes import ATTRIBUTES, AttributeSpec
-from .errors import InstructionError
-from .modalities import MODALITIES, TEXT_LIKE, VQ_IMAGE
+from .errors import InstructionError, NotSupportedYetError
+from .modalities import MODALITIES
 from .parser import parse_instruction
 
 __all__ = [
     "ATTRIBUTES", "AttributeSpec", "Attrs", "Group", "Instruction", "InstructionError", "Item",
-    "MODALITIES", "Slot", "Special", "TEXT_LIKE", "Template", "Text", "VQ_IMAGE", "parse_instruction",
+    "MODALITIES", "NotSupportedYetError", "Slot", "Special", "Template", "Text", "parse_instruction",
 ]

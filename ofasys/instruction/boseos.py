@@ -13,12 +13,12 @@ The rule (applied to each side separately):
 2. **Opted out.** Otherwise, if any slot on the side has `disable_auto_boseos`, the side
    is left as written.
 3. **Automatic.** Otherwise every maximal run of consecutive text-like items is wrapped
-   in `<BOS> ... <EOS>`. Text-like: prompt `Text`, slots of TEXT, BOX, STRUCT, PHONE,
-   CATEGORY and IMAGE with `preprocess=image_vqgan` (they become vocabulary ids), and a
-   group whose items are all text-like (so `-> ( [BOX] [TEXT] )*` becomes
-   `<BOS> ( [BOX] [TEXT] )* <EOS>`: one sequence, not one per repetition). Any other
-   item (an IMAGE of pixels, AUDIO, VIDEO, MOTION) ends a run; a group holding such an
-   item has its own inner runs wrapped per repetition.
+   in `<BOS> ... <EOS>`. Text-like: prompt `Text`, slots whose modality makes a run of
+   vocabulary ids with their `preprocess=` (`Modality.is_token_run`: TEXT, BOX, CATEGORY,
+   an IMAGE with `preprocess=image_vqgan`, ...), and a group whose items are all text-like
+   (so `-> ( [BOX] [TEXT] )*` becomes `<BOS> ( [BOX] [TEXT] )* <EOS>`: one sequence, not
+   one per repetition). Any other item (an embedded slot: an IMAGE of pixels, AUDIO, ...)
+   ends a run; a group holding such an item has its own inner runs wrapped per repetition.
 
 Inserted specials have `implicit=True`; an automatic `<BOS>` takes the position of the
 first item of its run, an `<EOS>` that of the last, `add_*` ones that of their slot.
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .ast import Group, Item, Slot, Special, Text
+from .nodes import Group, Item, Slot, Special, Text
 
 
 def resolve_side(items: tuple[Item, ...]) -> tuple[Item, ...]:

@@ -59,3 +59,10 @@ class InstructionError(ValueError):
         if "\n" in self.template:
             header = f"{header} (line {line_no} of the template)"
         return f"{header}\n{caret_block(self.template, self.column)}\nfix: {self.fix}"
+
+
+class NotSupportedYetError(InstructionError, NotImplementedError):
+    """A valid instruction naming a `preprocess=`/`adaptor=` value (an OFASys name) that this code
+    can't honour yet; the message says why, the fix what works instead.
+
+    Also a NotImplementedError, so callers can tell "right, but not yet" from "malformed"."""

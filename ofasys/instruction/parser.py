@@ -30,20 +30,29 @@ match as prompt text, so typos silently became prompts; here nothing does):
 from __future__ import annotations
 
 from .ast import Group, Instruction, Item, Slot, Special, Template, Text
-from .errors import InstructionError
+from .errors import InstructionError, NotSupportedYetError
 from .scanner import ARROW, LPAREN, RPAREN, SLOT, SPECIAL, TEXT, Token, scan
 from .slot_parser import parse_slot
 
 _ESCAPED_PARENS = "a literal '(' or ')' in prompt text is written \\( or \\)"
 
 
-def parse_instruction(text: str) -> Instruction:
-    """Parse an instruction; raises InstructionError with position and fix when malformed."""
+def parse_instruction(text: str, *, allow_unsupported: bool = False) -> Instruction:
+    """Parse an instruction; raises InstructionError with position and fix when malformed.
+
+    A `preprocess=`/`adaptor=` value that the slot's modality knows (OFASys's names) but marks not
+    supported yet raises NotSupportedYetError (an InstructionError, at the first such value) once
+    the instruction is otherwise well-formed, unless `allow_unsupported`: then the instruction
+    parses as OFASys's language, for tools that only read it. Modalities that can't be
+    materialised yet parse either way (materialisation refuses them, naming the slot)."""
     if not isinstance(text, str):
         raise TypeError(f"an instruction is a str, not {type(text).__name__}")
+    unsupported: list[NotSupportedYetError] | None = None if allow_unsupported else []
     templates = tuple(
-        _TemplateParser(text[start:end]).parse() for start, end in _split_templates(text)
+        _TemplateParser(text[start:end], unsupported).parse() for start, end in _split_templates(text)
     )
+    if unsupported:
+        raise unsupported[0]
     return Instruction(text, templates)
 
 
@@ -83,8 +92,9 @@ def _split_templates(text: str) -> list[tuple[int, int]]:
 class _TemplateParser:
     """Recursive descent over one template's tokens."""
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, unsupported: list[NotSupportedYetError] | None = None):
         self.source = source
+        self.unsupported = unsupported
         self.tokens = scan(source)
         self.i = 0
 
@@ -133,7 +143,7 @@ class _TemplateParser:
             elif tok.kind == SPECIAL:
                 out.append(Special(tok.value, tok.pos))
             elif tok.kind == SLOT:
-                out.append(parse_slot(self.source, tok.pos, tok.value, side))
+                out.append(parse_slot(self.source, tok.pos, tok.value, side, self.unsupported))
             elif tok.kind == LPAREN:
                 if group is not None:
                     self.fail(tok.pos, "groups cannot nest",

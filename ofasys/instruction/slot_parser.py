@@ -3,17 +3,22 @@
 Whitespace around the parts is allowed (`[TEXT: cap, no_loss]`), nothing else is: every
 name is checked (modality, column identifier, attribute), every value typed and
 range-checked against its `AttributeSpec`, and each attribute checked against the slot's
-modality and side. Errors point at the part at fault: the modality, the column, the
+kinds and side. Errors point at the part at fault: the modality, the column, the
 attribute name, the `=` of a flag given a value, or the value.
+
+A `preprocess=`/`adaptor=` value the slot's modality marks not supported yet is not an error
+here: it is handed to the caller's `unsupported` list (a `NotSupportedYetError` at the value),
+which the parser raises only once the whole instruction is otherwise well-formed.
 """
 
 from __future__ import annotations
 
 from .ast import Slot
 from .attributes import (
-    ATTRIBUTES, CHOICE, FLAG, AttributeProblem, check_applicable, check_choice_kind, check_slot,
+    ATTRIBUTES, CHOICE, FLAG, AttributeProblem, check_applicable, check_choice_modality, check_slot,
+    not_supported_problem, unknown_choice, unsupported_reason,
 )
-from .errors import InstructionError
+from .errors import InstructionError, NotSupportedYetError
 from .modalities import MODALITIES, slot_kinds
 from .suggest import did_you_mean, suggestion_text
 
@@ -52,8 +57,12 @@ class _Cursor:
         return self.source[start : self.i]
 
 
-def parse_slot(source: str, start: int, end: int, side: str) -> Slot:
-    """The Slot for `source[start] == '['` .. `source[end] == ']'` on `side`."""
+def parse_slot(source: str, start: int, end: int, side: str,
+               unsupported: list[NotSupportedYetError] | None = None) -> Slot:
+    """The Slot for `source[start] == '['` .. `source[end] == ']'` on `side`.
+
+    Values its modality marks not supported yet are appended to `unsupported` when given (else
+    accepted: the language is OFASys's, only this code's support is missing)."""
 
     def fail(pos: int, message: str, fix: str) -> None:
         raise InstructionError(message, source, pos, fix)
@@ -80,13 +89,19 @@ def parse_slot(source: str, start: int, end: int, side: str) -> Slot:
             fail(npos, problem.message, problem.fix)
         try:
             if spec.type == CHOICE:
-                check_choice_kind(spec, attrs[name], kinds, modality)
+                check_choice_modality(spec, attrs[name], modality, unsupported is None)
         except AttributeProblem as problem:
             fail(vpos, problem.message, problem.fix)
     blamed = check_slot(attrs)
     if blamed is not None:
         name, problem = blamed
         fail(next(p for n, p, *_ in raw_attrs if n == name), problem.message, problem.fix)
+    for name, _npos, _raw, _eq, vpos in raw_attrs if unsupported is not None else ():
+        spec = ATTRIBUTES[name]
+        reason = unsupported_reason(spec, attrs[name], modality) if spec.type == CHOICE else None
+        if reason is not None:
+            problem = not_supported_problem(spec, attrs[name], modality, reason)
+            unsupported.append(NotSupportedYetError(problem.message, source, vpos, problem.fix))
     return Slot(modality, column, attrs, start)
 
 
@@ -142,12 +157,15 @@ def _typed_attrs(raw_attrs, modality: str, fail) -> dict:
         if spec is None:
             guess = did_you_mean(name, ATTRIBUTES)
             hint = f"did you mean {guess}{'' if ATTRIBUTES[guess].type == FLAG else '='}? " if guess else ""
-            usable = [s.name for s in ATTRIBUTES.values() if modality in s.modalities]
+            plain = slot_kinds(modality, None)
+            usable = [s.name for s in ATTRIBUTES.values() if s.kinds & plain]
             fail(npos, f"unknown attribute '{name}'",
                  f"{hint}attributes of {modality} slots: " + ", ".join(usable))
         if name in attrs:
             fail(npos, f"attribute '{name}' is given twice", f"keep one '{name}'")
         try:
+            if spec.type == CHOICE and raw and spec.choice_modalities(raw) is None:
+                raise unknown_choice(spec, raw, modality)
             attrs[name] = spec.coerce(raw)
         except AttributeProblem as problem:
             if spec.type == FLAG:

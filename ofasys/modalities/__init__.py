@@ -1,35 +1,40 @@
-"""Per-modality materialisation: one module per modality, looked up in a plain dict.
+"""The modality registry: modality name -> the one object that knows everything about it.
 
-`ENCODERS[modality]` turns a raw cell into the array stored in the shard. Modalities listed in
-`NOT_YET_SUPPORTED` parse in instructions but can't be materialised yet: materialisation refuses
-them up front, naming the slot, rather than skipping them.
+Each modality is one file, `ofasys/modalities/<name>.py`, holding one `Modality` subclass (see
+`ofasys.modalities.base`); adding a modality is that file plus one line here. Nothing outside this
+package compares modality names: the instruction parser, materialisation, collation, the model and
+generation all ask the object registered here.
+
+Modalities whose `status` is not SUPPORTED parse in instructions (their attributes are checked), but
+materialisation refuses them up front, naming the slot.
 """
 
 from __future__ import annotations
 
-from ofasys.modalities.base import Materialised, RejectRow, RowContext
-from ofasys.modalities.box import BoxEncoder
-from ofasys.modalities.category import CategoryEncoder
-from ofasys.modalities.image import ImageEncoder
-from ofasys.modalities.text import TextEncoder
+from collections.abc import Mapping
 
-ENCODERS = {
-    "TEXT": TextEncoder(),
-    "IMAGE": ImageEncoder(),
-    "BOX": BoxEncoder(),
-    "CATEGORY": CategoryEncoder(),
+from ofasys.modalities.audio import Audio
+from ofasys.modalities.base import Materialised, Modality, OutputStep, RejectRow, RowContext
+from ofasys.modalities.box import Box
+from ofasys.modalities.category import Category
+from ofasys.modalities.image import Image
+from ofasys.modalities.phone import Phone
+from ofasys.modalities.planned import Motion, Struct, Video
+from ofasys.modalities.text import Text
+
+MODALITIES: Mapping[str, Modality] = {
+    m.name: m
+    for m in (Text(), Image(), Box(), Audio(), Video(), Struct(), Motion(), Phone(), Category())
 }
+"""Every modality the instruction language knows, in the order messages list them."""
 
-TOKEN_MODALITIES = frozenset({"TEXT", "BOX", "CATEGORY"})
-"""Modalities whose stored array is a run of unified token ids (they join token segments)."""
 
-NOT_YET_SUPPORTED = frozenset({"AUDIO", "VIDEO", "STRUCT", "PHONE", "MOTION"})
+def get(name: str) -> Modality:
+    """The registered modality `name`; KeyError naming the known ones."""
+    try:
+        return MODALITIES[name]
+    except KeyError:
+        raise KeyError(f"unknown modality {name!r}; known: {', '.join(MODALITIES)}") from None
 
-__all__ = [
-    "ENCODERS",
-    "NOT_YET_SUPPORTED",
-    "TOKEN_MODALITIES",
-    "Materialised",
-    "RejectRow",
-    "RowContext",
-]
+
+__all__ = ["MODALITIES", "Materialised", "Modality", "OutputStep", "RejectRow", "RowContext", "get"]

@@ -1,18 +1,38 @@
-"""What every modality encoder shares: the row context, the result type and the reject signal.
+"""What a modality is: one class that declares everything the system needs to know about it.
 
-An encoder turns one raw cell into the array stored in the shard. Everything that is the same every
-epoch happens here, once; randomness per epoch (span masking, noise) is left to collation.
+A modality file (`ofasys/modalities/<name>.py`) holds one `Modality` subclass; the registry
+(`ofasys.modalities.MODALITIES`, a plain dict) maps its name to an instance. Every other part of the
+system asks the registry instead of comparing modality names:
+
+- the instruction parser builds its tables from `kinds`, `attributes`, `preprocess` and `adaptors`;
+- materialisation calls `materialise(value, attrs, ctx)` once per cell (everything that is the same
+  every epoch) and `encoder_positions` to count what the sample will occupy in the model;
+- collation calls `collate` for a non-token slot (randomness per epoch, e.g. SpecAugment, happens
+  there) and gets a generic `(kind, tensor, mask)` encoder segment;
+- the model builds `build_adaptor(model_config)` for every modality it embeds, keyed by name, and a
+  segment-type embedding keyed by name, so adding a modality never changes an existing weight's shape;
+- generation asks `output_step` for the decoding constraint of an output slot and `decode_output`
+  for its typed value.
+
+Modality files import no torch at module level: the parser reads the declarations when params load,
+and that must stay fast. Torch is imported inside the methods that need it (`build_adaptor`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ofasys.vocab import UnifiedVocab
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch.nn as nn
+
+    from ofasys.model.config import ModelConfig
 
 
 class RejectRow(Exception):
@@ -29,26 +49,65 @@ class RejectRow(Exception):
 
 @dataclass
 class RowContext:
-    """What an encoder may need beyond its own cell."""
+    """What a modality may need beyond its own cell, for one row."""
 
     vocab: UnifiedVocab
     image_size: int
+    """The task's square image resolution (IMAGE, and the frames of VIDEO)."""
     base_dir: Path | None = None
-    """Directory relative image paths are resolved against: the directory of the row's source file
+    """Directory relative media paths are resolved against: the directory of the row's source file
     (contracts C2), or the raw parquet's directory for rows without one (demo rows, older data)."""
-    image_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
-    """Original (width, height) of this row's decoded image columns, filled as images are decoded."""
-    box_image_column: str | None = None
-    """The image column whose pixels BOX coordinates are in."""
+    meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per column, the meta recorded by the columns materialised before this one in the row (e.g.
+    an image's original width and height, which BOX quantises against)."""
+    columns: dict[str, list[str]] = field(default_factory=dict)
+    """Modality name -> the task's columns of that modality (what `Modality.needs` refers to)."""
+    seed: int = 0
+    """The run seed: for modalities whose materialisation draws random numbers (keyed per row)."""
+    key: str = ""
+    """The row's stable identity (`<split>-<row>`), for keyed randomness."""
+
+    def needed_column(self, modality: str) -> str:
+        """The one column of `modality` this row's task has (plan_members checked there is one)."""
+        cols = self.columns.get(modality, [])
+        if len(cols) != 1:
+            raise RuntimeError(f"the task needs exactly one {modality} column, has {cols} (internal check missed)")
+        return cols[0]
 
 
 @dataclass(frozen=True)
 class Materialised:
+    """What `Modality.materialise` returns for one cell."""
+
     array: np.ndarray
+    """The array stored in the shard (one `.npy` member)."""
     meta: Mapping[str, Any] | None = None
     """Per-column metadata recorded in the sample json (e.g. original image width/height)."""
     ref: Any = None
     """JSON-able raw value recorded in `refs` when the column is on the output side."""
+
+
+@dataclass(frozen=True)
+class OutputStep:
+    """How generation emits one output slot (see `ofasys.data.plan`); built by `Modality.output_step`.
+
+    Three shapes cover every token output:
+    - "fixed":  exactly `length` ids, each from `allowed` (BOX: 4 bins; a VQ image: its grid of codes);
+    - "run":    ids from `allowed` until `terminator`, at least `min_length`, at most `max_length`
+                (TEXT, PHONE, STRUCT);
+    - "closed": a path through `trie` (the closed set's label ids), then `terminator` (CATEGORY,
+                closed-set TEXT).
+    """
+
+    kind: str
+    column: str
+    modality: str
+    allowed: range | tuple[int, ...] = ()
+    length: int = 0
+    terminator: int | None = None
+    max_length: int = 0
+    min_length: int = 0
+    trie: Any = None
 
 
 def is_missing(value: Any) -> bool:
@@ -57,3 +116,120 @@ def is_missing(value: Any) -> bool:
     if isinstance(value, float) and value != value:  # NaN
         return True
     return False
+
+
+SUPPORTED = None
+"""Value of a `preprocess` / `adaptors` entry that works (any other value is why it doesn't, yet)."""
+
+
+class Modality:
+    """Base class: defaults for a token modality; override what differs (see module docstring)."""
+
+    name: ClassVar[str]
+    """The name written in instructions: `[NAME:column]`."""
+    doc: ClassVar[str] = ""
+    """One line for the README's modality table and error messages."""
+    dtype: ClassVar[str] = "int32"
+    """dtype of the stored array (recorded in the manifest, checked by readers)."""
+    attributes: ClassVar[Mapping[str, frozenset[str]]] = {}
+    """Kind -> the slot attributes that mean something on it (the parser refuses others there).
+    The plain kind is `name`; a preprocess may make a slot another kind (see `kinds`)."""
+    materialise_attrs: ClassVar[tuple[str, ...]] = ()
+    """Slot attributes that change the stored array; slots sharing a column must agree on them."""
+    preprocess: ClassVar[Mapping[str, str | None]] = {"default": SUPPORTED}
+    """`preprocess=` values (OFASys's names) -> SUPPORTED, or why not yet (refused at params load
+    with "not supported yet", never as invalid)."""
+    adaptors: ClassVar[Mapping[str, str | None]] = {"default": SUPPORTED}
+    """`adaptor=` values (OFASys's names) -> SUPPORTED, or why not yet."""
+    token_run: ClassVar[bool] = True
+    """Whether the stored array is a run of unified token ids: it then joins the encoder's token
+    segments, takes automatic `<BOS>`/`<EOS>`, and can be generated. False for embedded modalities
+    (IMAGE pixels, AUDIO fbank, ...), which go through their own adaptor."""
+    needs: ClassVar[tuple[str, ...]] = ()
+    """Modalities this one is materialised after and relative to (BOX is in pixels of its IMAGE):
+    a task using this modality needs exactly one column of each."""
+    needs_fix: ClassVar[str] = ""
+    """The fix shown when a task lacks (or has several of) a needed column."""
+    status: ClassVar[str | None] = SUPPORTED
+    """SUPPORTED, or why the modality parses in instructions but can't be materialised yet."""
+    text_values: ClassVar[bool] = False
+    """Whether column values are text the BPE encodes (the assets stage trains the BPE on them)."""
+    output_field: ClassVar[str | None] = None
+    """Name of the typed accessor of an inference `Prediction` that returns this modality's output
+    (`.text`, `.box`, ...)."""
+    media_files: ClassVar[bool] = False
+    """Whether a column value may be a path to a media file (read at materialisation, so its
+    content is part of the task's source fingerprint)."""
+    shrink_hint: ClassVar[str] = "shorten the slot"
+    """How to make an embedded slot take fewer encoder positions (for the over-long-sample fix)."""
+    vocab_block: ClassVar[str | None] = None
+    """The block of the unified vocabulary its tokens live in beyond text ("bins", "codes",
+    "phones"), or None."""
+
+    # ----- the instruction language ---------------------------------------------------------------
+    def kinds(self, preprocess: str | None) -> frozenset[str]:
+        """The kinds a slot with this `preprocess=` counts as (attribute applicability)."""
+        return frozenset({self.name})
+
+    def is_token_run(self, preprocess: str | None) -> bool:
+        """Whether a slot with this `preprocess=` is a token run (see `token_run`)."""
+        return self.token_run
+
+    # ----- materialisation ------------------------------------------------------------------------
+    def shape(self, image_size: int) -> list[int | None]:
+        """Shape rule of the stored array for the manifest (None = variable)."""
+        return [None]
+
+    def materialise(self, value: Any, attrs: Mapping[str, Any], ctx: RowContext) -> Materialised:
+        raise NotImplementedError
+
+    def token_length(self, array: np.ndarray) -> int:
+        """Unified tokens in the stored array (0 for embedded modalities): the sample's lengths."""
+        return int(array.shape[0]) if self.token_run else 0
+
+    def encoder_positions(self, array: np.ndarray, attrs: Mapping[str, Any], model: "ModelConfig") -> int:
+        """Encoder positions the slot occupies in `model` (patches, frames, or its tokens)."""
+        return int(array.shape[0])
+
+    def label(self, value: Any, attrs: Mapping[str, Any]) -> str:
+        """The normalised label of a closed-set value (what a `closed_set` slot collects)."""
+        raise NotImplementedError(f"{self.name} has no closed set")
+
+    def vocab_tokens(self, values: Iterable[Any], attrs: Mapping[str, Any]) -> set[str]:
+        """Entries of the vocabulary block this modality fills from data (PHONE: the phones of the
+        train values); the assets stage collects them. Empty for the others."""
+        return set()
+
+    # ----- collation (non-token modalities) -------------------------------------------------------
+    def collate(self, arrays: Sequence[np.ndarray], attrs: Mapping[str, Any],
+                rngs: Sequence[np.random.Generator] | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Stack one slot's arrays of a batch -> (tensor data, B x L bool mask or None = all real).
+
+        `rngs` (one per sample, seeded by (seed, epoch, sample key, column) by the collator, so a
+        sample's augmentation does not depend on its batch) draw the per-epoch randomness such as
+        SpecAugment; None at evaluation, where nothing is augmented."""
+        raise NotImplementedError(f"{self.name} is a token modality; its ids join token segments")
+
+    def adaptor_fits(self, adaptor: str, config: Any) -> str | None:
+        """None when a slot's `adaptor=` value is what the model's adaptor settings build, else the fix."""
+        return None
+
+    # ----- the model ------------------------------------------------------------------------------
+    adaptor_config: ClassVar[type | None] = None
+    """Dataclass of the adaptor's own settings (`model.adaptors.<NAME>` in params.yaml)."""
+
+    def build_adaptor(self, model: "ModelConfig") -> "nn.Module":
+        """The module that embeds this modality's collated tensor: `forward(tensor, mask)` ->
+        (B x L x d_model, B x L bool mask). Only for embedded (non-token) modalities."""
+        raise NotImplementedError(f"{self.name} is a token modality; it uses the shared embedding")
+
+    # ----- generation -----------------------------------------------------------------------------
+    def output_step(self, column: str, attrs: Mapping[str, Any], vocab: UnifiedVocab, *, terminator: int | None,
+                    closed_labels: Sequence[str] | None, default_max: int) -> OutputStep:
+        """The generation constraint of an output slot of this modality."""
+        raise NotImplementedError(f"generating {self.name} is not supported yet")
+
+    def decode_output(self, ids: Sequence[int], vocab: UnifiedVocab, context: Mapping[str, Any]) -> Any:
+        """The typed value of generated `ids`. `context` is the meta of the column this modality
+        `needs` (e.g. the image's original size for BOX), empty otherwise."""
+        raise NotImplementedError(f"decoding {self.name} is not supported yet")

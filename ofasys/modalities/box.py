@@ -13,7 +13,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ofasys.modalities.base import Materialised, RejectRow, RowContext, is_missing
+from ofasys.modalities.base import Materialised, Modality, OutputStep, RejectRow, RowContext, is_missing
+from ofasys.vocab import UnifiedVocab
 
 _SEP = re.compile(r"[,\s]+")
 
@@ -56,23 +57,44 @@ def dequantise(bins: Sequence[int], width: int, height: int, num_bins: int) -> l
     return [float(b) / (num_bins - 1) * s for b, s in zip(bins, scale)]
 
 
-class BoxEncoder:
-    modality = "BOX"
-    dtype = "int32"
-    materialise_attrs: tuple[str, ...] = ()
+class Box(Modality):
+    name = "BOX"
+    doc = '"x0,y0,x1,y1" in pixels of its image -> 4 <bin_i> ids; shared token embedding; generated as 4 bins'
+    output_field = "box"
+    attributes = {"BOX": frozenset({
+        "no_loss", "preprocess", "adaptor", "add_bos", "add_eos", "disable_auto_boseos",
+    })}
+    preprocess = {"default": None, "box": None}
+    """OFASys's `box` preprocessor: coordinates quantised against the image into bin tokens."""
+    adaptors = {"default": None, "text": None}
+    """OFASys embeds BOX bins with its `text` adaptor (the shared token embedding), as here."""
+    needs = ("IMAGE",)
+    needs_fix = "use one [IMAGE:<column>] slot for the image the boxes refer to"
+    vocab_block = "bins"
 
     def shape(self, image_size: int) -> list[int | None]:
         return [4]
 
     def materialise(self, value: Any, attrs: Mapping[str, Any], ctx: RowContext) -> Materialised:
         coords = parse_box(value)
-        if ctx.box_image_column is None or ctx.box_image_column not in ctx.image_sizes:
+        size = ctx.meta.get(ctx.needed_column("IMAGE"), {})
+        if "width" not in size:
             raise RuntimeError("BOX needs the row's image to be decoded first (internal ordering error)")
-        width, height = ctx.image_sizes[ctx.box_image_column]
+        width, height = int(size["width"]), int(size["height"])
         check_box(coords, width, height)
         bins = quantise(coords, width, height, ctx.vocab.num_bins)
         ids = np.asarray([ctx.vocab.bin_id(b) for b in bins], dtype=np.int32)
         return Materialised(ids, ref=coords)
 
-    def token_length(self, array: np.ndarray) -> int:
-        return 4
+    def output_step(self, column: str, attrs: Mapping[str, Any], vocab: UnifiedVocab, *, terminator: int | None,
+                    closed_labels: Sequence[str] | None, default_max: int) -> OutputStep:
+        return OutputStep("fixed", column, self.name, allowed=vocab.bin_range, length=4)
+
+    def decode_output(self, ids: Sequence[int], vocab: UnifiedVocab, context: Mapping[str, Any]) -> Any:
+        """[x0, y0, x1, y1] in the original image's pixels; None when fewer than 4 bins came out."""
+        if len(ids) < 4:
+            return None
+        if "width" not in context or "height" not in context:
+            raise KeyError(f"decoding a BOX needs the original size of its image in meta (got keys {sorted(context)})")
+        bins = [vocab.bin_index(t) for t in ids]
+        return dequantise(bins, int(context["width"]), int(context["height"]), vocab.num_bins)

@@ -14,17 +14,26 @@ reason, never stored wrong.
 
 from __future__ import annotations
 
+import functools
 import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-from PIL import Image
+from PIL import Image as PILImage
 
-from ofasys.modalities.base import Materialised, RejectRow, RowContext, is_missing
+from ofasys.modalities.base import Materialised, Modality, RejectRow, RowContext, is_missing
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch.nn as nn
+
+    from ofasys.model.config import ModelConfig
 
 
-def open_image(value: Any, base_dir: Path | None = None) -> Image.Image:
+def open_image(value: Any, base_dir: Path | None = None) -> PILImage.Image:
     """Decode any supported raw image value to a loaded PIL image, or raise RejectRow."""
     if is_missing(value):
         raise RejectRow("missing image")
@@ -35,13 +44,13 @@ def open_image(value: Any, base_dir: Path | None = None) -> Image.Image:
             value = value["path"]
         else:
             raise RejectRow("missing image")
-    if isinstance(value, Image.Image):
+    if isinstance(value, PILImage.Image):
         img = value
     elif isinstance(value, (bytes, bytearray, memoryview)):
         if len(value) == 0:
             raise RejectRow("missing image")
         try:
-            img = Image.open(io.BytesIO(bytes(value)))
+            img = PILImage.open(io.BytesIO(bytes(value)))
             img.load()
         except Exception as exc:  # PIL raises many types for bad data; the reason must stay deterministic
             raise RejectRow(f"image could not be decoded ({type(exc).__name__})") from None
@@ -54,7 +63,7 @@ def open_image(value: Any, base_dir: Path | None = None) -> Image.Image:
             shown = str(value) if len(str(value)) <= 200 else str(value)[:200] + "..."
             raise RejectRow(f"image file not found ({shown})")
         try:
-            with Image.open(path) as f:
+            with PILImage.open(path) as f:
                 f.load()
                 img = f.copy()
         except Exception as exc:
@@ -64,7 +73,7 @@ def open_image(value: Any, base_dir: Path | None = None) -> Image.Image:
         if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
             raise RejectRow(f"image array must be H x W or H x W x C with C in 1, 3, 4 (got shape {list(arr.shape)})")
         arr = to_uint8(arr, "image array")
-        img = Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr)
+        img = PILImage.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr)
     else:
         raise RejectRow(f"unsupported image value ({type(value).__name__})")
     if img.width < 1 or img.height < 1:
@@ -101,22 +110,122 @@ _DEEP_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 655
 signed integers (negative values can't be mapped and are rejected), "F" 32-bit floats in [0, 1]."""
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: PILImage.Image) -> PILImage.Image:
     """An 8-bit RGB copy of `img`, deep pixels scaled by their bit depth (see module doc), or RejectRow."""
     mode = img.mode
     if mode in _DEEP_MODES:
         grey = to_uint8(np.asarray(img), f"{mode} image", _DEEP_MODES[mode])
-        return Image.fromarray(grey).convert("RGB")
+        return PILImage.fromarray(grey).convert("RGB")
     try:
         return img.convert("RGB")
     except Exception as exc:
         raise RejectRow(f"image could not be converted to RGB ({type(exc).__name__}, mode {mode})") from None
 
 
-class ImageEncoder:
-    modality = "IMAGE"
+VQ_KIND = "IMAGE+image_vqgan"
+"""Kind of an IMAGE slot with preprocess=image_vqgan (VQ code tokens, not pixels)."""
+IMAGE_STEMS = ("conv", "patch", "resnet50", "resnet101", "resnet152")
+IMAGE_POSITIONS = ("learned", "sinusoidal")
+_STEM_OF_ADAPTOR = {"image_resnet": ("resnet50", "resnet101", "resnet152"), "image_patch_embed": ("patch",)}
+"""OFASys's image adaptor names -> the stems of ours that are that adaptor."""
+
+
+@dataclass(frozen=True)
+class ImageAdaptorConfig:
+    """`model.adaptors.IMAGE`: how pixels become encoder tokens."""
+
+    stem: str = "conv"
+    """"conv": a stride-8 3x3-conv stack with BatchNorm (see `conv_stem`; 64 px -> 8x8 = 64 tokens,
+    what the CPU demo is calibrated for); "patch": a ViT-style patch embedding (one linear map per
+    `patch_size` square, OFASys's `image_patch_embed`); "resnet50" / "resnet101" / "resnet152": OFA's
+    torchvision ResNet trunk up to layer3 (stride 16, 1024 channels, untrained; OFASys's `image_resnet`)."""
+    stem_channels: int = 128
+    """Output channels of the "conv" stem (its inner layers use 1/4 and 1/2 of it); ignored by the
+    other stems."""
+    patch_size: int = 16
+    """Side of one patch of the "patch" stem, in pixels."""
+    positions: str = "learned"
+    """2-D positions added to image tokens: "learned" (row + column tables) or "sinusoidal" (fixed
+    sin/cos of row and column, works for any grid size)."""
+    max_grid: int = 32
+    """Largest grid side (tokens per row/column) the learned 2-D position tables cover."""
+
+    def __post_init__(self) -> None:
+        if self.stem not in IMAGE_STEMS:
+            raise ValueError(f"stem={self.stem!r}; expected one of {IMAGE_STEMS}")
+        if self.positions not in IMAGE_POSITIONS:
+            raise ValueError(f"positions={self.positions!r}; expected one of {IMAGE_POSITIONS}")
+        for name in ("stem_channels", "patch_size", "max_grid"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def grid_side(self, image_size: int) -> int:
+        """Tokens per row (and column) the stem makes from a square `image_size` px image.
+
+        Every stride-2 layer of the stems (3x3 convs with padding 1; the ResNet's 7x7 conv1 with
+        padding 3 and its 3x3 max-pool) maps a side of n pixels to ceil(n / 2): three of them in the
+        "conv" stem (stride 8), four in the ResNet trunks (stride 16); the "patch" stem cuts
+        floor(n / patch_size) whole patches. Materialisation counts these against `max_positions`,
+        so this must match the adaptor exactly, also for sizes that are not a multiple of the stride."""
+        if image_size < 1:
+            raise ValueError(f"image_size must be >= 1, got {image_size}")
+        if self.stem == "patch":
+            return image_size // self.patch_size
+        side = image_size
+        for _ in range(3 if self.stem == "conv" else 4):
+            side = -(-side // 2)
+        return side
+
+
+class Image(Modality):
+    name = "IMAGE"
+    doc = "path / bytes / PIL / array -> uint8 H x W x 3 at the task's image_size; conv, patch or ResNet stem"
     dtype = "uint8"
+    token_run = False
+    attributes = {
+        "IMAGE": frozenset({"mask_ratio", "preprocess", "adaptor", "disable_auto_boseos"}),
+        VQ_KIND: frozenset({
+            "no_loss", "mask_ratio", "preprocess", "adaptor", "add_bos", "add_eos", "disable_auto_boseos", "length",
+        }),
+    }
     materialise_attrs = ("preprocess",)
+    media_files = True
+    shrink_hint = "lower the task's image_size"
+    preprocess = {
+        "default": None,
+        "image": None,
+        "imagenet": "not supported yet: its per-epoch RandAugment and random-erasing training augmentation "
+                    "is not implemented (images are resized once, at materialisation)",
+        "imagepretrain": "not supported yet: its per-epoch random resize, crop and RandAugment training "
+                         "augmentation is not implemented (images are resized once, at materialisation)",
+        "image_vqgan": "not supported yet: VQ image codes need the vq stage",
+    }
+    """OFASys's IMAGE preprocessors (ofasys/preprocessor/default/image.py, image_code.py): `image`, the
+    square bicubic resize, is what materialisation does; the augmenting ones and VQ codes are refused
+    at params load."""
+    adaptors = {
+        "default": None,
+        "image_resnet": None,
+        "image_patch_embed": None,
+        "image_vit": "not supported yet: there is no ViT image adaptor",
+        "image_vqgan": "not supported yet: VQ image codes need the vq stage",
+    }
+    """OFASys's IMAGE adaptors (ofasys/adaptor/image_*.py): `image_resnet` and `image_patch_embed` are
+    stems of ours (`_STEM_OF_ADAPTOR`; which one a model builds is `model.adaptors.IMAGE.stem`)."""
+    adaptor_config = ImageAdaptorConfig
+
+    def kinds(self, preprocess: str | None) -> frozenset[str]:
+        return frozenset({self.name, VQ_KIND}) if preprocess == "image_vqgan" else frozenset({self.name})
+
+    def is_token_run(self, preprocess: str | None) -> bool:
+        return preprocess == "image_vqgan"
+
+    def adaptor_fits(self, adaptor: str, config: ImageAdaptorConfig) -> str | None:
+        """None when the slot's `adaptor=` names the configured stem, else the fix."""
+        stems = _STEM_OF_ADAPTOR.get(adaptor)
+        if stems is None or config.stem in stems:
+            return None
+        return f"adaptor={adaptor} needs model.adaptors.IMAGE.stem in {list(stems)} (it is {config.stem!r})"
 
     def shape(self, image_size: int) -> list[int | None]:
         return [image_size, image_size, 3]
@@ -127,9 +236,131 @@ class ImageEncoder:
         rgb = to_rgb(img)
         size = ctx.image_size
         if rgb.size != (size, size):
-            rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
+            rgb = rgb.resize((size, size), PILImage.Resampling.BICUBIC)
         array = np.asarray(rgb, dtype=np.uint8).copy()
         return Materialised(array, meta={"width": width, "height": height})
 
-    def token_length(self, array: np.ndarray) -> int:
-        return 0
+    def encoder_positions(self, array: np.ndarray, attrs: Mapping[str, Any], model: "ModelConfig") -> int:
+        side = model.adaptor("IMAGE").grid_side(int(array.shape[0]))
+        return side * side
+
+    def collate(self, arrays: Sequence[np.ndarray], attrs: Mapping[str, Any],
+                rngs: Sequence[np.random.Generator] | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """B x 3 x H x W float32 in [0, 1]; the adaptor normalises."""
+        imgs = np.stack([np.asarray(a) for a in arrays])  # B x H x W x 3 uint8
+        # numpy, not torch: the float conversion is ~10x faster here on a busy CPU
+        chw = np.ascontiguousarray(imgs.transpose(0, 3, 1, 2)).astype(np.float32)
+        chw /= np.float32(255.0)
+        return chw, None
+
+    def build_adaptor(self, model: "ModelConfig") -> "nn.Module":
+        return _adaptor_class()(model.adaptor("IMAGE"), model.d_model)
+
+
+# Images arrive as floats in [0, 1]; ImageNet statistics are what ResNet-style stems expect and are
+# harmless for the small conv stem.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def conv_stem(out_channels: int) -> "nn.Sequential":
+    """Three stride-2 3x3 convs, then one stride-1 3x3 conv, each with BatchNorm and ReLU.
+
+    Stride 8, so a 64 px image gives 8x8 = 64 tokens. The last, stride-1 conv doubles the receptive
+    field (15 -> 31 px) so one token can see a whole 24-32 px digit: with it, captioning reached the
+    same teacher-forced accuracy in half the steps (.97 at 200 vs 400 steps, single-task runs here),
+    for about one more conv at the coarsest resolution. BatchNorm is there on purpose: without it
+    the tiny CPU model did not learn captioning or grounding in the calibration runs (SETUP.md).
+    """
+    import torch.nn as nn
+
+    c1, c2 = max(out_channels // 4, 8), max(out_channels // 2, 8)
+    layers: list[nn.Module] = []
+    for cin, cout, stride in ((3, c1, 2), (c1, c2, 2), (c2, out_channels, 2), (out_channels, out_channels, 1)):
+        layers += [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
+                   nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+def resnet_stem(name: str) -> tuple["nn.Sequential", int]:
+    """OFA's image trunk: a torchvision ResNet up to layer3 (stride 16, 1024 channels), untrained.
+
+    No pretrained weights ship offline (SETUP.md), so the trunk is randomly initialised; its value
+    is architectural parity with OFA at the large sizes.
+    """
+    import torch.nn as nn
+    import torchvision  # imported lazily: the tiny CPU model does not need it
+
+    net = getattr(torchvision.models, name)(weights=None)
+    trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3)
+    return trunk, net.layer3[-1].conv3.out_channels
+
+
+def sinusoidal_2d(rows: int, cols: int, dim: int, device=None, dtype=None):
+    """Fixed (rows*cols) x dim positions: first half encodes the row, second half the column."""
+    import torch
+
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(0, half, 2, device=device).float() / half)
+
+    def encode(n: int) -> torch.Tensor:
+        angles = torch.arange(n, device=device).float()[:, None] * freqs[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)  # n x half
+
+    r, c = encode(rows), encode(cols)
+    pos = torch.cat([r[:, None].expand(rows, cols, half), c[None].expand(rows, cols, half)], dim=-1)
+    return pos.reshape(rows * cols, dim).to(dtype)
+
+
+@functools.cache
+def _adaptor_class():
+    """The image adaptor's nn.Module class, defined on first use so that importing this file (the
+    instruction parser does, when params load) does not import torch."""
+    import torch
+    import torch.nn as nn
+
+    class ImageAdaptor(nn.Module):
+        """B x 3 x H x W in [0, 1] -> B x (h*w) x d_model, row-major grid, 2-D positions added.
+
+        2-D positions are added here (not by the encoder) because only the adaptor knows the grid."""
+
+        def __init__(self, config: ImageAdaptorConfig, d_model: int):
+            super().__init__()
+            self.config, self.d_model = config, d_model
+            if config.positions == "sinusoidal" and d_model % 4:
+                raise ValueError("sinusoidal 2-D image positions need d_model divisible by 4")
+            if config.stem == "conv":
+                self.stem, channels = conv_stem(config.stem_channels), config.stem_channels
+            elif config.stem == "patch":
+                self.stem = nn.Conv2d(3, d_model, config.patch_size, stride=config.patch_size)
+                channels = d_model
+            else:
+                self.stem, channels = resnet_stem(config.stem)
+            self.proj = nn.Linear(channels, d_model)
+            if config.positions == "learned":
+                self.row_pos = nn.Embedding(config.max_grid, d_model)
+                self.col_pos = nn.Embedding(config.max_grid, d_model)
+            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+        def positions(self, rows: int, cols: int, dtype: torch.dtype, device) -> torch.Tensor:
+            if self.config.positions == "sinusoidal":
+                return sinusoidal_2d(rows, cols, self.d_model, device=device, dtype=dtype)
+            if max(rows, cols) > self.config.max_grid:
+                raise ValueError(f"image grid {rows}x{cols} exceeds max_grid={self.config.max_grid}; "
+                                 "raise model.adaptors.IMAGE.max_grid or use smaller images")
+            r = self.row_pos(torch.arange(rows, device=device))
+            c = self.col_pos(torch.arange(cols, device=device))
+            return (r[:, None] + c[None]).reshape(rows * cols, -1)
+
+        def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None):
+            dtype = self.proj.weight.dtype
+            x = (images.to(dtype) - self.mean.to(dtype)) / self.std.to(dtype)
+            x = self.stem(x)  # B x C x h x w
+            b, _, h, w = x.shape
+            x = self.proj(x.flatten(2).transpose(1, 2))  # B x (h*w) x d
+            x = x + self.positions(h, w, x.dtype, x.device)[None]
+            return x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+
+    return ImageAdaptor
+

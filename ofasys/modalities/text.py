@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import Any, Mapping
 
 import numpy as np
 
-from ofasys.modalities.base import Materialised, RejectRow, RowContext, is_missing
+from ofasys.modalities.base import Materialised, Modality, OutputStep, RejectRow, RowContext, is_missing
+from ofasys.vocab import UnifiedVocab
 
 _SPACE = re.compile(r"\s+")
 _SPLITTERS = {"-", "/"}
@@ -51,15 +53,31 @@ def value_to_str(value: Any, what: str) -> str:
     raise RejectRow(f"{what} is not a string (got {type(value).__name__})")
 
 
-class TextEncoder:
-    modality = "TEXT"
-    dtype = "int32"
-    materialise_attrs = ("uncased", "no_punctuation", "max_length")
-    """Slot attributes that change the stored array; slots sharing a column must agree on them."""
-    what = "text"
+TEXT_ATTRIBUTES = frozenset({
+    "no_loss", "closed_set", "mask_ratio", "noise_ratio", "max_length", "min_length", "uncased",
+    "no_punctuation", "preprocess", "adaptor", "add_bos", "add_eos", "disable_auto_boseos",
+})
 
-    def shape(self, image_size: int) -> list[int | None]:
-        return [None]
+
+class Text(Modality):
+    name = "TEXT"
+    doc = "str -> int32 BPE ids; shared token embedding; generated as text"
+    text_values = True
+    output_field = "text"
+    attributes = {"TEXT": TEXT_ATTRIBUTES}
+    materialise_attrs = ("uncased", "no_punctuation", "max_length")
+    preprocess = {
+        "default": None,
+        "text": None,
+        "text_phone": "not supported yet on TEXT slots (OFASys's extra phone targets for speech recognition); "
+                      "for the phones of a text use a [PHONE:<column>,preprocess=text_phone] slot",
+        "category": "not supported yet on TEXT slots: write the label column as a [CATEGORY:<column>] slot",
+    }
+    """OFASys's TEXT-slot preprocessors (ofasys/preprocessor/default/text.py, category.py): `text` is
+    what materialisation does; `text_phone` and `category` are refused at params load."""
+    adaptors = {"default": None, "text": None}
+    """OFASys's `text` adaptor is the shared token embedding (and output projection)."""
+    what = "text"
 
     def normalise(self, value: Any, attrs: Mapping[str, Any]) -> str:
         s = normalise_text(
@@ -83,5 +101,42 @@ class TextEncoder:
         ref = value if isinstance(value, str) else s
         return Materialised(self.encode(s, attrs, ctx), ref=ref)
 
-    def token_length(self, array: np.ndarray) -> int:
-        return int(array.shape[0])
+    def label(self, value: Any, attrs: Mapping[str, Any]) -> str:
+        return self.normalise(value, attrs)
+
+    def output_step(self, column: str, attrs: Mapping[str, Any], vocab: UnifiedVocab, *, terminator: int | None,
+                    closed_labels: Sequence[str] | None, default_max: int) -> OutputStep:
+        """Text ids until the terminator; a `closed_set` slot follows a trie over its labels."""
+        if attrs.get("closed_set"):
+            if not closed_labels:
+                raise ValueError(f"closed_set slot '{column}' has no labels (closed_sets lacks it)")
+            trie = Trie()
+            for label in closed_labels:
+                ids = vocab.encode_text(label)
+                if attrs.get("max_length"):
+                    ids = ids[: int(attrs["max_length"])]
+                trie.add(ids)
+            return OutputStep("closed", column, self.name, terminator=terminator, trie=trie)
+        return OutputStep("run", column, self.name, allowed=vocab.text_range, terminator=terminator,
+                          max_length=int(attrs.get("max_length") or default_max),
+                          min_length=int(attrs.get("min_length") or 0))
+
+    def decode_output(self, ids: Sequence[int], vocab: UnifiedVocab, context: Mapping[str, Any]) -> Any:
+        return vocab.decode_text(ids)
+
+
+class Trie:
+    """Label ids as a prefix tree: what a closed-set output may generate next."""
+
+    def __init__(self) -> None:
+        self.children: dict[int, Trie] = {}
+        self.end = False
+
+    def add(self, ids: Sequence[int]) -> None:
+        node = self
+        for t in ids:
+            node = node.children.setdefault(int(t), Trie())
+        node.end = True
+
+    def depth(self) -> int:
+        return 1 + max((c.depth() for c in self.children.values()), default=0) if self.children else 0

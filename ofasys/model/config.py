@@ -7,13 +7,12 @@ model, so there is nothing to keep in sync by hand.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ofasys.strict_fields import from_mapping
 
-IMAGE_STEMS = ("conv", "resnet50", "resnet101", "resnet152")
-IMAGE_POSITIONS = ("learned", "sinusoidal")
 
 # OFA's unified vocabulary: 50,265 GPT-2 BPE tokens + 1,000 location bins + 8,192 VQGAN codes.
 # The OFA presets use it so that their parameter counts are comparable with the paper's; a real
@@ -57,22 +56,11 @@ class ModelConfig:
     """Longest encoder sequence (all segments, image tokens included) and longest decoder sequence.
     Positions are learned, so this bounds what the model can ever see."""
 
-    image_stem: str = "conv"
-    """Image adaptor: "conv" is a stride-8 3x3-conv stack with BatchNorm (see `conv_stem`; 64 px
-    -> 8x8 = 64 tokens, what the CPU demo is calibrated for); "resnet50" / "resnet101" / "resnet152" are OFA's
-    torchvision ResNet trunk up to layer3 (stride 16, 1024 channels, untrained)."""
-
-    image_stem_channels: int = 128
-    """Output channels of the "conv" stem (its inner layers use 1/4 and 1/2 of it); ignored by
-    the ResNet stems, whose width is fixed."""
-
-    image_positions: str = "learned"
-    """2-D positions added to image tokens: "learned" (row + column tables) or "sinusoidal"
-    (fixed sin/cos of row and column, works for any grid size)."""
-
-    max_image_grid: int = 32
-    """Largest image grid side (tokens per row/column) the learned 2-D position tables cover."""
-
+    adaptors: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {"IMAGE": {}})
+    """Modality name -> settings of that modality's adaptor (its own dataclass, e.g.
+    `ImageAdaptorConfig`; `{}` = its defaults). The model builds one adaptor per entry, keyed by the
+    name, so adding a modality adds an entry and leaves every existing weight as it was. The train
+    stage adds an entry for every embedded modality its tasks use."""
     normformer: bool = False
     """NormFormer extra norms: a LayerNorm after each attention (before the residual add) and one
     inside each FFN after the activation. OFA uses them (the OFA presets turn them on); in the tiny
@@ -107,42 +95,52 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.d_model % self.heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by heads={self.heads}")
-        if self.image_stem not in IMAGE_STEMS:
-            raise ValueError(f"image_stem={self.image_stem!r}; expected one of {IMAGE_STEMS}")
-        if self.image_positions not in IMAGE_POSITIONS:
-            raise ValueError(
-                f"image_positions={self.image_positions!r}; expected one of {IMAGE_POSITIONS}"
-            )
-        if self.image_positions == "sinusoidal" and self.d_model % 4:
-            raise ValueError("sinusoidal 2-D image positions need d_model divisible by 4")
+        adaptors = {}
+        for name, raw in dict(self.adaptors).items():
+            if not isinstance(raw, Mapping):
+                raise ValueError(f"adaptors.{name}: must be a mapping of that adaptor's settings, got {raw!r}")
+            adaptors[name] = dict(raw)
+            self.adaptor(name)  # validates the name and the settings
+        object.__setattr__(self, "adaptors", adaptors)
         for name in ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "ffn_dim",
-                     "max_positions", "max_image_grid", "image_stem_channels"):
+                     "max_positions"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
-    def image_tokens(self, image_size: int) -> int:
-        """Encoder positions the image adaptor makes from a square `image_size` px image.
+    def adaptor(self, modality: str) -> Any:
+        """The typed adaptor settings of `modality` (its `adaptor_config` dataclass); ValueError when
+        the modality has no adaptor or the settings are wrong, naming the key."""
+        from ofasys.modalities import MODALITIES
+        from ofasys.strict_fields import FieldTypeError
 
-        Every stride-2 layer of the stems (3x3 convs with padding 1; the ResNet's 7x7 conv1 with
-        padding 3 and its 3x3 max-pool) maps a side of n pixels to ceil(n / 2): three of them in the
-        "conv" stem (stride 8, 64 px -> 8x8 = 64 tokens), four in the ResNet trunks (stride 16).
-        Materialisation counts these against `max_positions`, so it must match the adaptor exactly,
-        also for sizes that are not a multiple of the stride."""
-        if image_size < 1:
-            raise ValueError(f"image_size must be >= 1, got {image_size}")
-        side = image_size
-        for _ in range(3 if self.image_stem == "conv" else 4):
-            side = -(-side // 2)
-        return side * side
+        m = MODALITIES.get(modality)
+        if m is None or m.adaptor_config is None:
+            known = [n for n, mod in MODALITIES.items() if mod.adaptor_config is not None]
+            raise ValueError(f"adaptors.{modality}: no such adaptor; modalities with an adaptor: {known}")
+        try:
+            return from_mapping(m.adaptor_config, dict(self.adaptors.get(modality, {})))
+        except (TypeError, ValueError, FieldTypeError) as exc:
+            raise ValueError(f"adaptors.{modality}: {exc}") from None
+
+    def with_adaptors(self, modalities: Iterable[str]) -> "ModelConfig":
+        """This config with a default adaptor entry added for each of `modalities` it lacks."""
+        adaptors = {name: dict(raw) for name, raw in self.adaptors.items()}
+        for name in modalities:
+            adaptors.setdefault(name, {})
+        return replace(self, adaptors=adaptors)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (for config.json and MLflow params)."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        """Inverse of `to_dict`; unknown keys are an error naming the known ones (no silent typos)."""
-        return from_mapping(cls, data)
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+        """Inverse of `to_dict`; unknown keys are an error naming the known ones (no silent typos).
+
+        The image adaptor's settings used to be top-level keys (`image_stem`, `image_stem_channels`,
+        `image_positions`, `max_image_grid`); a config written that way (an older export's
+        config.json) is read into `adaptors.IMAGE`."""
+        return from_mapping(cls, upgrade_legacy_keys(data))
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "ModelConfig":
@@ -150,6 +148,26 @@ class ModelConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown model preset {name!r}; known presets: {sorted(PRESETS)}")
         return replace(PRESETS[name], **overrides)
+
+
+LEGACY_IMAGE_KEYS = {"image_stem": "stem", "image_stem_channels": "stem_channels",
+                     "image_positions": "positions", "max_image_grid": "max_grid"}
+"""Top-level keys of older configs -> their key in `adaptors.IMAGE`."""
+
+
+def upgrade_legacy_keys(data: Mapping[str, Any]) -> dict[str, Any]:
+    """`data` with the legacy top-level image keys moved into `adaptors.IMAGE`."""
+    data = dict(data)
+    legacy = {new: data.pop(old) for old, new in LEGACY_IMAGE_KEYS.items() if old in data}
+    if legacy:
+        adaptors = {name: dict(raw) for name, raw in dict(data.get("adaptors") or {"IMAGE": {}}).items()}
+        adaptors["IMAGE"] = {**legacy, **adaptors.get("IMAGE", {})}
+        data["adaptors"] = adaptors
+    return data
+
+
+def _image(stem: str) -> dict[str, dict[str, Any]]:
+    return {"IMAGE": {"stem": stem}}
 
 
 OFA_STYLE = dict(normformer=True, embed_norm=True, init_std=0.02)
@@ -163,23 +181,23 @@ PRESETS: dict[str, ModelConfig] = {
     # these come to roughly 33M / 93M / 180M / 470M / 930M parameters.
     "tiny": ModelConfig(
         vocab_size=OFA_VOCAB_SIZE, d_model=256, encoder_layers=4, decoder_layers=4, heads=4,
-        ffn_dim=1024, image_stem="resnet50", dropout=0.1, **OFA_STYLE,
+        ffn_dim=1024, adaptors=_image("resnet50"), dropout=0.1, **OFA_STYLE,
     ),
     "medium": ModelConfig(
         vocab_size=OFA_VOCAB_SIZE, d_model=512, encoder_layers=4, decoder_layers=4, heads=8,
-        ffn_dim=2048, image_stem="resnet101", dropout=0.1, **OFA_STYLE,
+        ffn_dim=2048, adaptors=_image("resnet101"), dropout=0.1, **OFA_STYLE,
     ),
     "base": ModelConfig(
         vocab_size=OFA_VOCAB_SIZE, d_model=768, encoder_layers=6, decoder_layers=6, heads=12,
-        ffn_dim=3072, image_stem="resnet101", dropout=0.1, **OFA_STYLE,
+        ffn_dim=3072, adaptors=_image("resnet101"), dropout=0.1, **OFA_STYLE,
     ),
     "large": ModelConfig(
         vocab_size=OFA_VOCAB_SIZE, d_model=1024, encoder_layers=12, decoder_layers=12, heads=16,
-        ffn_dim=4096, image_stem="resnet152", dropout=0.1, **OFA_STYLE,
+        ffn_dim=4096, adaptors=_image("resnet152"), dropout=0.1, **OFA_STYLE,
     ),
     "huge": ModelConfig(
         vocab_size=OFA_VOCAB_SIZE, d_model=1280, encoder_layers=24, decoder_layers=12, heads=16,
-        ffn_dim=5120, image_stem="resnet152", dropout=0.1, **OFA_STYLE,
+        ffn_dim=5120, adaptors=_image("resnet152"), dropout=0.1, **OFA_STYLE,
     ),
 }
 """Named sizes; `ModelConfig.preset(name, vocab_size=vocab.size)` is the usual way to use one."""

@@ -1,32 +1,63 @@
 """The universal encoder-decoder: every task is "segments in, tokens out".
 
 Encoder: each `EncoderSegment` of a `Batch` becomes a run of vectors (token segments through the
-shared embedding, image segments through the image adaptor), the runs are concatenated in order and
-get a learned segment-type embedding (so the model knows image from text) plus 1-D positions.
+shared embedding, a modality's segment through that modality's adaptor, looked up by name in
+`adaptors`), each run gets the segment embedding of its kind (so the model knows image from text
+from audio), the runs are concatenated in order and get 1-D positions.
 Decoder: causal self-attention over output tokens plus cross-attention to the encoder. The token
 embedding is shared by encoder, decoder and the output projection (tied), because text, bins, codes
 and phones all live in one unified vocabulary.
+
+Adaptors and segment embeddings are keyed by modality name (`config.adaptors`) and each draws its
+initial weights from its own seed, so adding a modality adds modules without changing the name,
+shape or initial value of any existing weight: older checkpoints still load
+(`ofasys.model.checkpoint_compat`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ofasys.data.batch import Batch
+from ofasys.data.batch import TOKENS, Batch
 from ofasys.generation.beam import Hypothesis, OutputConstraint, beam_search
 
-from .adaptors import ImageAdaptor
 from .config import ModelConfig
 from .transformer import KV, DecoderLayer, EncoderLayer
 
-SEGMENT_TYPES = {"tokens": 0, "image": 1}
-"""Segment kind -> row of the segment-type embedding."""
 INIT_SEED_TAG = 0x494E4954  # "INIT": mixed into the run seed for the initial weights' stream
+ADAPTOR_SEED_TAG = 0x41444150  # "ADAP": a modality's adaptor, with the modality's name
+SEGMENT_SEED_TAG = 0x5345474D  # "SEGM": a segment kind's embedding, with the kind's name
+
+
+def name_seed_part(name: str) -> int:
+    """A name as one integer for `derive_seed` (its UTF-8 bytes, big-endian): under one seed and tag,
+    distinct names get distinct streams, and the value does not depend on the process (unlike `hash`)."""
+    return int.from_bytes(name.encode("utf-8"), "big")
+
+
+def part_seed(seed: int, *tags: int | str) -> int:
+    """The seed of one independently initialised part of the model (see `UniversalModel`)."""
+    from ofasys.training.seeding import derive_seed
+
+    return derive_seed(seed, INIT_SEED_TAG, *(name_seed_part(t) if isinstance(t, str) else t for t in tags))
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Draw from the CPU generator seeded with `seed` inside, leaving the caller's generator as it
+    was; with None, draw from the global generator as it stands (what plain construction does)."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 class SharedEmbedding(nn.Embedding):
@@ -44,29 +75,56 @@ class SharedEmbedding(nn.Embedding):
 
 
 class UniversalModel(nn.Module):
-    def __init__(self, config: ModelConfig):
+    """See the module docstring. With `seed`, the initial weights are a function of (config, seed):
+
+    - the core (token embedding, positions, layers, norms) from `derive_seed(seed, INIT_SEED_TAG)`;
+    - each modality's adaptor from `part_seed(seed, ADAPTOR_SEED_TAG, name)` and each segment
+      embedding from `part_seed(seed, SEGMENT_SEED_TAG, kind)`,
+    so a config with one more adaptor entry gives a model whose other weights are bit-identical.
+    Without `seed` every part draws from the global generator in turn (tests that seed torch
+    themselves); use `build_model` for a training run.
+    """
+
+    def __init__(self, config: ModelConfig, seed: int | None = None):
         super().__init__()
         self.config = config
         d = config.d_model
-        self.embed_tokens = SharedEmbedding(config.vocab_size, d)
-        self.image_adaptor = ImageAdaptor(config)
-        self.segment_type = nn.Embedding(len(SEGMENT_TYPES), d)
-        self.encoder_positions = nn.Embedding(config.max_positions, d)
-        self.encoder_embed_norm = nn.LayerNorm(d) if config.embed_norm else nn.Identity()
-        self.encoder_layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
-        self.encoder_norm = nn.LayerNorm(d)
-        self.decoder_positions = nn.Embedding(config.max_positions, d)
-        self.decoder_embed_norm = nn.LayerNorm(d) if config.embed_norm else nn.Identity()
-        self.decoder_layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
-        self.decoder_norm = nn.LayerNorm(d)
-        self.dropout = nn.Dropout(config.dropout)
-        self.apply(self._init_weights)
+        with _seeded(None if seed is None else part_seed(seed)):
+            self.embed_tokens = SharedEmbedding(config.vocab_size, d)
+            self.encoder_positions = nn.Embedding(config.max_positions, d)
+            self.encoder_embed_norm = nn.LayerNorm(d) if config.embed_norm else nn.Identity()
+            self.encoder_layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.encoder_layers))
+            self.encoder_norm = nn.LayerNorm(d)
+            self.decoder_positions = nn.Embedding(config.max_positions, d)
+            self.decoder_embed_norm = nn.LayerNorm(d) if config.embed_norm else nn.Identity()
+            self.decoder_layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
+            self.decoder_norm = nn.LayerNorm(d)
+            self.dropout = nn.Dropout(config.dropout)
+            self.apply(self._init_weights)  # the core only: adaptors are not attached yet
+
+        from ofasys.modalities import MODALITIES
+
+        # Modality name -> its adaptor (`Modality.build_adaptor`), one per `config.adaptors` entry.
+        self.adaptors = nn.ModuleDict()
+        # `TOKENS` and each adaptor's modality name -> a 1 x d embedding added to that segment kind;
+        # each its own Embedding(1, d) called through forward (DeepSpeed ZeRO-3 gathers a partitioned
+        # weight only inside its module's forward).
+        self.segment_embeddings = nn.ModuleDict()
+        for kind in [TOKENS, *sorted(config.adaptors)]:
+            with _seeded(None if seed is None else part_seed(seed, SEGMENT_SEED_TAG, kind)):
+                self.segment_embeddings[kind] = nn.Embedding(1, d)
+                self._init_weights(self.segment_embeddings[kind])
+            if kind == TOKENS:
+                continue
+            with _seeded(None if seed is None else part_seed(seed, ADAPTOR_SEED_TAG, kind)):
+                self.adaptors[kind] = MODALITIES[kind].build_adaptor(config)
+                self.adaptors[kind].apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
         """GPT-2 style: N(0, init_std) everywhere, residual output projections scaled down by
         sqrt(2 x layers) so that the sum of many residual branches starts at a sane scale. (Not a
         zero init: NormFormer's post-attention LayerNorm of an all-zero branch has huge gradients.)
-        The image stem keeps its own (kaiming / BatchNorm) init."""
+        Adaptors' convolutions keep their own (kaiming / BatchNorm) init."""
         std = self.config.init_std
         if isinstance(module, nn.Linear):
             if getattr(module, "is_residual_out", False):
@@ -81,29 +139,27 @@ class UniversalModel(nn.Module):
     # ------------------------------------------------------------------ encoder
     def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (B x S x d encoder output, B x S bool mask, True = real token)."""
-        parts, masks, types = [], [], []
+        parts, masks = [], []
         for seg in batch.segments:
-            if seg.kind == "tokens":
-                x = self.embed_tokens(seg.tokens)
-                mask = seg.mask.bool()
-            elif seg.kind == "image":
-                x = self.image_adaptor(seg.images)
-                mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+            if seg.kind == TOKENS:
+                x, mask = self.embed_tokens(seg.tensor), seg.mask
             else:
-                raise ValueError(f"unknown segment kind {seg.kind!r}")
-            parts.append(x)
-            masks.append(mask)
-            types.append(torch.full(x.shape[:2], SEGMENT_TYPES[seg.kind], device=x.device))
+                x, mask = self.adaptor(seg.kind)(seg.tensor, seg.mask)
+                if mask is None:
+                    mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+            row = torch.zeros(1, dtype=torch.long, device=x.device)  # the embedding's only row
+            parts.append(x + self.segment_embeddings[seg.kind](row))
+            masks.append(mask.bool())
         if not parts:
             raise ValueError("a batch needs at least one encoder segment")
-        x, mask, types = torch.cat(parts, 1), torch.cat(masks, 1), torch.cat(types, 1)
+        x, mask = torch.cat(parts, 1), torch.cat(masks, 1)
         # Positions count real tokens only, so padding inside an earlier segment does not shift the
         # positions of later ones: a sample means the same thing however its batch was padded.
         pos = (mask.long().cumsum(1) - 1).clamp(min=0)
         if int(pos.max()) >= self.config.max_positions:
             raise ValueError(f"encoder sequence of {int(pos.max()) + 1} tokens exceeds "
                              f"max_positions={self.config.max_positions}")
-        x = x + self.segment_type(types) + self.encoder_positions(pos)
+        x = x + self.encoder_positions(pos)
         x = self.dropout(self.encoder_embed_norm(x))
         # A sample with no real token at all would give NaN attention rows; let it see its first slot.
         attn_mask = mask.clone()
@@ -112,6 +168,14 @@ class UniversalModel(nn.Module):
         for layer in self.encoder_layers:
             x = layer(x, attn_mask)
         return self.encoder_norm(x), mask
+
+    def adaptor(self, kind: str) -> nn.Module:
+        """The adaptor of modality `kind`; ValueError naming the adaptors this model has."""
+        if kind not in self.adaptors:
+            have = ", ".join(self.adaptors) or "none"
+            raise ValueError(f"this model has no {kind} adaptor (it has: {have}); a {kind} slot needs a model "
+                             f"whose config lists {kind} under model.adaptors (train or fine-tune one with it)")
+        return self.adaptors[kind]
 
     # ------------------------------------------------------------------ decoder
     def embed_decoder(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
@@ -215,18 +279,16 @@ class UniversalModel(nn.Module):
 def build_model(config: ModelConfig, seed: int) -> UniversalModel:
     """A freshly initialised model whose weights are a function of (config, seed) only.
 
-    The weights are drawn from the CPU generator seeded with `derive_seed(seed, INIT_SEED_TAG)`
-    inside `torch.random.fork_rng`, so they do not depend on how much global randomness the caller
-    consumed before (two runs with the same params start from the same weights), and the caller's
-    generator is left exactly as it was. The model is built on the CPU whatever the default device:
+    Each part's weights are drawn from the CPU generator seeded for that part (see
+    `UniversalModel`) inside `torch.random.fork_rng`, so they do not depend on how much global
+    randomness the caller consumed before (two runs with the same params start from the same
+    weights), the caller's generator is left exactly as it was, and adding a modality's adaptor
+    leaves every other weight as it was. The model is built on the CPU whatever the default device:
     the CPU generator gives the same numbers on every machine, with or without a GPU, and the
     trainer moves the model to its device afterwards. CUDA generators are neither used nor touched.
     """
-    from ofasys.training.seeding import derive_seed
-
-    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
-        torch.default_generator.manual_seed(derive_seed(seed, INIT_SEED_TAG))
-        return UniversalModel(config)
+    with torch.device("cpu"):
+        return UniversalModel(config, seed=seed)
 
 
 class CachedDecoder:

@@ -60,6 +60,9 @@ class SampledBatch:
     """0-based count of batches this sampler yielded before this one."""
     task: str
     indices: tuple[int, ...]
+    epoch: int = 0
+    """The epoch of the task's stream the samples belong to (a batch never spans two): it keys
+    per-sample augmentation, so a sample is augmented anew each epoch, independently of its batch."""
 
 
 def task_key(name: str) -> int:
@@ -173,6 +176,13 @@ class _TaskStream:
     def epoch(self) -> int:
         return self.next_position // self.n if self.n else 0
 
+    @property
+    def last_epoch(self) -> int:
+        """The epoch of the last position taken (that of the pending pool's samples)."""
+        if not self.n or not self.consumed:
+            return 0
+        return (self.rank + (self.consumed - 1) * self.world_size) // self.n
+
     def take_pool(self, pool_size: int) -> list[int]:
         """Up to `pool_size` next indices of this rank, never crossing an epoch boundary."""
         g = self.next_position
@@ -253,7 +263,8 @@ class WeightedMultitaskSampler:
         if not self._pending[name]:
             self._refill(name)
         indices = self._pending[name].pop(0)
-        batch = SampledBatch(step=self.steps, task=name, indices=tuple(indices))
+        batch = SampledBatch(step=self.steps, task=name, indices=tuple(indices),
+                             epoch=self._streams[name].last_epoch)
         self.steps += 1
         return batch
 

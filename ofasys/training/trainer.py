@@ -56,7 +56,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ofasys.data.batch import Batch
+from ofasys.data.batch import TOKENS, Batch
 from ofasys.training.checkpoint_integrity import (CheckpointIntegrityError, checkpoint_key, has_checkpoint_state,
                                                   sign_checkpoint, verify_checkpoint, weights_only_loads)
 from ofasys.training.config import TrainConfig
@@ -90,7 +90,7 @@ class TaskData(Protocol):
 
     def get(self, i: int) -> Any: ...
 
-    def collate(self, samples: list[Any], rng: np.random.Generator, train: bool) -> Batch: ...
+    def collate(self, samples: list[Any], rng: np.random.Generator, train: bool, epoch: int | None = None) -> Batch: ...
 
 
 class LossModel(Protocol):
@@ -192,11 +192,13 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 
 def _batch_to(batch: Batch, device: torch.device, float_dtype: torch.dtype) -> Batch:
+    """`batch` on `device`, its float inputs (pixels, fbank frames: whatever a modality collated) in
+    the engine's dtype; token ids and masks stay integer and bool."""
     batch = batch.to(device)
     if float_dtype != torch.float32:
         for seg in batch.segments:
-            if seg.images is not None:
-                seg.images = seg.images.to(float_dtype)
+            if seg.kind != TOKENS and seg.tensor.is_floating_point():
+                seg.tensor = seg.tensor.to(float_dtype)
     return batch
 
 
@@ -295,7 +297,7 @@ class Trainer:
                 task = self.tasks[picked.task]
                 samples = [task.get(i) for i in picked.indices]
                 rng = np.random.default_rng([cfg.seed, step, micro, rank, _COLLATE_TAG])
-                batch = _batch_to(task.collate(samples, rng, True), engine.device, float_dtype)
+                batch = _batch_to(task.collate(samples, rng, True, epoch=picked.epoch), engine.device, float_dtype)
                 loss, stats = engine(batch)
                 engine.backward(loss)
                 engine.step()

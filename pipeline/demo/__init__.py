@@ -2,8 +2,11 @@
 
 Handwritten digits (scikit-learn `load_digits`) pasted on photos bundled with scikit-image give
 captioning, grounding and counting-VQA rows with exact labels; Python's documentation text gives
-text-infilling windows. Nothing is downloaded and nothing is committed: the ingest stage calls
-`generate` and writes parquet. See `pipeline.demo.tasks` for the column schemas.
+text-infilling windows; short sentences spoken by espeak-ng (the Debian package, several voices and
+speeds, stored as FLAC/WAV/Ogg bytes) give speech recognition and speech-to-phones rows, with test
+sentences never heard in training (`pipeline.demo.speech`). Nothing is downloaded and nothing is
+committed: the ingest stage calls `generate` and writes parquet. See `pipeline.demo.tasks` for the
+column schemas.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ decides what each column means.
 
 `corrupt` damages that many rows at seed-determined positions so the materialiser's reject path can
 be shown: images become truncated PNGs; for grounding every second damaged row keeps its image but
-gets a box outside the 64x64 image instead; infill text becomes null. The damaged row indices are in
+gets a box outside the 64x64 image instead; infill text becomes null; speech audio becomes, in turn,
+a file cut inside its header, a WAV with zero frames, or a float WAV holding NaN samples. The damaged row indices are in
 the table's schema metadata under `ofasys.demo` (json), with the generator, split, size and seed.
 """
 
@@ -21,7 +22,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from pipeline.demo import images, text
+from pipeline.demo import images, speech, text
 
 QUESTION = "how many digits are there?"
 COUNTS = (1, 2, 3)
@@ -154,10 +155,27 @@ def infill(split: str, size: int, seed: int, corrupt: int = 0) -> pa.Table:
                   corpus_sha256=text.corpus_fingerprint())
 
 
+def asr(split: str, size: int, seed: int, corrupt: int = 0) -> pa.Table:
+    """`wav` (encoded audio bytes: FLAC, WAV or Ogg/Vorbis at 8-44.1 kHz, mono or stereo), `text`:
+    the 2-4 word sentence spoken (see `pipeline.demo.speech`). Serves both speech recognition and
+    speech-to-phones: the phones are derived from `text` when the task is materialised."""
+    _check(split, size, corrupt)
+    rng = _rng(seed, "asr", split)
+    bad = _corrupt_rows(seed, "asr", split, size, corrupt)
+    by_kind = {kind: bad[i :: len(speech.DAMAGE)] for i, kind in enumerate(speech.DAMAGE)}
+    damage = {row: kind for kind, rows in by_kind.items() for row in rows}
+    utts = [speech.draw(rng, split) for _ in range(size)]
+    wavs = speech.render_all(utts, damage)
+    return _table({"wav": pa.array(wavs, pa.binary()), "text": pa.array([u.text for u in utts], pa.string())},
+                  "asr", split, size, seed, bad, synthesiser=speech.espeak_version(),
+                  **{f"corrupt_{kind}_rows": rows for kind, rows in by_kind.items()})
+
+
 GENERATORS: dict[str, Callable[..., pa.Table]] = {
     "caption": caption,
     "grounding": grounding,
     "vqa": vqa,
     "infill": infill,
+    "asr": asr,
 }
 """Generator name (as in params `source.generator`) -> `(split, size, seed, corrupt=0) -> Table`."""

@@ -28,10 +28,10 @@ def test_caption_layout_and_loss(vocab):
     b = col.collate(samples, np.random.default_rng(0), train=True)
     assert b.keys == ["train-000000000", "train-000000001"] and b.task == "caption"
     image, prompt = b.segments
-    assert image.kind == "image" and image.images.shape == (2, 3, 8, 8) and image.images.dtype == torch.float32
-    assert torch.allclose(image.images[1], torch.from_numpy(img(1)).permute(2, 0, 1).float() / 255)
+    assert image.kind == "IMAGE" and image.tensor.shape == (2, 3, 8, 8) and image.tensor.dtype == torch.float32
+    assert torch.allclose(image.tensor[1], torch.from_numpy(img(1)).permute(2, 0, 1).float() / 255)
     p = [vocab.bos, *vocab.encode_text("what does the image describe?"), vocab.eos]
-    assert prompt.kind == "tokens" and prompt.tokens.tolist() == [p, p] and prompt.mask.all()
+    assert prompt.kind == "tokens" and prompt.tensor.tolist() == [p, p] and prompt.mask.all()
     T = len(c1) + 1
     assert b.decoder_input.tolist() == [[vocab.bos, *c1], [vocab.bos, *c2] + [0] * (T - len(c2) - 1)]
     assert b.target.tolist() == [[*c1, vocab.eos], [*c2, vocab.eos] + [0] * (T - len(c2) - 1)]
@@ -44,9 +44,9 @@ def test_grounding_layout_and_loss(vocab):
     q = vocab.encode_text("two")
     box = [vocab.bin_id(i) for i in (1, 2, 9, 12)]
     b = col.collate([sample("k", **{"img.image": img(0), "query.text": q, "region.box": box})], np.random.default_rng(0), False)
-    assert [s.kind for s in b.segments] == ["image", "tokens"]
+    assert [s.kind for s in b.segments] == ["IMAGE", "tokens"]
     expect = [vocab.bos, *vocab.encode_text('which region does the text "'), *q, *vocab.encode_text('" describe?'), vocab.eos]
-    assert b.segments[1].tokens.tolist() == [expect]
+    assert b.segments[1].tensor.tolist() == [expect]
     assert b.decoder_input.tolist() == [[vocab.bos, *box]]
     assert b.target.tolist() == [[*box, vocab.eos]]
     assert b.loss_mask.tolist() == [[True] * 5]
@@ -73,7 +73,7 @@ def test_infill_masks_at_train_and_reproducibly_at_eval(vocab):
     tail = len(vocab.encode_text('"?')) + 1
 
     def enc(batch):
-        return batch.segments[0].tokens[0, head : batch.segments[0].tokens.shape[1] - tail].tolist()
+        return batch.segments[0].tensor[0, head : batch.segments[0].tensor.shape[1] - tail].tolist()
 
     e1 = enc(col.collate([s], np.random.default_rng(0), train=False))
     e2 = enc(col.collate([s], np.random.default_rng(99), train=False))
@@ -90,7 +90,7 @@ def test_infill_masks_at_train_and_reproducibly_at_eval(vocab):
 def test_template_choice_uses_rng(vocab):
     col = Collator(parse_instruction("[TEXT:q] -> [TEXT:a] ||| question: [TEXT:q] -> [TEXT:a]"), vocab, "t")
     s = sample("k", **{"q.text": vocab.encode_text("two"), "a.text": vocab.encode_text("three")})
-    widths = {col.collate([s], np.random.default_rng(i), True).segments[0].tokens.shape[1] for i in range(10)}
+    widths = {col.collate([s], np.random.default_rng(i), True).segments[0].tensor.shape[1] for i in range(10)}
     assert len(widths) == 2
 
 
@@ -122,7 +122,7 @@ def test_inference_sample_from_raw_row(vocab):
     assert s.meta["meta"] == {"img": {"width": 40, "height": 20}}
     col = Collator(parse_instruction(GROUNDING), vocab, "grounding")
     b = col.collate_for_generation([s])
-    assert b.segments[0].images.shape == (1, 3, 8, 8) and b.decoder_input.tolist() == [[vocab.bos]]
+    assert b.segments[0].tensor.shape == (1, 3, 8, 8) and b.decoder_input.tolist() == [[vocab.bos]]
     bins = [vocab.bin_id(i) for i in (0, 0, 15, 15)]
     assert col.plan(s).decode(bins, s.meta) == {"region": [0.0, 0.0, 40.0, 20.0]}
     with pytest.raises(RowRejected, match="img"):

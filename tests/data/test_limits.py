@@ -1,6 +1,7 @@
 """Samples the model can't take are rejected at materialisation, counted exactly as collation builds them."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from ofasys.data.rejects import read_rejects
 from ofasys.data.task_data import ShardTaskData
 from ofasys.instruction import parse_instruction
 from ofasys.model import ModelConfig
-from ofasys.model.adaptors import ImageAdaptor
+from ofasys.modalities import MODALITIES
 from ofasys.model.universal import UniversalModel
 
 SUMMARY = "<BOS> what is the complete text of [TEXT:doc] <EOS> -> <BOS> [TEXT:title] <EOS>"
@@ -27,16 +28,21 @@ def words(vocab, n: int) -> str:
     return text
 
 
-@pytest.mark.parametrize("stem,sizes", [("conv", [1, 7, 8, 17, 33, 64]), ("resnet50", [16, 33, 64])])
-def test_image_tokens_is_what_the_adaptor_produces(stem, sizes):
+@pytest.mark.parametrize("stem,sizes", [("conv", [1, 7, 8, 17, 33, 64]), ("resnet50", [16, 33, 64]),
+                                        ("patch", [16, 33, 64])])
+def test_image_positions_are_what_the_adaptor_produces(stem, sizes):
     torch.manual_seed(0)
-    config = ModelConfig(d_model=32, heads=4, image_stem=stem, image_stem_channels=16, image_positions="sinusoidal")
-    adaptor = ImageAdaptor(config).eval()
+    config = ModelConfig(d_model=32, heads=4, adaptors={"IMAGE": {"stem": stem, "stem_channels": 16,
+                                                                  "positions": "sinusoidal"}})
+    adaptor = MODALITIES["IMAGE"].build_adaptor(config).eval()
     for size in sizes:
         with torch.no_grad():
-            tokens = adaptor(torch.rand(1, 3, size, size))
-        assert tokens.shape[1] == config.image_tokens(size), (stem, size)
-    assert ModelConfig().image_tokens(64) == 64 and ModelConfig(image_stem="resnet101").image_tokens(64) == 16
+            tokens, mask = adaptor(torch.rand(1, 3, size, size))
+        counted = MODALITIES["IMAGE"].encoder_positions(np.zeros((size, size, 3), np.uint8), {}, config)
+        assert tokens.shape[1] == counted == int(mask.sum()), (stem, size)
+    image = np.zeros((64, 64, 3), np.uint8)
+    assert MODALITIES["IMAGE"].encoder_positions(image, {}, ModelConfig()) == 64
+    assert MODALITIES["IMAGE"].encoder_positions(image, {}, ModelConfig.preset("base")) == 16
 
 
 @pytest.mark.parametrize(
@@ -52,9 +58,9 @@ def test_counts_match_the_collated_batch_and_the_model(instruction, vocab):
     """The counter agrees with what the real collator builds and the real model embeds."""
     ins = parse_instruction(instruction)
     config = ModelConfig(vocab_size=vocab.size, d_model=32, heads=4, ffn_dim=64, encoder_layers=1, decoder_layers=1,
-                         image_stem_channels=16, max_image_grid=8)
+                         adaptors={"IMAGE": {"stem_channels": 16, "max_grid": 8}})
     model = UniversalModel(config).eval()
-    counter = PositionCounter(ins, vocab, config.image_tokens(16))
+    counter = PositionCounter(ins, vocab, config)
     collator = Collator(ins, vocab, "t")
     arrays = {
         "img.image": np.zeros((16, 16, 3), np.uint8),
@@ -76,7 +82,7 @@ def _summary_task(tmp_path, parquet, vocab_path, docs, **cfg):
     base = dict(
         task="summary", instruction=SUMMARY, vocab_path=str(vocab_path), out_dir=str(tmp_path / "out"),
         raw_splits={"train": parquet(tmp_path / "raw/train.parquet", {"doc": docs, "title": titles})},
-        reject_budget=0.5, progress=False, max_positions=1024,
+        reject_budget=0.5, progress=False, model=ModelConfig(max_positions=1024),
     )
     base.update(cfg)
     return MaterialiseConfig(**base)
@@ -88,7 +94,7 @@ def test_a_1mb_text_cell_is_rejected_with_the_fix_and_its_neighbours_kept(tmp_pa
     materialise_task(_summary_task(tmp_path, parquet, vocab_path, docs))
     m = json.loads((tmp_path / "out/manifest.json").read_text())
     assert m["splits"]["train"]["num_samples"] == 3 and m["splits"]["train"]["num_rejects"] == 1
-    assert m["limits"] == {"max_positions": 1024, "image_tokens": None}
+    assert m["limits"] == {"max_positions": 1024, "adaptors": {}}
     ids = len(vocab.encode_text(huge.strip()))
     prompt = len(vocab.encode_text("what is the complete text of"))
     encoder = 1 + prompt + ids + 1  # <BOS> prompt doc <EOS>
@@ -112,16 +118,17 @@ def test_a_1mb_text_cell_is_rejected_with_the_fix_and_its_neighbours_kept(tmp_pa
 
 def test_without_max_positions_nothing_is_checked(tmp_path, parquet, vocab_path):
     docs = ["two three", "one " * 2000]
-    materialise_task(_summary_task(tmp_path, parquet, vocab_path, docs, max_positions=None))
+    materialise_task(_summary_task(tmp_path, parquet, vocab_path, docs, model=None))
     m = json.loads((tmp_path / "out/manifest.json").read_text())
-    assert m["splits"]["train"]["num_samples"] == 2 and m["limits"] == {"max_positions": None, "image_tokens": None}
+    assert m["splits"]["train"]["num_samples"] == 2 and m["limits"] == {"max_positions": None, "adaptors": {}}
 
 
-def test_an_image_task_needs_image_tokens(tmp_path, parquet, png, vocab_path):
+def test_an_image_task_needs_a_model_with_an_image_adaptor(tmp_path, parquet, png, vocab_path):
     splits = {"train": parquet(tmp_path / "raw/train.parquet", {"img": [png(8, 8)], "q": ["one"], "a": ["two"]})}
     cfg = MaterialiseConfig(task="qa", instruction=QA, raw_splits=splits, vocab_path=str(vocab_path),
-                            out_dir=str(tmp_path / "out"), progress=False, max_positions=64)
-    with pytest.raises(ValueError, match="image_tokens"):
+                            out_dir=str(tmp_path / "out"), progress=False,
+                            model=ModelConfig(max_positions=64, adaptors={}))
+    with pytest.raises(ValueError, match="no adaptor for IMAGE"):
         materialise_task(cfg)
     assert not (tmp_path / "out").exists()
 
@@ -130,8 +137,8 @@ def test_samples_exactly_at_the_limit_are_kept_and_the_model_takes_them(tmp_path
     """Encoder: 4 image tokens + <BOS> q <EOS>; decoder input: <bos> a (the final <eos> is only a target)."""
     P = 24
     config = ModelConfig(vocab_size=vocab.size, d_model=32, heads=4, ffn_dim=64, encoder_layers=1, decoder_layers=1,
-                         image_stem_channels=16, max_image_grid=8, max_positions=P)
-    image_tokens = config.image_tokens(16)
+                         adaptors={"IMAGE": {"stem_channels": 16, "max_grid": 8}}, max_positions=P)
+    image_tokens = MODALITIES["IMAGE"].encoder_positions(np.zeros((16, 16, 3), np.uint8), {}, config)
     assert image_tokens == 4
     q_fit, a_fit = P - image_tokens - 2, P - 1
     rows = {  # q ids, a ids
@@ -145,7 +152,7 @@ def test_samples_exactly_at_the_limit_are_kept_and_the_model_takes_them(tmp_path
     splits = {"train": parquet(tmp_path / "raw/train.parquet", cols)}
     cfg = MaterialiseConfig(task="qa", instruction=QA, raw_splits=splits, vocab_path=str(vocab_path),
                             out_dir=str(tmp_path / "out"), image_size=16, reject_budget=0.5, progress=False,
-                            max_positions=P, image_tokens=image_tokens)
+                            model=config)
     materialise_task(cfg)
     rejects = read_rejects(tmp_path / "out/rejects.jsonl")
     assert [(r.row, r.column, r.reason) for r in rejects] == [
@@ -179,14 +186,15 @@ def test_the_fix_names_an_existing_max_length_and_image_only_overflow(tmp_path, 
                                {"img": [png(20, 20)] * 2, "q": [words(vocab, 30), "one"], "a": ["two"] * 2})}
     cfg = MaterialiseConfig(task="qa", instruction=ins, raw_splits=splits, vocab_path=str(vocab_path),
                             out_dir=str(tmp_path / "out"), image_size=16, reject_budget=0.5, progress=False,
-                            max_positions=20, image_tokens=16)
+                            model=ModelConfig(max_positions=20, adaptors={"IMAGE": {"stem": "patch", "patch_size": 4}}))
     materialise_task(cfg)
     [rej] = read_rejects(tmp_path / "out/rejects.jsonl")
     # 16 image tokens + <BOS> + 30 + <EOS> = 48: q must drop to 30 - 28 = 2
     assert rej.reason == ("encoder side is 48 tokens, model.max_positions is 20; "
                           "lower max_length= of the [TEXT:q] slot to 2 or raise model.max_positions")
     # images alone beyond the limit: no max_length can help
-    cfg = MaterialiseConfig(**{**cfg.__dict__, "max_positions": 17, "out_dir": str(tmp_path / "out2"), "reject_budget": 1.0})
+    cfg = MaterialiseConfig(**{**cfg.__dict__, "model": replace(cfg.model, max_positions=17),
+                               "out_dir": str(tmp_path / "out2"), "reject_budget": 1.0})
     materialise_task(cfg)
     reasons = {r.reason for r in read_rejects(tmp_path / "out2/rejects.jsonl")}
     assert reasons == {"encoder side is 19 tokens, model.max_positions is 17; raise model.max_positions or lower the task's image_size",

@@ -185,9 +185,10 @@ def test_columns_checked_before_any_work(tmp_path, png, parquet, vocab_path):
 @pytest.mark.parametrize(
     "instruction,needle",
     [
-        ("[AUDIO:cap] -> [TEXT:cap]", "modality AUDIO is not yet supported"),
-        ("[IMAGE:img,preprocess=image_vqgan] -> [TEXT:cap]", "preprocess=image_vqgan is not yet supported"),
-        ("[TEXT:cap] -> [IMAGE:img,preprocess=image_vqgan,adaptor=image_vqgan]", "not yet supported"),
+        ("[VIDEO:cap] -> [TEXT:cap]", "modality VIDEO is not supported yet"),
+        ("[IMAGE:img,preprocess=image_vqgan] -> [TEXT:cap]", "preprocess=image_vqgan is not supported yet"),
+        ("[TEXT:cap] -> [IMAGE:img,preprocess=image_vqgan,adaptor=image_vqgan]", "not supported yet"),
+        ("[TEXT:cap] -> [AUDIO:img]", "generating AUDIO is not supported yet"),
         ("[IMAGE:img] -> ([TEXT:cap])*", "repeat groups"),
         ("[IMAGE:img] -> [TEXT]", "names no column"),
         ("[TEXT:cap,uncased] -> [TEXT:cap]", "different"),
@@ -200,7 +201,7 @@ def test_unsupported_slots_fail_up_front(tmp_path, png, parquet, vocab_path, ins
         materialise_task(MaterialiseConfig(vocab_path=str(vocab_path), **kw))
     assert needle in str(e.value) and "^" in str(e.value)
     assert not (tmp_path / "out").exists()
-    if "not yet supported" in needle or "repeat" in needle:
+    if "not supported yet" in needle or "repeat" in needle:
         assert isinstance(e.value, (UnsupportedSlotError, NotImplementedError))
 
 

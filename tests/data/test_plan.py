@@ -24,8 +24,7 @@ def test_text_step_respects_lengths_and_ends_with_eos(vocab):
 
 
 def test_box_step_exactly_four_bins_decoded_to_pixels(vocab):
-    plan = plan_for('[IMAGE:img] <BOS> which region does the text " [TEXT:q] " describe? <EOS> -> [BOX:region,add_bos,add_eos]', vocab,
-                    image_column="img")
+    plan = plan_for('[IMAGE:img] <BOS> which region does the text " [TEXT:q] " describe? <EOS> -> [BOX:region,add_bos,add_eos]', vocab)
     bins = [vocab.bin_id(i) for i in (0, 3, 15, 12)]
     for k in range(4):
         assert list(plan.allowed(bins[:k])) == list(vocab.bin_range)

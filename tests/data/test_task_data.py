@@ -84,8 +84,8 @@ def test_collate_through_task_data(task_dir, vocab):
     td = ShardTaskData(task_dir / "manifest.json", "train", vocab)
     batch = td.collate([td.get(i) for i in range(4)], np.random.default_rng(0), train=True)
     assert batch.task == "caption" and len(batch) == 4
-    assert [s.kind for s in batch.segments] == ["image", "tokens"]
-    assert batch.segments[0].images.shape == (4, 3, 8, 8)
+    assert [s.kind for s in batch.segments] == ["IMAGE", "tokens"]
+    assert batch.segments[0].tensor.shape == (4, 3, 8, 8)
     gen = td.collate_for_generation([td.get(0), td.get(1)])
     assert gen.decoder_input.tolist() == [[vocab.bos], [vocab.bos]] and gen.target is None
     plan = td.plan(td.get(0))

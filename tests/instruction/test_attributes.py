@@ -1,14 +1,15 @@
-"""The attribute table: declared once, typed, ranged, and applied where it means something."""
+"""The attribute table: declared once, typed, ranged, and applied where the registry says."""
 
 from __future__ import annotations
 
 import pytest
 
-from ofasys.instruction import ATTRIBUTES, MODALITIES, InstructionError, parse_instruction
+from ofasys.instruction import ATTRIBUTES, MODALITIES, InstructionError, NotSupportedYetError, parse_instruction
 from ofasys.instruction.attributes import (
-    ALL, CHOICE, FLAG, FLOAT, INT, INPUT, OUTPUT, STR, AttributeProblem, check_slot,
+    ALL, CHOICE, DEFAULT, FLAG, FLOAT, INT, INPUT, OUTPUT, STR, AttributeProblem, check_slot,
 )
-from ofasys.instruction.modalities import VQ_IMAGE, slot_kinds
+from ofasys.instruction.modalities import REGISTRY
+from ofasys.modalities.image import VQ_KIND as VQ_IMAGE
 
 OFASYS_ATTRIBUTES = {
     "no_loss", "closed_set", "mask_ratio", "noise_ratio", "max_length", "min_length", "uncased",
@@ -21,13 +22,13 @@ def test_every_ofasys_attribute_is_declared_once_and_well_formed():
     for name, spec in ATTRIBUTES.items():
         assert spec.name == name
         assert spec.type in (FLAG, INT, FLOAT, STR, CHOICE)
-        assert spec.modalities and spec.modalities <= ALL
+        assert spec.kinds and spec.kinds <= ALL
         assert spec.sides and spec.sides <= {INPUT, OUTPUT}
         assert len(spec.doc) > 20
         if spec.type != FLAG:
             spec.coerce(spec.example)  # the example shown in fixes is itself valid
         if spec.type == CHOICE:
-            assert ("default", ALL) in spec.choices
+            assert dict(spec.choices)[DEFAULT].keys() == set(MODALITIES)  # every modality has a default
 
 
 @pytest.mark.parametrize(
@@ -91,8 +92,32 @@ def test_valued_attribute_without_value():
         ("disable_auto_boseos", set(ALL)),
     ],
 )
-def test_modality_sets(name, kinds):
-    assert ATTRIBUTES[name].modalities == kinds
+def test_declared_kinds(name, kinds):
+    """The modality files declare what the attribute table used to hard-code (OFASys's usage)."""
+    assert ATTRIBUTES[name].kinds == kinds
+
+
+def test_attribute_kinds_are_exactly_the_registry_declarations():
+    declared = {name for m in REGISTRY.values() for names in m.attributes.values() for name in names}
+    assert declared <= set(ATTRIBUTES), f"declared but unknown to the parser: {declared - set(ATTRIBUTES)}"
+    for name, spec in ATTRIBUTES.items():
+        assert spec.kinds == {k for m in REGISTRY.values() for k, names in m.attributes.items() if name in names}
+
+
+def test_choice_values_are_exactly_the_registry_tables():
+    for spec, table in ((ATTRIBUTES["preprocess"], "preprocess"), (ATTRIBUTES["adaptor"], "adaptors")):
+        expected = {}
+        for m in REGISTRY.values():
+            for value, reason in getattr(m, table).items():
+                expected.setdefault(value, {})[m.name] = reason
+        assert {v: dict(w) for v, w in spec.choices} == expected
+
+
+def test_every_kind_a_slot_can_have_is_declared():
+    """A kind without an `attributes` entry would make every attribute 'not apply' to such slots."""
+    for m in REGISTRY.values():
+        for value in (None, *m.preprocess):
+            assert m.kinds(value) <= set(m.attributes), (m.name, value)
 
 
 def test_sides():
@@ -102,56 +127,136 @@ def test_sides():
     assert ATTRIBUTES["noise_ratio"].sides == {INPUT, OUTPUT}
 
 
-def _instruction(modality: str, name: str, value: str, side: str, vq: bool) -> str:
-    extra = ",preprocess=image_vqgan" if vq and name != "preprocess" else ""
+def _slot_cases():
+    """(modality, preprocess making the kind or None, attribute, side) for every registered modality,
+    every kind its slots can have, every attribute and both sides."""
+    for m in REGISTRY.values():
+        seen = set()
+        for pre in (None, *m.preprocess):
+            kinds = m.kinds(pre)
+            if kinds in seen:
+                continue
+            seen.add(kinds)
+            for name in ATTRIBUTES:
+                for side in (INPUT, OUTPUT):
+                    yield m.name, pre, name, side
+
+
+CASES = list(_slot_cases())
+
+
+def _instruction(modality: str, pre: str | None, name: str, side: str) -> str:
+    spec = ATTRIBUTES[name]
+    value = {FLAG: "", CHOICE: f"={DEFAULT}"}.get(spec.type, f"={spec.example}")
+    if name == "preprocess" and pre:
+        value = f"={pre}"
+    extra = f",preprocess={pre}" if pre and name != "preprocess" else ""
     slot = f"[{modality}:x,{name}{value}{extra}]"
     return f"{slot} -> [TEXT:y]" if side == INPUT else f"[TEXT:y] -> {slot}"
 
 
-CASES = [
-    (name, modality, side, vq)
-    for name in ATTRIBUTES
+@pytest.mark.parametrize("modality,pre,name,side", CASES, ids=[f"{m}-{p}-{n}-{s}" for m, p, n, s in CASES])
+def test_parser_accepts_an_attribute_exactly_where_the_modality_declares_it(modality, pre, name, side):
+    """Per registered modality and kind: the parser accepts exactly the declared attribute set."""
+    m = REGISTRY[modality]
+    declared = set().union(*(m.attributes[k] for k in m.kinds(pre)))
+    applies = name in declared and side in ATTRIBUTES[name].sides
+    text = _instruction(modality, pre, name, side)
+    if applies:
+        parse_instruction(text, allow_unsupported=True)
+        try:
+            parse_instruction(text)
+        except NotSupportedYetError as err:  # only ever a preprocess=/adaptor= value, never the attribute
+            assert err.template[: err.column].endswith(("preprocess=", "adaptor="))
+    else:
+        with pytest.raises(InstructionError) as info:
+            parse_instruction(text, allow_unsupported=True)
+        assert info.value.template[info.value.column :].startswith(name)
+        assert "does not apply" in info.value.message
+
+
+CHOICE_CASES = [
+    (spec.name, value, modality)
+    for spec in ATTRIBUTES.values() if spec.type == CHOICE
+    for value, _ in spec.choices
     for modality in MODALITIES
-    for side in (INPUT, OUTPUT)
-    for vq in ((False, True) if modality == "IMAGE" else (False,))
 ]
 
 
-@pytest.mark.parametrize("name,modality,side,vq", CASES)
-def test_parser_accepts_an_attribute_exactly_where_its_spec_applies(name, modality, side, vq):
-    spec = ATTRIBUTES[name]
-    value = {FLAG: "", CHOICE: "=default"}.get(spec.type, f"={spec.example}")
-    if name in ("adaptor", "preprocess") and vq:
-        value = "=image_vqgan"
-    text = _instruction(modality, name, value, side, vq)
-    kinds = slot_kinds(modality, "image_vqgan" if vq else None)
-    applies = bool(spec.modalities & kinds) and side in spec.sides
-    if applies:
-        parse_instruction(text)
+@pytest.mark.parametrize("attr,value,modality", CHOICE_CASES)
+def test_choice_value_applies_exactly_to_the_modalities_listing_it(attr, value, modality):
+    spec = ATTRIBUTES[attr]
+    table = "preprocess" if attr == "preprocess" else "adaptors"
+    # VQ codes need both attributes (check_slot); any other value stands alone
+    extra = ",preprocess=image_vqgan" if attr == "adaptor" and value == "image_vqgan" else ""
+    text = f"[TEXT:q] -> [{modality}:x,{attr}={value}{extra}]"
+    if value in getattr(REGISTRY[modality], table):
+        parse_instruction(text, allow_unsupported=True)
     else:
         with pytest.raises(InstructionError) as info:
-            parse_instruction(text)
-        assert info.value.template[info.value.column :].startswith(name)
+            parse_instruction(text, allow_unsupported=True)
+        assert info.value.message == f"{attr}={value} does not apply to {modality} slots"
+        assert f"{attr}={value} is for {', '.join(m for m in MODALITIES if m in spec.choice_modalities(value))}" \
+            in info.value.fix
 
 
-@pytest.mark.parametrize(
-    "attr,modality,ok",
-    [
-        ("preprocess=text_phone", "TEXT", True), ("preprocess=text_phone", "PHONE", False),
-        ("preprocess=image_vqgan", "IMAGE", True), ("preprocess=image_resnet", "IMAGE", True),
-        ("preprocess=motion_6d", "MOTION", True), ("preprocess=motion_6d", "AUDIO", False),
-        ("adaptor=audio_tgt_fbank", "AUDIO", True), ("adaptor=video_image_sequence", "VIDEO", True),
-        ("adaptor=video_image_sequence", "IMAGE", False), ("adaptor=text", "BOX", True),
-        ("adaptor=image_patch_embed", "IMAGE", True), ("adaptor=motion_6d", "TEXT", False),
-    ],
-)
-def test_choices_apply_per_modality(attr, modality, ok):
-    text = f"[TEXT:q] -> [{modality}:x,{attr}]"
-    if ok:
+NOT_YET = [
+    (attr, value, name, reason)
+    for attr, table in (("preprocess", "preprocess"), ("adaptor", "adaptors"))
+    for name, m in REGISTRY.items()
+    for value, reason in getattr(m, table).items()
+    if reason is not None and value != DEFAULT
+]
+
+
+@pytest.mark.parametrize("attr,value,modality,reason", NOT_YET, ids=[f"{m}-{a}={v}" for a, v, m, _ in NOT_YET])
+def test_a_value_marked_not_supported_is_refused_at_the_value_with_the_reason(attr, value, modality, reason):
+    extra = ",preprocess=image_vqgan" if attr == "adaptor" and value == "image_vqgan" else ""
+    text = f"[TEXT:q] -> [{modality}:x,{attr}={value}{extra}]"
+    with pytest.raises(NotSupportedYetError) as info:
         parse_instruction(text)
-    else:
-        with pytest.raises(InstructionError, match="does not apply"):
-            parse_instruction(text)
+    err = info.value
+    assert isinstance(err, InstructionError) and isinstance(err, NotImplementedError)
+    assert err.column == text.index(f"{attr}={value}") + len(attr) + 1
+    assert err.message == f"{attr}={value} is {reason}"
+    assert "not a valid value" not in err.message and err.fix
+    parse_instruction(text, allow_unsupported=True)
+
+
+def test_every_not_supported_reason_says_so_and_default_mirrors_the_modality_status():
+    for m in REGISTRY.values():
+        for table in (m.preprocess, m.adaptors):
+            assert table[DEFAULT] == m.status, m.name  # default = the modality's own = its status
+            for value, reason in table.items():
+                assert reason is None or reason.startswith("not supported yet"), (m.name, value, reason)
+
+
+def test_default_is_never_refused_by_the_parser():
+    """`default` means the modality's own; a planned modality is refused by materialisation instead."""
+    for name in MODALITIES:
+        parse_instruction(f"[TEXT:q] -> [{name}:x,preprocess=default,adaptor=default]")
+
+
+def test_the_fix_of_a_refused_value_names_what_works_instead():
+    with pytest.raises(NotSupportedYetError) as info:
+        parse_instruction("[IMAGE:img,adaptor=image_vit] -> [TEXT:cap]")
+    assert info.value.fix == "leave adaptor out (the default is supported), or use adaptor=image_resnet or " \
+                             "adaptor=image_patch_embed"
+    planned = next(m for m in REGISTRY.values() if m.status is not None and len(m.preprocess) > 1)
+    value = next(v for v in planned.preprocess if v != DEFAULT)
+    with pytest.raises(NotSupportedYetError) as info:
+        parse_instruction(f"[{planned.name}:x,preprocess={value}] -> [TEXT:cap]")
+    supported = [n for n, m in REGISTRY.items() if m.status is None]
+    assert info.value.fix == f"{planned.name} slots are {planned.status}; the supported modalities are " \
+                             + ", ".join(supported)
+
+
+def test_a_value_of_the_other_choice_attribute_points_there():
+    with pytest.raises(InstructionError) as info:
+        parse_instruction("[IMAGE:img,preprocess=image_resnet] -> [TEXT:cap]")
+    assert info.value.message == "'image_resnet' is not a valid value of 'preprocess'"
+    assert info.value.fix.startswith("'image_resnet' is a value of 'adaptor': did you mean adaptor=image_resnet?")
+    assert "preprocess of IMAGE slots is one of: default, image" in info.value.fix
 
 
 def test_check_slot_rules():

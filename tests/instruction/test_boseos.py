@@ -21,7 +21,8 @@ def shape(items) -> list:
 
 
 def resolved(src: str):
-    t = parse_instruction(src).templates[0]
+    # BOS/EOS placement is a rule of the language, so it is checked on all of it (VQ images included)
+    t = parse_instruction(src, allow_unsupported=True).templates[0]
     return shape(t.resolved_inputs()), shape(t.resolved_outputs())
 
 

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from ofasys.instruction import Group, Instruction, Slot, Special, Template, Text, parse_instruction
+from ofasys.instruction import Group, Instruction, NotSupportedYetError, Slot, Special, Template, Text, parse_instruction
 
 
 def test_caption_structure_and_positions():
@@ -57,15 +57,15 @@ def test_escapes_put_syntax_characters_into_text():
 
 def test_attributes_are_typed():
     t = parse_instruction(
-        "[TEXT:a,mask_ratio=0.3,max_length=256,uncased] -> [TEXT:b,closed_set,noise_ratio=1,preprocess=text_phone]"
+        "[TEXT:a,mask_ratio=0.3,max_length=256,uncased] -> [TEXT:b,closed_set,noise_ratio=1,preprocess=text]"
     ).templates[0]
     a, b = t.inputs[0], t.outputs[0]
     assert a.attrs == {"mask_ratio": 0.3, "max_length": 256, "uncased": True}
     assert type(a.attrs["max_length"]) is int and type(a.attrs["mask_ratio"]) is float
-    assert b.attrs == {"closed_set": True, "noise_ratio": 1.0, "preprocess": "text_phone"}
+    assert b.attrs == {"closed_set": True, "noise_ratio": 1.0, "preprocess": "text"}
     assert type(b.attrs["noise_ratio"]) is float
     assert list(a.attrs) == ["mask_ratio", "max_length", "uncased"]  # source order kept
-    assert b.closed_set and not b.no_loss and b.preprocess == "text_phone"
+    assert b.closed_set and not b.no_loss and b.preprocess == "text"
 
 
 @pytest.mark.parametrize("raw,value", [(".5", 0.5), ("0", 0.0), ("1.0", 1.0), ("+0.25", 0.25)])
@@ -81,8 +81,18 @@ def test_whitespace_inside_a_slot_is_allowed():
 
 
 def test_slot_without_column():
-    t = parse_instruction("[TEXT:t] -> [IMAGE,preprocess=image_vqgan,adaptor=image_vqgan]").templates[0]
-    assert t.outputs[0].column is None and t.outputs[0].modality == "IMAGE"
+    t = parse_instruction("[IMAGE:img] -> [TEXT]").templates[0]
+    assert t.outputs[0].column is None and t.outputs[0].modality == "TEXT"
+
+
+def test_allow_unsupported_parses_the_whole_ofasys_language():
+    src = "[TEXT:t] -> [IMAGE,preprocess=image_vqgan,adaptor=image_vqgan,length=256]"
+    with pytest.raises(NotSupportedYetError):
+        parse_instruction(src)
+    t = parse_instruction(src, allow_unsupported=True).templates[0]
+    assert t.outputs[0] == Slot("IMAGE", None, {"preprocess": "image_vqgan", "adaptor": "image_vqgan", "length": 256},
+                                src.index("[IMAGE"))
+    assert t.outputs[0].is_text_like  # VQ codes are tokens
 
 
 def test_group_structure_and_positions():

@@ -1,23 +1,23 @@
 import numpy as np
 import pytest
 
-from ofasys.modalities import ENCODERS, RejectRow
+from ofasys.modalities import MODALITIES, RejectRow
 from ofasys.modalities.box import dequantise, parse_box, quantise
 
 
 @pytest.fixture
 def box_ctx(ctx):
-    ctx.box_image_column = "img"
-    ctx.image_sizes["img"] = (200, 100)
+    ctx.columns["IMAGE"] = ["img"]
+    ctx.meta["img"] = {"width": 200, "height": 100}
     return ctx
 
 
 def test_box_to_bins(box_ctx, vocab):
-    out = ENCODERS["BOX"].materialise("0,0,200,100", {}, box_ctx)
+    out = MODALITIES["BOX"].materialise("0,0,200,100", {}, box_ctx)
     assert out.array.dtype == np.int32
     assert [vocab.bin_index(t) for t in out.array] == [0, 0, 15, 15]
     assert out.ref == [0.0, 0.0, 200.0, 100.0]
-    out = ENCODERS["BOX"].materialise([20.0, 10.0, 120.5, 60.0], {}, box_ctx)
+    out = MODALITIES["BOX"].materialise([20.0, 10.0, 120.5, 60.0], {}, box_ctx)
     assert [vocab.bin_index(t) for t in out.array] == quantise([20, 10, 120.5, 60], 200, 100, 16)
 
 
@@ -42,7 +42,7 @@ def test_parse_forms(value):
 )
 def test_bad_boxes_rejected(box_ctx, value, reason):
     with pytest.raises(RejectRow, match=reason):
-        ENCODERS["BOX"].materialise(value, {}, box_ctx)
+        MODALITIES["BOX"].materialise(value, {}, box_ctx)
 
 
 def test_quantise_round_trip_within_one_bin():

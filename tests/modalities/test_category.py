@@ -1,10 +1,10 @@
 import pytest
 
-from ofasys.modalities import ENCODERS, RejectRow
+from ofasys.modalities import MODALITIES, RejectRow
 
 
 def test_label_tokens(ctx, vocab):
-    enc = ENCODERS["CATEGORY"]
+    enc = MODALITIES["CATEGORY"]
     out = enc.materialise("Two", {"uncased": True}, ctx)
     assert out.array.tolist() == vocab.encode_text("two")
     assert enc.normalise(7, {}) == "7"

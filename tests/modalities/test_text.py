@@ -1,19 +1,19 @@
 import numpy as np
 import pytest
 
-from ofasys.modalities import ENCODERS, RejectRow
+from ofasys.modalities import MODALITIES, RejectRow
 from ofasys.modalities.text import normalise_text
 
 
 def test_text_to_ids_round_trip(ctx, vocab):
-    out = ENCODERS["TEXT"].materialise("a photo of  two digits ", {}, ctx)
+    out = MODALITIES["TEXT"].materialise("a photo of  two digits ", {}, ctx)
     assert out.array.dtype == np.int32
     assert vocab.decode_text(out.array.tolist()) == "a photo of two digits"
     assert out.ref == "a photo of  two digits "  # refs keep the raw value
 
 
 def test_uncased_no_punctuation_max_length(ctx, vocab):
-    enc = ENCODERS["TEXT"]
+    enc = MODALITIES["TEXT"]
     out = enc.materialise("A Photo, of TWO-digits!", {"uncased": True, "no_punctuation": True}, ctx)
     assert vocab.decode_text(out.array.tolist()) == "a photo of two digits"
     full = enc.materialise("zero one two three four five", {}, ctx).array
@@ -29,9 +29,9 @@ def test_normalise_text():
 @pytest.mark.parametrize("value,reason", [(None, "missing text"), ("   ", "empty text"), (float("nan"), "missing text"), ([1, 2], "not a string")])
 def test_bad_text_is_rejected(ctx, value, reason):
     with pytest.raises(RejectRow, match=reason):
-        ENCODERS["TEXT"].materialise(value, {}, ctx)
+        MODALITIES["TEXT"].materialise(value, {}, ctx)
 
 
 def test_numbers_become_text(ctx, vocab):
-    out = ENCODERS["TEXT"].materialise(3, {}, ctx)
+    out = MODALITIES["TEXT"].materialise(3, {}, ctx)
     assert vocab.decode_text(out.array.tolist()) == "3"

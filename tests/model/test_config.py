@@ -27,7 +27,7 @@ def test_dict_round_trip_and_unknown_keys():
 def test_validation():
     with pytest.raises(ValueError, match="divisible"):
         ModelConfig(d_model=100, heads=3)
-    with pytest.raises(ValueError, match="image_stem"):
-        ModelConfig(image_stem="vit")
+    with pytest.raises(ValueError, match="adaptors.IMAGE: .*stem='vit'"):
+        ModelConfig(adaptors={"IMAGE": {"stem": "vit"}})
     with pytest.raises(ValueError, match="unknown model preset"):
         ModelConfig.preset("gigantic")

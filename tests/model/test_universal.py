@@ -1,12 +1,13 @@
 import dataclasses
 
+import pytest
 import torch
 
-from ofasys.data.batch import Batch, EncoderSegment
+from ofasys.data.batch import TOKENS, Batch, EncoderSegment
 from ofasys.generation import beam_search
 from ofasys.model import ModelConfig, UniversalModel, build_model
 
-from .helpers import VOCAB, make_batch, pad_segment, tiny_config
+from .helpers import VOCAB, make_batch, pad_segment, sample_rows, tiny_config
 
 
 def test_forward_shapes_with_tokens_image_tokens():
@@ -46,8 +47,9 @@ def test_gradients_reach_image_adaptor_and_embeddings():
     model = UniversalModel(tiny_config())
     loss, _ = model.loss(make_batch())
     loss.backward()
-    for name in ["image_adaptor.stem.0.weight", "image_adaptor.proj.weight", "image_adaptor.row_pos.weight",
-                 "embed_tokens.weight", "segment_type.weight", "encoder_positions.weight",
+    for name in ["adaptors.IMAGE.stem.0.weight", "adaptors.IMAGE.proj.weight", "adaptors.IMAGE.row_pos.weight",
+                 "embed_tokens.weight", "segment_embeddings.tokens.weight", "segment_embeddings.IMAGE.weight",
+                 "encoder_positions.weight",
                  "decoder_positions.weight", "decoder_layers.1.cross_attn.attn.head_scale"]:
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
@@ -76,8 +78,8 @@ def test_padding_does_not_change_real_positions():
 
 def test_sample_with_no_real_encoder_token_stays_finite():
     model = UniversalModel(tiny_config()).eval()
-    seg = EncoderSegment("tokens", tokens=torch.zeros(2, 3, dtype=torch.long),
-                         mask=torch.tensor([[True, False, False], [False, False, False]]))
+    seg = EncoderSegment(TOKENS, torch.zeros(2, 3, dtype=torch.long),
+                         torch.tensor([[True, False, False], [False, False, False]]))
     batch = Batch(task="t", keys=["a", "b"], segments=[seg], decoder_input=torch.ones(2, 2, dtype=torch.long))
     assert torch.isfinite(model(batch)).all()
 
@@ -98,8 +100,8 @@ def test_memorises_four_sequences():
     model = UniversalModel(tiny_config(dropout=0.0, d_model=64, ffn_dim=128))
     batch = make_batch(seed=3, batch=4, dec_len=8)
     for seg in batch.segments:
-        if seg.kind == "tokens":
-            seg.tokens[:], seg.mask[:] = seg.tokens[0].clone(), seg.mask[0].clone()
+        if seg.kind == TOKENS:
+            seg.tensor[:], seg.mask[:] = seg.tensor[0].clone(), seg.mask[0].clone()
     assert len(set(batch.target[:, 0].tolist())) == 4
     batch.loss_mask[:] = True
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -189,10 +191,7 @@ def test_generate_honours_per_sample_prefixes():
             n = int((batch.decoder_input[i] != 0).sum())
             alone = dataclasses.replace(
                 batch, keys=[batch.keys[i]], decoder_input=batch.decoder_input[i:i + 1, :n],
-                segments=[dataclasses.replace(s, tokens=None if s.tokens is None else s.tokens[i:i + 1],
-                                              mask=None if s.mask is None else s.mask[i:i + 1],
-                                              images=None if s.images is None else s.images[i:i + 1])
-                          for s in batch.segments])
+                segments=sample_rows(batch, i))
             assert model.generate(alone, [AnyPlan()], beam_size=beam) == [together[i]]
 
 
@@ -223,11 +222,7 @@ def test_beam_score_is_the_models_and_not_worse_than_greedy():
             ended = len(h.tokens) < 6  # stopped by <eos>, which is scored too
             seq = torch.tensor([prefix + h.tokens + ([2] if ended else [])])
             one = dataclasses.replace(
-                batch, decoder_input=seq[:, :-1],
-                segments=[dataclasses.replace(s, tokens=None if s.tokens is None else s.tokens[i:i + 1],
-                                              mask=None if s.mask is None else s.mask[i:i + 1],
-                                              images=None if s.images is None else s.images[i:i + 1])
-                          for s in batch.segments])
+                batch, decoder_input=seq[:, :-1], segments=sample_rows(batch, i))
             logp = model(one).log_softmax(-1)[0, n - 1:].gather(-1, seq[0, n:, None]).sum()
             assert abs(float(logp) - h.logprob) < 1e-3
 
@@ -291,3 +286,56 @@ def test_build_model_depends_on_config_and_seed_only_and_leaves_the_callers_rng_
     # The seed is mixed with a purpose tag: the weights are not those of a plain torch.manual_seed(7).
     torch.manual_seed(7)
     assert not torch.equal(UniversalModel(config).embed_tokens.weight, first["embed_tokens.weight"])
+
+
+# ---------------------------------------------------------------- adaptors keyed by modality
+
+
+def test_adding_an_adaptor_leaves_every_other_weight_bit_identical():
+    """Per-modality seeded init: one more adaptor entry adds its own modules and changes nothing
+    else, whatever the entries' order; dropping one leaves the rest as they were too."""
+    config = tiny_config()
+    base = build_model(config, seed=5).state_dict()
+    more = build_model(config.with_adaptors(["AUDIO"]), seed=5).state_dict()
+    added = sorted(set(more) - set(base))
+    assert set(base) <= set(more) and added and all(k.startswith(("adaptors.AUDIO.", "segment_embeddings.AUDIO."))
+                                                   for k in added)
+    assert all(torch.equal(base[k], more[k]) for k in base)
+    reordered = dataclasses.replace(config, adaptors={"AUDIO": {}, **config.adaptors})
+    assert all(torch.equal(more[k], v) for k, v in build_model(reordered, seed=5).state_dict().items())
+    text_only = build_model(dataclasses.replace(config, adaptors={}), seed=5).state_dict()
+    assert not any(k.startswith("adaptors.") for k in text_only)
+    assert all(torch.equal(base[k], v) for k, v in text_only.items())
+    # Each part has a stream of its own: the two segment embeddings are not the same draw.
+    assert not torch.equal(base["segment_embeddings.tokens.weight"], base["segment_embeddings.IMAGE.weight"])
+
+
+def test_a_segment_without_an_adaptor_is_refused_naming_the_models_adaptors():
+    model = UniversalModel(tiny_config()).eval()
+    batch = make_batch()
+    audio = EncoderSegment("AUDIO", torch.zeros(3, 8, 80), torch.ones(3, 8, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"this model has no AUDIO adaptor \(it has: IMAGE\); .*model.adaptors"):
+        model(dataclasses.replace(batch, segments=[*batch.segments, audio]))
+
+
+def test_a_modality_segment_goes_through_its_adaptor_and_keeps_its_mask():
+    """The generic path: the segment's tensor and mask go to the adaptor named by its kind, and the
+    mask the adaptor returns (padded audio frames, subsampled x4) is the encoder's mask there."""
+    torch.manual_seed(0)
+    model = UniversalModel(tiny_config().with_adaptors(["AUDIO"])).eval()
+    batch = make_batch()
+    frames = torch.randn(3, 10, 80)
+    mask = torch.arange(10)[None] < torch.tensor([10, 5, 1])[:, None]
+    audio = EncoderSegment("AUDIO", frames, mask)
+    with torch.no_grad():
+        memory, enc_mask = model.encode(dataclasses.replace(batch, segments=[batch.segments[0], audio]))
+    assert memory.shape == (3, 5 + 3, 32)  # 10 frames -> ceil(10 / 4) = 3 positions
+    assert enc_mask[:, 5:].sum(1).tolist() == [3, 2, 1]
+    assert torch.isfinite(memory).all()
+
+
+def test_num_parameters_counts_every_adaptor_on_the_meta_device():
+    config = tiny_config().with_adaptors(["AUDIO"])
+    real = sum(p.numel() for p in build_model(config, seed=0).parameters())
+    assert UniversalModel.num_parameters(config) == real
+    assert real > UniversalModel.num_parameters(tiny_config())

@@ -39,9 +39,9 @@ def recorded(monkeypatch):
     return scenes
 
 
-def test_registry_is_a_plain_dict_of_the_four_tasks():
+def test_registry_is_a_plain_dict_of_the_five_tasks():
     assert type(GENERATORS) is dict
-    assert set(GENERATORS) == {"caption", "grounding", "vqa", "infill"}
+    assert set(GENERATORS) == {"caption", "grounding", "vqa", "infill", "asr"}
 
 
 @pytest.mark.parametrize("name", sorted(GENERATORS))

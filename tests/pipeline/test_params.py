@@ -149,3 +149,39 @@ def test_broken_yaml_and_missing_file_name_the_file(tmp_path):
     (tmp_path / "params.yaml").write_text("seed: 1\ntasks: [\n")
     with pytest.raises(ParamsError, match=r"params\.yaml line \d+ column \d+: not valid YAML"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_adaptor_settings_merge_over_the_preset_and_tasks_add_their_modalities(raw):
+    raw["model"] = {"preset": "base", "adaptors": {"IMAGE": {"max_grid": 16}}}
+    config = parse_params(raw).model_config(vocab_size=100)
+    image = config.adaptor("IMAGE")
+    assert (image.stem, image.max_grid) == ("resnet101", 16)  # the preset's stem kept, one setting changed
+    raw["model"] = {"preset": "tiny-cpu", "adaptors": {}}
+    raw["tasks"]["caption"]["instruction"] = "[AUDIO:img] <BOS> what is said? <EOS> -> <BOS> [TEXT:cap] <EOS>"
+    assert set(parse_params(raw).model_config(vocab_size=100).adaptors) == {"IMAGE", "AUDIO"}
+
+
+def test_legacy_flat_image_keys_are_read_into_the_image_adaptor(raw):
+    raw["model"] = {"preset": "tiny-cpu", "image_stem_channels": 24}
+    assert parse_params(raw).model_config(vocab_size=100).adaptor("IMAGE").stem_channels == 24
+
+
+@pytest.mark.parametrize("adaptors,message", [
+    ({"IMAGE": {"stemm": "conv"}}, r"model: adaptors\.IMAGE: ImageAdaptorConfig\.stemm: unknown key; did you mean 'stem'"),
+    ({"TEXT": {}}, r"model: adaptors\.TEXT: no such adaptor"),
+    ({"IMAGE": 3}, r"adaptors\.IMAGE: must be a mapping"),
+])
+def test_bad_adaptor_settings_name_the_key(raw, adaptors, message):
+    raw["model"] = {"preset": "tiny-cpu", "adaptors": adaptors}
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw)
+
+
+def test_a_slot_adaptor_must_be_what_the_model_builds(raw):
+    raw["tasks"]["caption"]["instruction"] = ("[IMAGE:img,adaptor=image_resnet] <BOS> what does the image describe? "
+                                              "<EOS> -> <BOS> [TEXT:cap] <EOS>")
+    with pytest.raises(ParamsError, match=r"tasks\.caption\.instruction: \[IMAGE:img\] adaptor=image_resnet needs "
+                                          r"model\.adaptors\.IMAGE\.stem in .*'resnet50'.*; set it under model\.adaptors\.IMAGE"):
+        parse_params(raw)
+    raw["model"] = {"preset": "tiny-cpu", "adaptors": {"IMAGE": {"stem": "resnet50"}}}
+    parse_params(raw)  # now it is what the model builds

@@ -42,7 +42,7 @@ PARAMS = {
     "assets": {"bpe_vocab_size": 300, "num_bins": 16},
     "materialise": {"shard_samples": 40},
     "model": {"d_model": 32, "heads": 2, "ffn_dim": 64, "encoder_layers": 1, "decoder_layers": 1,
-              "image_stem_channels": 32},
+              "adaptors": {"IMAGE": {"stem_channels": 32}}},
     "train": {"max_steps": 12, "warmup_steps": 2, "max_batch_size": 8, "pool_size": 32, "grad_accum": 1,
               "log_every": 1, "save_every": 4},
     "tracking": {"uri": f"sqlite:///{STORE_FILE}", "experiment": "runs", "registered_model": "tiny"},

@@ -55,7 +55,7 @@ class FakeTaskData:
         tokens = rng.integers(5, VOCAB, size=int(self.lengths[i])).astype(np.int64)
         return FakeSample(key=f"train-{i:09d}", meta={"task": self.name, "row": i}, arrays={"src": tokens})
 
-    def collate(self, samples: list[FakeSample], rng: np.random.Generator, train: bool) -> Batch:
+    def collate(self, samples: list[FakeSample], rng: np.random.Generator, train: bool, epoch: int | None = None) -> Batch:
         b = len(samples)
         length = max(len(s.arrays["src"]) for s in samples)
         enc = torch.zeros(b, length, dtype=torch.long)
@@ -74,7 +74,7 @@ class FakeTaskData:
             target[j, len(src)] = 2
         loss_mask = target != 0
         return Batch(task=self.name, keys=[s.key for s in samples],
-                     segments=[EncoderSegment("tokens", tokens=enc, mask=enc != 0)],
+                     segments=[EncoderSegment("tokens", enc, enc != 0)],
                      decoder_input=dec_in, target=target, loss_mask=loss_mask,
                      meta=[s.meta for s in samples])
 
@@ -99,7 +99,7 @@ class FakeModel(nn.Module):
     def forward(self, batch: Batch) -> torch.Tensor:
         seg = batch.segments[0]
         m = seg.mask.float().unsqueeze(-1)
-        enc = (self.embed(seg.tokens) * m).sum(1) / m.sum(1).clamp(min=1)
+        enc = (self.embed(seg.tensor) * m).sum(1) / m.sum(1).clamp(min=1)
         dec = self.embed(batch.decoder_input)
         h = torch.cat([dec, enc[:, None].expand_as(dec)], -1)
         h = self.norm(torch.tanh(self.mix(self.dropout(h))))
@@ -134,7 +134,7 @@ class CollateHookTask:
     def on_collate(self, n: int) -> None:
         pass
 
-    def collate(self, samples, rng, train):
+    def collate(self, samples, rng, train, epoch=None):
         self.counter["n"] += 1
         self.on_collate(self.counter["n"])
         return self.task.collate(samples, rng, train)

@@ -45,7 +45,7 @@ def test_train_real_model_on_real_shards(tmp_path):
         tasks.append(ShardTaskData(out / "manifest.json", "train", vocab))
 
     model_config = ModelConfig(vocab_size=vocab.size, d_model=32, encoder_layers=1, decoder_layers=1, heads=2,
-                               ffn_dim=64, image_stem_channels=16, max_positions=128)
+                               ffn_dim=64, adaptors={"IMAGE": {"stem_channels": 16}}, max_positions=128)
     cfg = TrainConfig(max_steps=6, max_tokens=256, max_batch_size=8, pool_size=16, warmup_steps=2,
                       log_every=2, save_every=3)
     model = build_model(model_config, cfg.seed)

@@ -10,7 +10,7 @@ from ofasys.training import TrainConfig, Trainer
 from .fakes import VOCAB, make_tasks, make_vocab
 
 MODEL = ModelConfig(vocab_size=VOCAB, d_model=16, encoder_layers=1, decoder_layers=1, heads=2, ffn_dim=32,
-                    dropout=0.1, image_stem_channels=8, max_positions=32)
+                    dropout=0.1, adaptors={"IMAGE": {"stem_channels": 8}}, max_positions=32)
 CFG = TrainConfig(max_steps=6, max_tokens=128, max_batch_size=8, pool_size=32, lr=1e-2, warmup_steps=2,
                   grad_accum=2, log_every=2, save_every=3, seed=17)
 

@@ -218,3 +218,24 @@ def test_resume_with_other_world_size_or_data_fails_loudly():
         sampler(rank=0, world_size=2, max_tokens=512).load_state_dict(state)
     with pytest.raises(SamplerStateError, match="probabilities"):
         sampler(rank=0, world_size=2, weights=None).load_state_dict(state)
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_each_batch_names_the_epoch_its_samples_belong_to(world_size):
+    """Per-sample augmentation is keyed by the batch's epoch: every sample occurs once per epoch and
+    rank, and epochs only grow."""
+    tasks = [FakeTaskData("t", 37)]
+    for rank in range(world_size):
+        s = WeightedMultitaskSampler(tasks, {"t": 1.0}, max_tokens=64, max_batch_size=4, pool_size=8, seed=3,
+                                     rank=rank, world_size=world_size)
+        seen: dict[int, list[int]] = {}
+        last = 0
+        for _ in range(60):
+            b = s.next_batch()
+            assert b.epoch >= last
+            last = b.epoch
+            seen.setdefault(b.epoch, []).extend(b.indices)
+        assert last >= 2
+        for epoch in range(last):  # complete epochs: exactly this rank's stream positions of that epoch
+            positions = [g - epoch * 37 for g in range(rank, 37 * (epoch + 1), world_size) if g // 37 == epoch]
+            assert sorted(seen[epoch]) == sorted(s._streams["t"].permutation(epoch)[positions].tolist())

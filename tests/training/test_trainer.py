@@ -115,3 +115,22 @@ def test_weight_decay_groups_skip_biases_and_norms():
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
     assert sorted(names[id(p)] for p in decay["params"]) == ["embed.weight", "mix.weight", "out.weight"]
     assert sorted(names[id(p)] for p in no_decay["params"]) == ["mix.bias", "norm.bias", "norm.weight"]
+
+
+def test_batch_to_casts_every_modalitys_float_input_and_no_ids_or_masks():
+    """bf16 training: pixels and fbank frames (any modality's float tensor) take the engine's
+    dtype; token ids, masks and integer modality tensors keep theirs."""
+    from ofasys.data.batch import TOKENS, Batch, EncoderSegment
+    from ofasys.training.trainer import _batch_to
+
+    ids, mask = torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool)
+    batch = Batch(task="t", keys=["a", "b"], decoder_input=torch.ones(2, 2, dtype=torch.long), segments=[
+        EncoderSegment(TOKENS, ids, mask),
+        EncoderSegment("IMAGE", torch.rand(2, 3, 8, 8)),
+        EncoderSegment("AUDIO", torch.rand(2, 5, 80), torch.ones(2, 5, dtype=torch.bool)),
+        EncoderSegment("VIDEO", torch.zeros(2, 4, 8, 8, 3, dtype=torch.uint8)),
+    ])
+    out = _batch_to(batch, torch.device("cpu"), torch.bfloat16)
+    assert [s.tensor.dtype for s in out.segments] == [torch.long, torch.bfloat16, torch.bfloat16, torch.uint8]
+    assert out.segments[0].mask.dtype == out.segments[2].mask.dtype == torch.bool
+    assert out.decoder_input.dtype == torch.long
