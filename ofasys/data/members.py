@@ -89,7 +89,7 @@ def plan_members(instruction: Instruction) -> list[MemberSpec]:
                     slot.pos,
                     f"bind it to a column of the data, e.g. [{mod}:<column>]",
                 )
-            attrs = {k: slot.attrs[k] for k in modality.materialise_attrs if k in slot.attrs and k != "preprocess"}
+            attrs = {k: slot.attrs[k] for k in modality.materialise_attrs if k in slot.attrs}
             key = (slot.column, mod)
             if key not in found:
                 found[key] = {"attrs": attrs, "sides": {side}, "closed": slot.closed_set, "where": (template, slot)}

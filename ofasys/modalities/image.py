@@ -188,7 +188,6 @@ class Image(Modality):
             "no_loss", "mask_ratio", "preprocess", "adaptor", "add_bos", "add_eos", "disable_auto_boseos", "length",
         }),
     }
-    materialise_attrs = ("preprocess",)
     media_files = True
     shrink_hint = "lower the task's image_size"
     preprocess = {

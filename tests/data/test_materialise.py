@@ -9,6 +9,7 @@ import pytest
 
 from ofasys.data.materialise import MaterialiseConfig, UnsupportedSlotError, materialise_task
 from ofasys.data.rejects import RejectBudget, RejectBudgetExceeded, read_rejects
+from ofasys.data.task_data import ShardTaskData
 from ofasys.instruction import InstructionError
 
 CAPTION = "[IMAGE:img] <BOS> what does the image describe? <EOS> -> <BOS> [TEXT:cap] <EOS>"
@@ -225,3 +226,26 @@ def test_closed_set_labels_from_train_and_text_attrs(tmp_path, parquet, vocab_pa
     assert q.tolist() == vocab.encode_text("how many")[:2]
     assert meta["refs"] == {"a": "three"}
     assert meta["lengths"] == {"q.text.npy": len(q), "a.text.npy": len(vocab.encode_text("three"))}
+
+
+def test_a_preprocess_that_shapes_the_array_reaches_the_modality(tmp_path, parquet):
+    """`preprocess=text_phone` changes what PHONE stores (phones of the text, not the text split on
+    spaces): materialisation must hand it to the modality, and the manifest records it."""
+    from ofasys.modalities.phone import Phone
+    from ofasys.text_tokenizer import train_text_tokenizer
+    from ofasys.vocab import UnifiedVocab
+
+    texts = ["three seven", "one two"]
+    phones = sorted(Phone().vocab_tokens(texts, {"preprocess": "text_phone"}))
+    vocab = UnifiedVocab.build(train_text_tokenizer(["what are the phones"] * 5, vocab_size=300), num_bins=4,
+                               phones=phones)
+    vocab.save(tmp_path / "vocab.json")
+    splits = {"train": parquet(tmp_path / "raw/train.parquet", {"q": ["a", "b"], "text": texts})}
+    materialise_task(MaterialiseConfig(
+        task="phones", instruction="[TEXT:q] -> <BOS> [PHONE:text,preprocess=text_phone] <EOS>", raw_splits=splits,
+        vocab_path=str(tmp_path / "vocab.json"), out_dir=str(tmp_path / "out"), progress=False))
+    data = ShardTaskData(tmp_path / "out/manifest.json", "train", vocab)
+    stored = data.get(0).arrays["text.phone"].tolist()
+    assert stored == [vocab.phone_id(p) for p in "θ ɹ iː | s ɛ v ə n".split()]
+    [slot] = [s for s in data.manifest["slots"] if s["modality"] == "PHONE"]
+    assert slot["attrs"] == {"preprocess": "text_phone"}
