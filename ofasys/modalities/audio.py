@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ofasys.modalities.base import Materialised, Modality, RejectRow, RowContext, is_missing
+from ofasys.modalities.base import Materialised, Modality, RejectRow, RowContext, is_missing, media_path
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch.nn as nn
@@ -89,13 +89,7 @@ def read_audio(value: Any, base_dir: Path | None = None) -> tuple[np.ndarray, in
             raise RejectRow("missing audio")
         source: Any = io.BytesIO(bytes(value))
     elif isinstance(value, (str, Path)):
-        path = Path(value)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        if not path.is_file():
-            shown = str(value) if len(str(value)) <= 200 else str(value)[:200] + "..."
-            raise RejectRow(f"audio file not found ({shown})")
-        source = path
+        source = media_path(value, base_dir, "audio")
     else:
         raise RejectRow(f"unsupported audio value ({type(value).__name__})")
     try:

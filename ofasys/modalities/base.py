@@ -118,6 +118,19 @@ def is_missing(value: Any) -> bool:
     return False
 
 
+def media_path(value: str | Path, base_dir: Path | None, what: str) -> Path:
+    """The file a media cell names: absolute, or relative to `base_dir` (the row's source directory).
+    A missing file is a RejectRow showing the path as written in the data, not the resolved one, so
+    reasons stay the same on every machine."""
+    path = Path(value)
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    if not path.is_file():
+        shown = str(value) if len(str(value)) <= 200 else str(value)[:200] + "..."
+        raise RejectRow(f"{what} file not found ({shown})")
+    return path
+
+
 SUPPORTED = None
 """Value of a `preprocess` / `adaptors` entry that works (any other value is why it doesn't, yet)."""
 
@@ -194,6 +207,12 @@ class Modality:
     def label(self, value: Any, attrs: Mapping[str, Any]) -> str:
         """The normalised label of a closed-set value (what a `closed_set` slot collects)."""
         raise NotImplementedError(f"{self.name} has no closed set")
+
+    def text_for_vocab(self, value: Any, attrs: Mapping[str, Any]) -> Any:
+        """What of a raw column value the text BPE is trained on (the assets stage keeps strings and
+        the strings of a list): the value itself, unless the modality stores a text derived from it
+        (STRUCT: its linearisation, so the BPE learns the separators and names it will encode)."""
+        return value
 
     def vocab_tokens(self, values: Iterable[Any], attrs: Mapping[str, Any]) -> set[str]:
         """Entries of the vocabulary block this modality fills from data (PHONE: the phones of the

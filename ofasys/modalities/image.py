@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 from PIL import Image as PILImage
 
-from ofasys.modalities.base import Materialised, Modality, RejectRow, RowContext, is_missing
+from ofasys.modalities.base import Materialised, Modality, RejectRow, RowContext, is_missing, media_path
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch.nn as nn
@@ -55,13 +55,7 @@ def open_image(value: Any, base_dir: Path | None = None) -> PILImage.Image:
         except Exception as exc:  # PIL raises many types for bad data; the reason must stay deterministic
             raise RejectRow(f"image could not be decoded ({type(exc).__name__})") from None
     elif isinstance(value, (str, Path)):
-        path = Path(value)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        if not path.is_file():
-            # the path as written in the data (not the resolved one): reasons stay machine-independent
-            shown = str(value) if len(str(value)) <= 200 else str(value)[:200] + "..."
-            raise RejectRow(f"image file not found ({shown})")
+        path = media_path(value, base_dir, "image")
         try:
             with PILImage.open(path) as f:
                 f.load()
