@@ -23,7 +23,7 @@ from ofasys.instruction import InstructionError, parse_instruction
 from ofasys.strict_fields import FieldTypeError, UnknownKeyError, check_field_types, check_known_keys
 from pipeline.sources import SourceSpec
 
-METRICS = ("bleu4", "iou_acc", "accuracy", "token_accuracy", "wer", "per")
+METRICS = ("bleu4", "iou_acc", "accuracy", "token_accuracy", "wer", "per", "exec_acc", "sql_em")
 """Evaluation metrics a task can select; each comes with its trivial baseline (see `pipeline.evaluate`)."""
 
 

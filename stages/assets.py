@@ -36,15 +36,19 @@ def _prompt_pieces(instruction: Instruction) -> Iterator[str]:
 
 
 def task_texts(instruction: Instruction, raw_dir: Path) -> Iterator[str]:
-    """Prompt text plus the values of text-like columns of a task's train split."""
+    """Prompt text plus the values of text-like columns of a task's train split, as the first slot
+    binding each column stores them (`Modality.text_for_vocab`: a STRUCT table's linearisation)."""
     yield from _prompt_pieces(instruction)
     table = pq.read_table(raw_dir / "train.parquet")
-    text_cols = sorted(
-        {slot.column for t in instruction.templates for _, slot in t.slots()
-         if slot.column and MODALITIES[slot.modality].text_values and slot.column in table.column_names}
-    )
-    for col in text_cols:
+    text_slots = {}
+    for t in instruction.templates:
+        for _, slot in t.slots():
+            if slot.column and MODALITIES[slot.modality].text_values and slot.column in table.column_names:
+                text_slots.setdefault(slot.column, slot)
+    for col in sorted(text_slots):
+        slot = text_slots[col]
         for value in table.column(col).to_pylist():
+            value = MODALITIES[slot.modality].text_for_vocab(value, slot.attrs)
             if isinstance(value, str):
                 yield value
             elif isinstance(value, list):

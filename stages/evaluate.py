@@ -49,7 +49,8 @@ def evaluate_task(name, task, model, vocab, params, work: Path) -> dict:
 
     from ofasys.batch_inference import BatchInferenceConfig, predict_to_parquet
     from ofasys.data.task_data import ShardTaskData
-    from ofasys.evaluation import LOWER_IS_BETTER, baseline, gain, primary_output, score
+    from ofasys.evaluation import (LOWER_IS_BETTER, NEEDS_DATABASE, baseline, companion_figures, gain,
+                                   primary_output, sample_databases, score)
     from ofasys import metrics as M
 
     manifest = Path("data/shards") / name / "manifest.json"
@@ -66,12 +67,14 @@ def evaluate_task(name, task, model, vocab, params, work: Path) -> dict:
     refs = [p.refs.get(column) for p in preds]
     train_refs = [train.get(i).meta["refs"][column] for i in range(len(train))]
     inputs = masked_inputs(test, range(len(preds))) if task.metric == "token_accuracy" else ()
+    databases = sample_databases(test, len(preds)) if task.metric in NEEDS_DATABASE else None
     entry = {
         "metric": task.metric,
         "column": column,
-        "value": score(task.metric, outputs, refs),
-        "baseline": baseline(task.metric, train_refs, refs, inputs),
+        "value": score(task.metric, outputs, refs, databases),
+        "baseline": baseline(task.metric, train_refs, refs, inputs, databases),
         "num_samples": len(preds),
+        **companion_figures(task.metric, outputs, refs, train_refs),
     }
     if task.metric == "bleu4":  # captions: exact match is the stricter companion figure
         entry["exact_match"] = M.exact_match([str(o) for o in outputs], [str(r) for r in refs])

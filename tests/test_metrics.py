@@ -179,3 +179,127 @@ def test_evaluation_dispatches_error_rates_and_orients_their_gain():
     assert ev.gain("per", 0.9, 0.2) == pytest.approx(-0.7)
     assert ev.gain("accuracy", 0.2, 0.9) == pytest.approx(-0.7)
     assert ev.gain("bleu4", 0.9, 0.2) == pytest.approx(0.7)
+
+
+# ----- SQL ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def music_db(tmp_path):
+    """A small real SQLite database: 3 artists, 4 albums."""
+    import sqlite3
+
+    path = tmp_path / "music.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE Artist (ArtistId INTEGER PRIMARY KEY, Name TEXT);
+        CREATE TABLE Album (AlbumId INTEGER PRIMARY KEY, Title TEXT, ArtistId INTEGER);
+        INSERT INTO Artist VALUES (1, 'AC/DC'), (2, 'Accept'), (3, 'Aerosmith');
+        INSERT INTO Album VALUES (1, 'For Those About To Rock', 1), (2, 'Balls to the Wall', 2),
+                                 (3, 'Restless and Wild', 2), (4, 'Let There Be Rock', 1);
+    """)
+    conn.commit()
+    conn.close()
+    return path
+
+
+COUNT_ACCEPT = "SELECT COUNT(*) FROM Album WHERE ArtistId = (SELECT ArtistId FROM Artist WHERE Name = 'Accept')"
+
+
+def test_normalise_sql_ignores_spacing_keyword_and_identifier_case_but_not_literals():
+    a = m.normalise_sql(COUNT_ACCEPT)
+    assert m.normalise_sql("select count(*)  from album where artistid=(select ARTISTID from ARTIST "
+                           "where name = 'Accept');") == a
+    assert m.normalise_sql(COUNT_ACCEPT.replace("'Accept'", "'accept'")) != a
+    assert m.normalise_sql("SELECT  ((  broken") == "SELECT (( broken"  # unparsable: whitespace only
+    assert m.normalise_sql(None) is None
+
+
+def test_sql_exact_match_counts_normalised_equal_queries():
+    golds = [COUNT_ACCEPT, "SELECT Name FROM Artist"]
+    spaced = COUNT_ACCEPT.replace("SELECT", "select  ").replace("Album", "ALBUM")
+    assert m.sql_exact_match([spaced, "SELECT Title FROM Album"], golds) == 0.5
+    assert m.sql_exact_match([None, "select name from artist;"], golds) == 0.5
+
+
+def test_execution_accuracy_compares_result_sets(music_db):
+    db = [str(music_db)]
+    assert m.execution_accuracy([COUNT_ACCEPT], [COUNT_ACCEPT], db) == 1.0
+    # a different query with the same result is right; another result is wrong
+    assert m.execution_accuracy(["SELECT 2"], [COUNT_ACCEPT], db) == 1.0
+    assert m.execution_accuracy(["SELECT 2.0"], [COUNT_ACCEPT], db) == 1.0  # 2 == 2.0
+    assert m.execution_accuracy(["SELECT 3"], [COUNT_ACCEPT], db) == 0.0
+    # rows as a multiset unless the gold orders them
+    gold = "SELECT Title FROM Album WHERE ArtistId = 1"
+    assert m.execution_accuracy([gold + " ORDER BY AlbumId DESC"], [gold], db) == 1.0
+    assert m.execution_accuracy([gold + " ORDER BY AlbumId DESC"], [gold + " ORDER BY AlbumId"], db) == 0.0
+    assert m.execution_accuracy(["SELECT Title FROM Album WHERE ArtistId = 1 UNION ALL SELECT 'x'"], [gold], db) == 0.0
+    assert m.execution_accuracy(["SELECT Title, AlbumId FROM Album WHERE ArtistId = 1"], [gold], db) == 0.0
+
+
+@pytest.mark.parametrize("pred", [
+    None, "", "SELEC COUNT(*) FROM Album", "SELECT COUNT(*) FROM Albums", "SELECT 2; DELETE FROM Album",
+    "DELETE FROM Album", "DROP TABLE Album", "UPDATE Album SET Title = 'x'", "INSERT INTO Artist VALUES (9, 'x')",
+    "CREATE TABLE t (x)", "ATTACH DATABASE 'other.sqlite' AS other", "PRAGMA writable_schema = ON",
+    "SELECT 2\x00", "SELECT randomblob(1000000000)", "SELECT 99999999999999999999999 * 99999999999999999999",
+])
+def test_failing_or_writing_predictions_are_wrong_and_leave_the_database_alone(music_db, pred, tmp_path, monkeypatch):
+    import hashlib
+
+    monkeypatch.chdir(tmp_path)  # where an ATTACH would create its file
+    before = hashlib.sha256(music_db.read_bytes()).hexdigest()
+    assert m.execution_accuracy([pred], [COUNT_ACCEPT], [str(music_db)]) == 0.0
+    assert hashlib.sha256(music_db.read_bytes()).hexdigest() == before
+    assert not (tmp_path / "other.sqlite").exists()
+
+
+def test_a_runaway_query_is_stopped_by_the_time_limit(music_db):
+    import time
+
+    endless = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT COUNT(*) FROM n"
+    start = time.monotonic()
+    assert m.execution_accuracy([endless], [COUNT_ACCEPT], [str(music_db)], seconds=0.3) == 0.0
+    assert time.monotonic() - start < 5
+    huge = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT x FROM n"
+    assert m.execution_accuracy([huge], [COUNT_ACCEPT], [str(music_db)], seconds=30) == 0.0  # > MAX_RESULT_ROWS
+
+
+def test_gold_failures_and_missing_databases_are_errors(music_db, tmp_path):
+    with pytest.raises(ValueError, match="the gold query 'SELECT nope FROM Album' fails"):
+        m.execution_accuracy([COUNT_ACCEPT], ["SELECT nope FROM Album"], [str(music_db)])
+    with pytest.raises(FileNotFoundError, match="database .*missing.sqlite not found"):
+        m.execution_accuracy([COUNT_ACCEPT], [COUNT_ACCEPT], [str(tmp_path / "missing.sqlite")])
+    with pytest.raises(ValueError, match="1 references but 2 databases"):
+        m.execution_accuracy([COUNT_ACCEPT], [COUNT_ACCEPT], [str(music_db)] * 2)
+
+
+def test_most_common_query_baseline(music_db):
+    train = ["SELECT Name FROM Artist", COUNT_ACCEPT, COUNT_ACCEPT.replace("SELECT", "select")]
+    test = [COUNT_ACCEPT, "SELECT 2", "SELECT Name FROM Artist"]
+    assert m.most_common_query_baseline(train, test) == pytest.approx(1 / 3)
+    dbs = [str(music_db)] * 3
+    assert m.most_common_query_baseline(train, test, dbs, metric="exec_acc") == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="needs the test samples' databases"):
+        m.most_common_query_baseline(train, test, metric="exec_acc")
+
+
+def test_evaluation_dispatches_sql_metrics(music_db):
+    from ofasys import evaluation as ev
+
+    dbs = [str(music_db)] * 2
+    preds, refs = ["SELECT 2", None], [COUNT_ACCEPT, "SELECT Name FROM Artist"]
+    assert ev.score("exec_acc", preds, refs, dbs) == 0.5
+    assert ev.score("sql_em", preds, refs) == 0.0
+    with pytest.raises(ValueError, match="pass databases="):
+        ev.score("exec_acc", preds, refs)
+    assert ev.baseline("exec_acc", [COUNT_ACCEPT], refs, databases=dbs) == 0.5
+    assert ev.baseline("sql_em", ["SELECT name FROM artist"], refs) == 0.5
+    assert ev.companion_figures("exec_acc", [COUNT_ACCEPT, None], refs, [COUNT_ACCEPT]) == \
+        {"sql_em": 0.5, "sql_em_baseline": 0.5}
+    assert ev.companion_figures("bleu4", ["a"], ["a"], ["a"]) == {}
+    assert "exec_acc" in ev.NEEDS_DATABASE and ev.gain("exec_acc", 0.7, 0.2) == pytest.approx(0.5)
+
+
+def test_sql_metrics_are_selectable_in_params():
+    from pipeline.params import METRICS
+
+    assert {"exec_acc", "sql_em"} <= set(METRICS)

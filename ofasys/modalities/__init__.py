@@ -19,8 +19,10 @@ from ofasys.modalities.box import Box
 from ofasys.modalities.category import Category
 from ofasys.modalities.image import Image
 from ofasys.modalities.phone import Phone
-from ofasys.modalities.planned import Motion, Struct, Video
+from ofasys.modalities.motion import Motion
+from ofasys.modalities.struct import Struct
 from ofasys.modalities.text import Text
+from ofasys.modalities.video import Video
 
 MODALITIES: Mapping[str, Modality] = {
     m.name: m

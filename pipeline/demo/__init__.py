@@ -4,8 +4,11 @@ Handwritten digits (scikit-learn `load_digits`) pasted on photos bundled with sc
 captioning, grounding and counting-VQA rows with exact labels; Python's documentation text gives
 text-infilling windows; short sentences spoken by espeak-ng (the Debian package, several voices and
 speeds, stored as FLAC/WAV/Ogg bytes) give speech recognition and speech-to-phones rows, with test
-sentences never heard in training (`pipeline.demo.speech`). Nothing is downloaded and nothing is
-committed: the ingest stage calls `generate` and writes parquet. See `pipeline.demo.tasks` for the
+sentences never heard in training (`pipeline.demo.speech`); a digit moving over a photo, encoded as
+mp4/webm/gif, gives video captioning (`pipeline.demo.video`); the cars table of `vega_datasets` and
+the Chinook database give table-to-text and text-to-SQL (`pipeline.demo.tables`); the labelled
+humanoid motion-capture clips of `pybullet` give action recognition (`pipeline.demo.motion`).
+Nothing is downloaded at run time and nothing is committed: the ingest stage calls `generate` and writes parquet. See `pipeline.demo.tasks` for the
 column schemas.
 """
 

@@ -9,8 +9,9 @@ decides what each column means.
 `corrupt` damages that many rows at seed-determined positions so the materialiser's reject path can
 be shown: images become truncated PNGs; for grounding every second damaged row keeps its image but
 gets a box outside the 64x64 image instead; infill text becomes null; speech audio becomes, in turn,
-a file cut inside its header, a WAV with zero frames, or a float WAV holding NaN samples. The damaged row indices are in
-the table's schema metadata under `ofasys.demo` (json), with the generator, split, size and seed.
+a file cut inside its header, a WAV with zero frames, or a float WAV holding NaN samples; the video,
+table and motion generators damage rows their own way (see their modules). The damaged row indices
+are in the table's schema metadata under `ofasys.demo` (json), with the generator, split, size and seed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from pipeline.demo import images, speech, text
+from pipeline.demo import images, motion, speech, tables, text, video
 
 QUESTION = "how many digits are there?"
 COUNTS = (1, 2, 3)
@@ -177,5 +178,9 @@ GENERATORS: dict[str, Callable[..., pa.Table]] = {
     "vqa": vqa,
     "infill": infill,
     "asr": asr,
+    "video_caption": video.caption,
+    "motion_label": motion.label_table,
+    "table_to_text": tables.table_to_text,
+    "text_to_sql": tables.text_to_sql,
 }
 """Generator name (as in params `source.generator`) -> `(split, size, seed, corrupt=0) -> Table`."""

@@ -186,7 +186,6 @@ def test_columns_checked_before_any_work(tmp_path, png, parquet, vocab_path):
 @pytest.mark.parametrize(
     "instruction,needle",
     [
-        ("[VIDEO:cap] -> [TEXT:cap]", "modality VIDEO is not supported yet"),
         ("[IMAGE:img,preprocess=image_vqgan] -> [TEXT:cap]", "preprocess=image_vqgan is not supported yet"),
         ("[TEXT:cap] -> [IMAGE:img,preprocess=image_vqgan,adaptor=image_vqgan]", "not supported yet"),
         ("[TEXT:cap] -> [AUDIO:img]", "generating AUDIO is not supported yet"),

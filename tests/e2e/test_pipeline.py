@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-TASKS = ("caption", "grounding", "vqa", "infill")
+TASKS = ("caption", "grounding", "vqa", "infill", "asr", "phones")
 
 pytestmark = pytest.mark.slow
 
@@ -100,6 +101,9 @@ def test_shards_manifest_and_rejects(pipeline_run):
                 assert sum(n.endswith(".json") for n in names) == shard["num_samples"]
     rejects = [json.loads(line) for line in (work / "data/shards/caption/rejects.jsonl").read_text().splitlines()]
     assert rejects and all(r["reason"] for r in rejects)
+    # the damaged utterance of the speech task is a rejected row with an audio reason, not a crash
+    audio = [json.loads(line) for line in (work / "data/shards/asr/rejects.jsonl").read_text().splitlines()]
+    assert audio and all(r["column"] == "wav" and "audio" in r["reason"] for r in audio)
 
 
 def test_mlflow_run_curves_and_registry(pipeline_run):
@@ -122,7 +126,8 @@ def test_metrics_and_predictions(pipeline_run):
     for task in TASKS:
         entry = metrics[task]
         assert {"metric", "value", "baseline", "num_samples"} <= set(entry)
-        assert 0.0 <= entry["value"] <= 1.0
+        # error rates (WER, PER) count insertions too, so an untrained model may score above 1
+        assert 0.0 <= entry["value"] <= (10.0 if entry.get("lower_is_better") else 1.0)
     preds = pq.read_table(work / "predictions/grounding.parquet").to_pylist()
     manifest = json.loads((work / "data/shards/grounding/manifest.json").read_text())
     assert len(preds) == manifest["splits"]["test"]["num_samples"]
@@ -151,7 +156,8 @@ def test_train_stage_under_torchrun_with_two_processes(pipeline_run, tmp_path):
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
           "--master_port", str(free_localhost_port()), "-m", "stages.train"], two, env)
     record = json.loads((two / "checkpoints/run.json").read_text())
-    assert record["steps"] == 12 and record["version"] == "1"
+    max_steps = yaml.safe_load((ROOT / "tests/e2e/params_tiny.yaml").read_text())["train"]["max_steps"]
+    assert record["steps"] == max_steps and record["version"] == "1"
     con = sqlite3.connect(two / "mlflow.db")
     assert con.execute("select count(*) from runs").fetchone()[0] == 1  # rank 1 never tracked
     keys = {row[0] for row in con.execute("select distinct key from metrics")}

@@ -242,13 +242,6 @@ def test_the_fix_of_a_refused_value_names_what_works_instead():
         parse_instruction("[IMAGE:img,adaptor=image_vit] -> [TEXT:cap]")
     assert info.value.fix == "leave adaptor out (the default is supported), or use adaptor=image_resnet or " \
                              "adaptor=image_patch_embed"
-    planned = next(m for m in REGISTRY.values() if m.status is not None and len(m.preprocess) > 1)
-    value = next(v for v in planned.preprocess if v != DEFAULT)
-    with pytest.raises(NotSupportedYetError) as info:
-        parse_instruction(f"[{planned.name}:x,preprocess={value}] -> [TEXT:cap]")
-    supported = [n for n, m in REGISTRY.items() if m.status is None]
-    assert info.value.fix == f"{planned.name} slots are {planned.status}; the supported modalities are " \
-                             + ", ".join(supported)
 
 
 def test_a_value_of_the_other_choice_attribute_points_there():

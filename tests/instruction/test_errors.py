@@ -68,7 +68,7 @@ CASES = [
     ("[IMAGE:img,adaptor=image_vit] -> [TEXT:b]", "image_vit", "adaptor=image_vit is not supported yet", "use adaptor=image_resnet or adaptor=image_patch_embed"),
     ("[IMAGE:img,preprocess=imagenet] -> [TEXT:b]", "imagenet", "preprocess=imagenet is not supported yet: its per-epoch RandAugment", "or use preprocess=image"),
     ("[TEXT:a] -> [TEXT:b,preprocess=category]", "category", "preprocess=category is not supported yet on TEXT slots: write the label column as a [CATEGORY:<column>] slot", "leave preprocess out"),
-    ("[VIDEO:v,preprocess=video] -> [TEXT:b]", "video", "preprocess=video is not supported yet: VIDEO slots are not materialised yet", "the supported modalities are TEXT, IMAGE"),
+    ("[AUDIO:v,preprocess=audio_embed] -> [TEXT:b]", "audio_embed", "preprocess=audio_embed is not supported yet: pre-computed audio embeddings", "or use preprocess=audio"),
     ("[TEXT:a,preprocess=default] -> [IMAGE,preprocess=image_vqgan,adaptor=image_vqgan,length=0]", "0]", "'length=0' is out of range", "an integer >= 1"),
     # cross-attribute
     ("[TEXT:a] -> [IMAGE,adaptor=image_vqgan]", "adaptor", "needs VQ codes", "add preprocess=image_vqgan"),

@@ -20,7 +20,7 @@ def raw() -> dict:
 
 def test_committed_params_load():
     params = load_params(ROOT / "params.yaml")
-    assert set(params.tasks) == {"caption", "grounding", "vqa", "infill"}
+    assert set(params.tasks) == {"caption", "grounding", "vqa", "infill", "asr", "phones"}
     assert params.infer.task in params.tasks
 
 
