@@ -140,7 +140,7 @@ def test_optional_sections_default(raw):
 def test_model_and_train_configs_are_built_from_params(raw):
     params = parse_params(raw)
     assert params.model_config(vocab_size=321).d_model == 32
-    assert params.train_config().max_steps == 12
+    assert params.train_config().max_steps == raw["train"]["max_steps"] and params.train_config().grad_accum == 2
 
 
 def test_broken_yaml_and_missing_file_name_the_file(tmp_path):
