@@ -289,6 +289,17 @@ def resnet_stem(name: str) -> tuple["nn.Sequential", int]:
     return trunk, net.layer3[-1].conv3.out_channels
 
 
+def image_stem(config: ImageAdaptorConfig, d_model: int) -> tuple["nn.Module", int]:
+    """The stem `config.stem` names and its output channels (IMAGE, and VIDEO per frame)."""
+    import torch.nn as nn
+
+    if config.stem == "conv":
+        return conv_stem(config.stem_channels), config.stem_channels
+    if config.stem == "patch":
+        return nn.Conv2d(3, d_model, config.patch_size, stride=config.patch_size), d_model
+    return resnet_stem(config.stem)
+
+
 def sinusoidal_2d(rows: int, cols: int, dim: int, device=None, dtype=None):
     """Fixed (rows*cols) x dim positions: first half encodes the row, second half the column."""
     import torch
@@ -322,13 +333,7 @@ def _adaptor_class():
             self.config, self.d_model = config, d_model
             if config.positions == "sinusoidal" and d_model % 4:
                 raise ValueError("sinusoidal 2-D image positions need d_model divisible by 4")
-            if config.stem == "conv":
-                self.stem, channels = conv_stem(config.stem_channels), config.stem_channels
-            elif config.stem == "patch":
-                self.stem = nn.Conv2d(3, d_model, config.patch_size, stride=config.patch_size)
-                channels = d_model
-            else:
-                self.stem, channels = resnet_stem(config.stem)
+            self.stem, channels = image_stem(config, d_model)
             self.proj = nn.Linear(channels, d_model)
             if config.positions == "learned":
                 self.row_pos = nn.Embedding(config.max_grid, d_model)

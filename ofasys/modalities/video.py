@@ -291,7 +291,7 @@ def _adaptor_class():
     import torch
     import torch.nn as nn
 
-    from ofasys.modalities.image import conv_stem, resnet_stem, sinusoidal_2d
+    from ofasys.modalities.image import image_stem, sinusoidal_2d
 
     class VideoAdaptor(nn.Module):
         """B x F x 3 x H x W in [0, 1] (+ optional B x F frame mask) -> B x (F*h*w) x d_model, frame
@@ -302,13 +302,7 @@ def _adaptor_class():
             self.config, self.d_model = config, d_model
             if config.positions == "sinusoidal" and d_model % 4:
                 raise ValueError("sinusoidal video positions need d_model divisible by 4")
-            if config.stem == "conv":
-                self.stem, channels = conv_stem(config.stem_channels), config.stem_channels
-            elif config.stem == "patch":
-                self.stem = nn.Conv2d(3, d_model, config.patch_size, stride=config.patch_size)
-                channels = d_model
-            else:
-                self.stem, channels = resnet_stem(config.stem)
+            self.stem, channels = image_stem(config, d_model)
             self.proj = nn.Linear(channels, d_model)
             if config.positions == "learned":
                 self.row_pos = nn.Embedding(config.max_grid, d_model)

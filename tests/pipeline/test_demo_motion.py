@@ -18,6 +18,7 @@ from scipy.spatial.transform import Rotation, Slerp
 from ofasys.modalities import MODALITIES, RejectRow, RowContext
 from ofasys.modalities.motion import features, read_frames
 from pipeline.demo import generate, motion, table_meta, tasks
+from tests.support.training import assert_adaptor_learns
 
 MOTION = MODALITIES["MOTION"]
 SLOT = {"sample_rate": 2, "min_length": 16}
@@ -273,17 +274,4 @@ def test_demo_rows_materialise_load_collate_and_train_the_model(tmp_path):
     assert [c - text for c in counts] == [-(-int(m) // 2) for m in seg.mask.sum(1).tolist()]  # ceil(T / subsample)
     assert [-(-f // 2) for f in frames] == [c - text for c in counts]
 
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    first = None
-    for _ in range(5):
-        loss, stats = model.loss(batch)
-        assert torch.isfinite(loss) and stats["ntokens"] > 0
-        optimiser.zero_grad()
-        loss.backward()
-        grads = [p.grad for p in model.adaptors["MOTION"].parameters()]
-        assert all(g is not None for g in grads) and any(float(g.abs().sum()) > 0 for g in grads)
-        optimiser.step()
-        first = float(loss.detach()) if first is None else first
-    with torch.no_grad():
-        last = float(model.loss(batch)[0])
-    assert last < 0.8 * first
+    assert_adaptor_learns(model, batch, "MOTION")

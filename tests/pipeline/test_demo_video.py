@@ -15,6 +15,7 @@ import pytest
 
 from ofasys.modalities import MODALITIES, RejectRow, RowContext
 from pipeline.demo import generate, images, table_meta, tasks, video
+from tests.support.training import assert_adaptor_learns
 
 VIDEO = MODALITIES["VIDEO"]
 INSTRUCTION = "[VIDEO:clip] <BOS> what does the video show? <EOS> -> <BOS> [TEXT:cap] <EOS>"
@@ -181,17 +182,4 @@ def test_demo_rows_materialise_load_collate_and_train_the_model(tmp_path):
     assert [counter.counts(s.arrays)[0].encoder for s in samples] == mask.sum(1).tolist()
     assert memory.shape[1] == 4 * 16 + len(vocab.encode_text("what does the video show?")) + 2
 
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    first = None
-    for _ in range(5):
-        loss, stats = model.loss(batch)
-        assert torch.isfinite(loss) and stats["ntokens"] > 0
-        optimiser.zero_grad()
-        loss.backward()
-        grads = [p.grad for p in model.adaptors["VIDEO"].parameters()]
-        assert all(g is not None for g in grads) and any(float(g.abs().sum()) > 0 for g in grads)
-        optimiser.step()
-        first = float(loss.detach()) if first is None else first
-    with torch.no_grad():
-        last = float(model.loss(batch)[0])
-    assert last < 0.8 * first
+    assert_adaptor_learns(model, batch, "VIDEO")
