@@ -234,6 +234,10 @@ class Modality:
         return None
 
     # ----- the model ------------------------------------------------------------------------------
+    default_adaptor: ClassVar[bool] = False
+    """Whether a model config that names no adaptors still has this one (IMAGE, for older configs)."""
+    legacy_model_keys: ClassVar[Mapping[str, str]] = {}
+    """Top-level `ModelConfig` keys of older configs -> their key in this modality's adaptor settings."""
     adaptor_config: ClassVar[type | None] = None
     """Dataclass of the adaptor's own settings (`model.adaptors.<NAME>` in params.yaml)."""
 

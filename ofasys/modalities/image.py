@@ -206,6 +206,9 @@ class Image(Modality):
     """OFASys's IMAGE adaptors (ofasys/adaptor/image_*.py): `image_resnet` and `image_patch_embed` are
     stems of ours (`_STEM_OF_ADAPTOR`; which one a model builds is `model.adaptors.IMAGE.stem`)."""
     adaptor_config = ImageAdaptorConfig
+    default_adaptor = True
+    legacy_model_keys = {"image_stem": "stem", "image_stem_channels": "stem_channels",
+                         "image_positions": "positions", "max_image_grid": "max_grid"}
 
     def kinds(self, preprocess: str | None) -> frozenset[str]:
         return frozenset({self.name, VQ_KIND}) if preprocess == "image_vqgan" else frozenset({self.name})

@@ -56,7 +56,7 @@ class ModelConfig:
     """Longest encoder sequence (all segments, image tokens included) and longest decoder sequence.
     Positions are learned, so this bounds what the model can ever see."""
 
-    adaptors: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: {"IMAGE": {}})
+    adaptors: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: default_adaptors())
     """Modality name -> settings of that modality's adaptor (its own dataclass, e.g.
     `ImageAdaptorConfig`; `{}` = its defaults). The model builds one adaptor per entry, keyed by the
     name, so adding a modality adds an entry and leaves every existing weight as it was. The train
@@ -150,19 +150,26 @@ class ModelConfig:
         return replace(PRESETS[name], **overrides)
 
 
-LEGACY_IMAGE_KEYS = {"image_stem": "stem", "image_stem_channels": "stem_channels",
-                     "image_positions": "positions", "max_image_grid": "max_grid"}
-"""Top-level keys of older configs -> their key in `adaptors.IMAGE`."""
+def default_adaptors() -> dict[str, dict[str, Any]]:
+    """The adaptors a config has when it names none: those of the modalities that declare themselves
+    in every model (`Modality.default_adaptor`; IMAGE), each with its default settings."""
+    from ofasys.modalities import MODALITIES
+
+    return {name: {} for name, m in MODALITIES.items() if m.default_adaptor}
 
 
 def upgrade_legacy_keys(data: Mapping[str, Any]) -> dict[str, Any]:
-    """`data` with the legacy top-level image keys moved into `adaptors.IMAGE`."""
+    """`data` with older configs' top-level adaptor keys (e.g. `image_stem`, declared by the modality as
+    `legacy_model_keys`) moved into `adaptors.<NAME>`."""
+    from ofasys.modalities import MODALITIES
+
     data = dict(data)
-    legacy = {new: data.pop(old) for old, new in LEGACY_IMAGE_KEYS.items() if old in data}
-    if legacy:
-        adaptors = {name: dict(raw) for name, raw in dict(data.get("adaptors") or {"IMAGE": {}}).items()}
-        adaptors["IMAGE"] = {**legacy, **adaptors.get("IMAGE", {})}
-        data["adaptors"] = adaptors
+    for name, modality in MODALITIES.items():
+        legacy = {new: data.pop(old) for old, new in modality.legacy_model_keys.items() if old in data}
+        if legacy:
+            adaptors = {n: dict(raw) for n, raw in dict(data.get("adaptors") or default_adaptors()).items()}
+            adaptors[name] = {**legacy, **adaptors.get(name, {})}
+            data["adaptors"] = adaptors
     return data
 
 
