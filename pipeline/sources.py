@@ -141,7 +141,7 @@ def ingest(spec: SourceSpec, seed: int, out_dir: str | Path, base_dir: str | Pat
     All inputs are read and checked first; files are written only when every split is ready. `key` is
     the params path of `spec` (e.g. `tasks.caption.source`), used to name fields in error messages.
     """
-    tables = load_splits(spec, seed, base_dir, key)
+    tables = load_splits(spec, seed, base_dir, key, files_dir=out_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
@@ -169,13 +169,14 @@ def source_paths(spec: SourceSpec, base_dir: str | Path | None = None) -> dict[s
 
 
 def load_splits(spec: SourceSpec, seed: int, base_dir: str | Path | None = None,
-                key: str = "source") -> dict[str, pa.Table]:
-    """The three split tables for `spec`, in memory, provenance columns included (what `ingest` writes)."""
+                key: str = "source", files_dir: str | Path | None = None) -> dict[str, pa.Table]:
+    """The three split tables for `spec`, in memory, provenance columns included (what `ingest` writes).
+    `files_dir`: where a demo generator writes a file its rows name (`pipeline.demo.generate`)."""
     if spec.kind == "demo":
         from pipeline.demo import generate
 
         return {split: add_provenance(generate(spec.generator, split, getattr(spec, split), seed,
-                                               corrupt=spec.corrupt if split == "train" else 0),
+                                               corrupt=spec.corrupt if split == "train" else 0, files_dir=files_dir),
                                       f"demo:{spec.generator}")
                 for split in SPLITS}
     paths = source_paths(spec, base_dir)

