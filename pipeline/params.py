@@ -23,7 +23,17 @@ from ofasys.instruction import InstructionError, parse_instruction
 from ofasys.strict_fields import FieldTypeError, UnknownKeyError, check_field_types, check_known_keys
 from pipeline.sources import SourceSpec
 
-METRICS = ("bleu4", "iou_acc", "accuracy", "token_accuracy", "wer", "per", "exec_acc", "sql_em")
+METRIC_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "bleu4": ("text",), "iou_acc": ("box",), "accuracy": ("text",), "token_accuracy": ("text", "phones"),
+    "wer": ("text",), "per": ("phones",), "exec_acc": ("text",), "sql_em": ("text",),
+}
+"""Metric -> the outputs it scores: the `output_field` of the modality of a task's first output slot
+(the column `ofasys.evaluation.primary_output` scores). Checked when params load, so a box metric on
+a caption fails before any work rather than in `evaluate`, after training."""
+METRIC_INPUT_META: dict[str, str] = {"exec_acc": "database"}
+"""Metric -> what an input slot must record for it (`Modality.records_meta`): execution accuracy
+runs SQL on the database a STRUCT schema names."""
+METRICS = tuple(METRIC_OUTPUTS)
 """Evaluation metrics a task can select; each comes with its trivial baseline (see `pipeline.evaluate`)."""
 
 
@@ -391,6 +401,8 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
     if params.infer.task not in tasks:
         raise ParamsError(f"infer.task: {params.infer.task!r} is not a task; tasks: {', '.join(tasks)}")
     _check_adaptor_choices(params)
+    for name, task in tasks.items():
+        _check_metric_fits(name, task)
     if params.train.get("mixture", "weight") == "weight" and not any(t.weight > 0 for t in tasks.values()):
         raise ParamsError("tasks: every task has weight 0, so the sampler has nothing to draw; "
                           "give at least one task a positive weight")
@@ -416,6 +428,27 @@ def _check_adaptor_choices(params: "Params") -> None:
                 if fix:
                     raise ParamsError(f"tasks.{name}.instruction: [{slot.modality}:{slot.column}] {fix}; "
                                       f"set it under model.adaptors.{slot.modality}, or drop adaptor= from the slot")
+
+
+def _check_metric_fits(name: str, task: TaskParams) -> None:
+    """The metric must score what the task outputs, and find what it needs among the inputs."""
+    from ofasys.modalities import MODALITIES
+
+    slots = list(parse_instruction(task.instruction).templates[0].slots())
+    outputs = [slot for side, slot in slots if side == "output" and slot.column]
+    if not outputs:
+        return  # nothing to evaluate; the evaluate stage says so
+    field = MODALITIES[outputs[0].modality].output_field
+    if field not in METRIC_OUTPUTS[task.metric]:
+        fitting = [m for m, fields in METRIC_OUTPUTS.items() if field in fields]
+        raise ParamsError(f"tasks.{name}.metric: {task.metric} scores {' or '.join(METRIC_OUTPUTS[task.metric])} "
+                          f"outputs, but the scored output [{outputs[0].modality}:{outputs[0].column}] is "
+                          f"{field}; use one of {', '.join(fitting) or '(none yet)'}")
+    needed = METRIC_INPUT_META.get(task.metric)
+    if needed and not any(needed in MODALITIES[slot.modality].records_meta(slot.attrs)
+                          for side, slot in slots if side == "input" and slot.column):
+        raise ParamsError(f"tasks.{name}.metric: {task.metric} needs an input that names its {needed} "
+                          f"(a [STRUCT:column,preprocess=database] schema); add one, or use sql_em")
 
 
 def _build_source(raw: Any, path: str) -> SourceSpec:

@@ -120,14 +120,20 @@ def is_missing(value: Any) -> bool:
 
 def media_path(value: str | Path, base_dir: Path | None, what: str) -> Path:
     """The file a media cell names: absolute, or relative to `base_dir` (the row's source directory).
-    A missing file is a RejectRow showing the path as written in the data, not the resolved one, so
-    reasons stay the same on every machine."""
+    A missing or empty file is a RejectRow showing the path as written in the data, not the resolved
+    one, so reasons stay the same on every machine (and say what a user finds, not a decoder's error)."""
     path = Path(value)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
-    if not path.is_file():
-        shown = str(value) if len(str(value)) <= 200 else str(value)[:200] + "..."
+    shown = str(value) if len(str(value)) <= 200 else str(value)[:200] + "..."
+    try:
+        size = path.stat().st_size if path.is_file() else None
+    except OSError:  # e.g. a name too long for the file system: not a file either way
+        size = None
+    if size is None:
         raise RejectRow(f"{what} file not found ({shown})")
+    if size == 0:
+        raise RejectRow(f"{what} file is empty (0 bytes): {shown}")
     return path
 
 
@@ -203,6 +209,11 @@ class Modality:
     def encoder_positions(self, array: np.ndarray, attrs: Mapping[str, Any], model: "ModelConfig") -> int:
         """Encoder positions the slot occupies in `model` (patches, frames, or its tokens)."""
         return int(array.shape[0])
+
+    def records_meta(self, attrs: Mapping[str, Any]) -> frozenset[str]:
+        """Keys a slot with these attributes may record in its sample's meta for evaluation (STRUCT
+        schemas: the `database` their SQL runs on); params load checks a metric's needs against it."""
+        return frozenset()
 
     def label(self, value: Any, attrs: Mapping[str, Any]) -> str:
         """The normalised label of a closed-set value (what a `closed_set` slot collects)."""

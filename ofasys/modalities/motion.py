@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ofasys.modalities.base import Materialised, Modality, RejectRow, RowContext, is_missing
+from ofasys.modalities.base import Materialised, Modality, RejectRow, RowContext, is_missing, media_path
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch.nn as nn
@@ -128,16 +128,7 @@ def read_frames(value: Any, base_dir: Path | None = None) -> tuple[np.ndarray, A
 
 
 def _read_file(value: str | Path, base_dir: Path | None) -> bytes:
-    path = Path(value)
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
-    shown = str(value) if len(str(value)) <= 200 else str(value)[:200] + "..."
-    try:
-        if path.is_file():
-            return path.read_bytes()
-    except OSError:  # e.g. a name too long for the file system: not a file either way
-        pass
-    raise RejectRow(f"motion file not found ({shown})")
+    return media_path(value, base_dir, "motion").read_bytes()
 
 
 def _parse_json(text: str) -> Any:

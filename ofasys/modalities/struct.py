@@ -252,6 +252,11 @@ class Struct(Modality):
     adaptors = {"default": None, "text": None}
     """OFASys's `text` adaptor: the shared token embedding."""
 
+    def records_meta(self, attrs: Mapping[str, Any]) -> frozenset[str]:
+        """A schema (preprocess=database, or a default slot whose value may be one) records the
+        database it names."""
+        return frozenset({"database"}) if attrs.get("preprocess") in (None, "default", DATABASE) else frozenset()
+
     # ----- linearisation --------------------------------------------------------------------------
     def linearise(self, value: Any, attrs: Mapping[str, Any]) -> Linearised:
         """The value's linearisation (see the module docstring), or RejectRow."""

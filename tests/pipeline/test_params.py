@@ -24,6 +24,21 @@ def test_committed_params_load():
     assert params.infer.task in params.tasks
 
 
+def test_the_full_demo_params_add_one_task_per_remaining_modality_to_the_default_ones():
+    """params-full.yaml (documented in the README) keeps the default tasks as they are declared and
+    adds video, table, SQL and motion tasks; its runs go to their own experiment and model name, so
+    its champion is never compared with the six-task demo's."""
+    from pipeline.demo import GENERATORS
+
+    default, full = load_params(ROOT / "params.yaml"), load_params(ROOT / "params-full.yaml")
+    assert set(full.tasks) - set(default.tasks) == {"video_caption", "table_to_text", "text_to_sql", "motion_label"}
+    assert {t.source.generator for t in full.tasks.values()} == set(GENERATORS)
+    for name, task in default.tasks.items():
+        assert (full.tasks[name].instruction, full.tasks[name].source) == (task.instruction, task.source)
+    assert full.tracking.experiment != default.tracking.experiment
+    assert full.tracking.registered_model != default.tracking.registered_model
+
+
 def test_unknown_task_key_names_path_and_suggests(raw):
     raw["tasks"]["caption"]["wieght"] = 0.5
     with pytest.raises(ParamsError, match=r"tasks\.caption\.wieght: unknown key; did you mean 'weight'"):
@@ -185,3 +200,30 @@ def test_a_slot_adaptor_must_be_what_the_model_builds(raw):
         parse_params(raw)
     raw["model"] = {"preset": "tiny-cpu", "adaptors": {"IMAGE": {"stem": "resnet50"}}}
     parse_params(raw)  # now it is what the model builds
+
+
+@pytest.mark.parametrize("task,metric,message", [
+    ("caption", "iou_acc", r"tasks\.caption\.metric: iou_acc scores box outputs, but the scored output \[TEXT:cap\] "
+                           r"is text; use one of bleu4, accuracy, token_accuracy, wer, exec_acc, sql_em"),
+    ("grounding", "bleu4", r"tasks\.grounding\.metric: bleu4 scores text outputs, .*\[BOX:region\] is box; "
+                           r"use one of iou_acc$"),
+    ("phones", "wer", r"tasks\.phones\.metric: wer scores text outputs, .* is phones; use one of token_accuracy, per"),
+    ("caption", "exec_acc", r"tasks\.caption\.metric: exec_acc needs an input that names its database .*use sql_em"),
+])
+def test_a_metric_that_cannot_score_the_task_fails_at_load(raw, task, metric, message):
+    """Caught before any work: otherwise evaluate fails (or scores nonsense) after training."""
+    raw["tasks"][task]["metric"] = metric
+    with pytest.raises(ParamsError, match=message):
+        parse_params(raw)
+
+
+def test_execution_accuracy_loads_when_an_input_schema_names_the_database(raw):
+    raw["tasks"] = {"sql": {
+        "instruction": '<BOS> " [TEXT:q] " ; structured knowledge: " [STRUCT:schema,preprocess=database] " . <EOS> '
+                       '-> <BOS> [TEXT:sql] <EOS>',
+        "metric": "exec_acc", "source": {"kind": "demo", "generator": "text_to_sql", "train": 4, "valid": 1, "test": 1}}}
+    raw.pop("infer", None)
+    assert parse_params(raw).tasks["sql"].metric == "exec_acc"
+    raw["tasks"]["sql"]["instruction"] = raw["tasks"]["sql"]["instruction"].replace("preprocess=database", "preprocess=table")
+    with pytest.raises(ParamsError, match="exec_acc needs an input that names its database"):
+        parse_params(raw)
