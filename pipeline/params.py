@@ -448,7 +448,7 @@ def _check_metric_fits(name: str, task: TaskParams) -> None:
     if needed and not any(needed in MODALITIES[slot.modality].records_meta(slot.attrs)
                           for side, slot in slots if side == "input" and slot.column):
         raise ParamsError(f"tasks.{name}.metric: {task.metric} needs an input that names its {needed} "
-                          f"(a [STRUCT:column,preprocess=database] schema); add one, or use sql_em")
+                          "(a database schema slot, preprocess=database); add one, or use sql_em")
 
 
 def _build_source(raw: Any, path: str) -> SourceSpec:
