@@ -20,21 +20,17 @@ from typing import Any, Mapping
 import yaml
 
 from ofasys.instruction import InstructionError, parse_instruction
+from ofasys.metrics.registry import METRICS, needs
 from ofasys.strict_fields import FieldTypeError, UnknownKeyError, check_field_types, check_known_keys
 from pipeline.sources import SourceSpec
 
-METRIC_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "bleu4": ("text",), "iou_acc": ("box",), "accuracy": ("text",), "token_accuracy": ("text", "phones"),
-    "wer": ("text",), "per": ("phones",), "exec_acc": ("text",), "sql_em": ("text",),
+NEED_INPUTS: dict[str, tuple[str, str]] = {
+    "databases": ("database", "an input that names its database (a schema slot, preprocess=database); add "
+                              "one, or use sql_em"),
 }
-"""Metric -> the outputs it scores: the `output_field` of the modality of a task's first output slot
-(the column `ofasys.evaluation.primary_output` scores). Checked when params load, so a box metric on
-a caption fails before any work rather than in `evaluate`, after training."""
-METRIC_INPUT_META: dict[str, str] = {"exec_acc": "database"}
-"""Metric -> what an input slot must record for it (`Modality.records_meta`): execution accuracy
-runs SQL on the database a STRUCT schema names."""
-METRICS = tuple(METRIC_OUTPUTS)
-"""Evaluation metrics a task can select; each comes with its trivial baseline (see `pipeline.evaluate`)."""
+"""Metric need (`ofasys.metrics.registry.Metric.needs`) -> what an input slot records for it
+(`Modality.records_meta`) and how to say so: execution accuracy runs SQL on the database a STRUCT
+schema names."""
 
 
 class ParamsError(ValueError):
@@ -161,10 +157,14 @@ class GenerationParams:
 class EvaluateParams(GenerationParams):
     max_samples: int = 0
     """Evaluate at most this many samples per task (0 = all)."""
+    tolerance: float = 0.02
+    """Promotion rule (`pipeline.selection`): the share of the champion's gain over its baseline a
+    task may lose before it counts as a regression, and must gain to count as an improvement."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _require(self.max_samples >= 0, f"max_samples: must be >= 0 (0 = all), got {self.max_samples}")
+        _require(0.0 <= self.tolerance < 1.0, f"tolerance: must be in [0, 1), got {self.tolerance}")
 
 
 @dataclass(frozen=True)
@@ -431,24 +431,32 @@ def _check_adaptor_choices(params: "Params") -> None:
 
 
 def _check_metric_fits(name: str, task: TaskParams) -> None:
-    """The metric must score what the task outputs, and find what it needs among the inputs."""
+    """The metric must score what the task outputs and find what it needs among the inputs; checked
+    when params load, so a box metric on a caption fails before any work, not in `evaluate` after
+    training."""
     from ofasys.modalities import MODALITIES
 
     slots = list(parse_instruction(task.instruction).templates[0].slots())
     outputs = [slot for side, slot in slots if side == "output" and slot.column]
     if not outputs:
         return  # nothing to evaluate; the evaluate stage says so
+    scores = METRICS[task.metric].outputs
     field = MODALITIES[outputs[0].modality].output_field
-    if field not in METRIC_OUTPUTS[task.metric]:
-        fitting = [m for m, fields in METRIC_OUTPUTS.items() if field in fields]
-        raise ParamsError(f"tasks.{name}.metric: {task.metric} scores {' or '.join(METRIC_OUTPUTS[task.metric])} "
-                          f"outputs, but the scored output [{outputs[0].modality}:{outputs[0].column}] is "
-                          f"{field}; use one of {', '.join(fitting) or '(none yet)'}")
-    needed = METRIC_INPUT_META.get(task.metric)
-    if needed and not any(needed in MODALITIES[slot.modality].records_meta(slot.attrs)
-                          for side, slot in slots if side == "input" and slot.column):
-        raise ParamsError(f"tasks.{name}.metric: {task.metric} needs an input that names its {needed} "
-                          "(a database schema slot, preprocess=database); add one, or use sql_em")
+    if field not in scores:
+        fitting = [m for m, spec in METRICS.items() if field in spec.outputs]
+        raise ParamsError(f"tasks.{name}.metric: {task.metric} scores {' or '.join(scores)} outputs, but the "
+                          f"scored output [{outputs[0].modality}:{outputs[0].column}] is {field}; use one of "
+                          f"{', '.join(fitting) or '(none yet)'}")
+    inputs = [slot for side, slot in slots if side == "input" and slot.column]
+    for need in sorted(needs(task.metric)):
+        if need == "masked_inputs" and not any(slot.attrs.get("mask_ratio") for slot in inputs):
+            raise ParamsError(f"tasks.{name}.metric: {task.metric}'s baseline copies the masked input, but no "
+                              "input slot has mask_ratio; add mask_ratio= to the text the output restores, "
+                              "or use exact_match")
+        if need in NEED_INPUTS:
+            meta, what = NEED_INPUTS[need]
+            if not any(meta in MODALITIES[slot.modality].records_meta(slot.attrs) for slot in inputs):
+                raise ParamsError(f"tasks.{name}.metric: {task.metric} needs {what}")
 
 
 def _build_source(raw: Any, path: str) -> SourceSpec:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,10 @@ from typing import Any, Iterator, Mapping
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from pipeline.params import TrackingParams
+from pipeline.params import TrackingParams, to_plain
 
 CHAMPION = "champion"
-"""Registry alias that `evaluate` moves to a version only when its selection metric improves."""
+"""Registry alias that `evaluate` moves to a version only by the rule of `pipeline.selection`."""
 
 
 def git_commit(repo: Path = Path(".")) -> str:
@@ -70,12 +71,20 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 training runs and their charts, which is what `mlflow ui` is for here."""
 
 
-def setup(tracking: TrackingParams, project_dir: Path = Path(".")) -> None:
+def project_root() -> Path:
+    """The directory a relative store path in params is relative to: the DVC project's root. DVC
+    passes it to every stage as DVC_ROOT, and `dvc exp run --temp` or a queued experiment passes the
+    *original* project's root, so their runs land in the same store as the others instead of a copy
+    deleted with the temporary directory. Outside DVC: the working directory."""
+    return Path(os.environ.get("DVC_ROOT") or ".")
+
+
+def setup(tracking: TrackingParams, project_dir: Path | None = None) -> None:
     """Point MLflow at the configured store and experiment (created on first use).
 
-    A relative sqlite path in params is relative to `project_dir` (the stage's working directory).
+    A relative sqlite path in params is relative to `project_dir` (default `project_root()`).
     """
-    uri = store_uri(tracking.uri, project_dir)
+    uri = store_uri(tracking.uri, project_root() if project_dir is None else project_dir)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     experiment = mlflow.get_experiment_by_name(tracking.experiment)
@@ -84,6 +93,37 @@ def setup(tracking: TrackingParams, project_dir: Path = Path(".")) -> None:
     elif EXPERIMENT_KIND_TAG not in experiment.tags:
         MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(tracking.experiment)
+
+
+DVC_EXPERIMENT_ENV = "DVC_EXP_NAME"
+"""Set by `dvc exp run` for the stage commands it runs: the DVC experiment's name (e.g. exp-bfe64)."""
+
+
+def dvc_experiment() -> str | None:
+    """The DVC experiment this stage runs in (`dvc exp run`), or None under plain `dvc repro`."""
+    return os.environ.get(DVC_EXPERIMENT_ENV) or None
+
+
+def run_name(stage: str, tracking: TrackingParams) -> str:
+    """`<stage> · <MLflow experiment>[ · <DVC experiment>]`: what a row of `mlflow ui`'s comparison
+    says, so runs of different stages and experiments are told apart without opening them."""
+    return " · ".join(p for p in (stage, tracking.experiment, dvc_experiment()) if p)
+
+
+def params_hash(params: Any) -> str:
+    """sha256 of the validated params (defaults filled in, keys sorted): equal hashes, equal runs."""
+    text = json.dumps(to_plain(params), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def experiment_tags(params: Any) -> dict[str, str]:
+    """Tags that place a run among experiments: the DVC experiment (or `workspace` under plain
+    `dvc repro`), the baseline commit `dvc exp run` started from, and the params hash."""
+    tags = {"dvc_experiment": dvc_experiment() or "workspace", "params_hash": params_hash(params)}
+    baseline = os.environ.get("DVC_EXP_BASELINE_REV")
+    if baseline:
+        tags["dvc_baseline_rev"] = baseline
+    return tags
 
 
 def log_params(flat: Mapping[str, Any]) -> None:
@@ -187,28 +227,40 @@ def register_checkpoint(run_id: str, local_dir: Path, name: str, artifact_path: 
     return str(version.version)
 
 
-def promote_if_better(
-    name: str, version: str, score: float, metric_name: str, higher_is_better: bool = True
-) -> bool:
-    """Move the `champion` alias to `version` when `score` beats the current champion's.
+EVALUATION_TAG = "evaluation"
+"""Model version tag holding the version's per-task evaluation (`pipeline.selection.encode`), so the
+promotion rule can compare a candidate with the champion without the champion's run."""
 
-    The score is recorded as a version tag so later comparisons don't need the old run.
-    """
-    client = MlflowClient()
-    client.set_model_version_tag(name, version, f"selection/{metric_name}", str(score))
+
+PROMOTION_TAG = "promotion"
+"""Model version tag: the promotion rule's decision and its reasons, as the evaluate stage logged them."""
+
+
+def record_evaluation(name: str, version: str, encoded: str) -> None:
+    MlflowClient().set_model_version_tag(name, version, EVALUATION_TAG, encoded)
+
+
+def record_promotion(name: str, version: str, summary: str) -> None:
+    MlflowClient().set_model_version_tag(name, version, PROMOTION_TAG, summary[:5000])
+
+
+def champion(name: str) -> tuple[str | None, str | None]:
+    """(version, its encoded evaluation) of the `champion` alias, (None, None) when unset. A champion
+    without an evaluation tag (made by an older rule) has evaluation None."""
     try:
-        current = client.get_model_version_by_alias(name, CHAMPION)
+        current = MlflowClient().get_model_version_by_alias(name, CHAMPION)
     except mlflow.exceptions.MlflowException:
-        current = None
-    if current is not None and str(current.version) != str(version):
-        old = current.tags.get(f"selection/{metric_name}")
-        if old is not None:
-            old_score = float(old)
-            better = score > old_score if higher_is_better else score < old_score
-            if not better:
-                return False
-    client.set_registered_model_alias(name, CHAMPION, version)
-    return True
+        return None, None
+    return str(current.version), current.tags.get(EVALUATION_TAG)
+
+
+def evaluation_of(name: str, version: str) -> str | None:
+    """The encoded evaluation recorded on `version` (None when it was never evaluated)."""
+    return MlflowClient().get_model_version(name, version).tags.get(EVALUATION_TAG)
+
+
+def set_champion(name: str, version: str) -> None:
+    MlflowClient().set_registered_model_alias(name, CHAMPION, version)
 
 
 def manifest_fingerprints(manifests: Mapping[str, Path]) -> dict[str, str]:

@@ -38,6 +38,8 @@ PREVIOUS = "previous"
 """Subdirectory of CHECKPOINTS where checkpoints of an earlier configuration are set aside."""
 CURVE_KEPT = "train_curve.jsonl"
 """The curve's rows inside the persisted `checkpoints/ds` (one JSON object per logged step)."""
+VALID_CURVE_KEPT = "valid_curve.jsonl"
+"""The same for the validation curve."""
 PART_NAMES = {"seed": "seed", "model": "model", "train": "train", "weights": "task weights", "data": "data"}
 _STEP_TAG = re.compile(r"step(\d+)")
 def _fingerprint_blob(params, manifests: Mapping[str, Path]) -> dict[str, Any]:
@@ -158,16 +160,19 @@ def _number(value: Any) -> float | None:
 
 
 class CurveWriter:
-    """The overall and per-task training loss as a CSV (a DVC plot), alongside MLflow.
+    """The overall and per-task training (or validation) loss as a CSV (a DVC plot), alongside MLflow.
 
     Every row is also appended to `kept` (in the persisted checkpoint dir) as it is logged; a run
     resumed at `resume_step` starts from the kept rows up to that step, so the CSV that DVC deleted
     comes back whole. A row for a step replaces any kept row at or after it.
     """
 
-    def __init__(self, path: Path, kept: Path | None = None, resume_step: int | None = None):
+    def __init__(self, path: Path, kept: Path | None = None, resume_step: int | None = None,
+                 prefix: str = "train/loss"):
         self.path = path
         self.kept = kept
+        self.prefix = prefix
+        """Which curve: `train/loss` or `valid/loss` (the overall key; per task `<prefix>/<task>`)."""
         self.rows: list[dict] = []
         if kept is not None:
             if resume_step is not None:
@@ -175,8 +180,10 @@ class CurveWriter:
             _write_text_atomic(kept, "".join(json.dumps(r) + "\n" for r in self.rows))
 
     def __call__(self, step: int, metrics: dict) -> None:
-        row = {"step": step, "loss": _number(metrics.get("train/loss"))}
-        row.update({k.split("/")[-1]: _number(v) for k, v in metrics.items() if k.startswith("train/loss/")})
+        if self.prefix not in metrics:
+            return  # another curve's figures
+        row = {"step": step, "loss": _number(metrics.get(self.prefix))}
+        row.update({k.split("/")[-1]: _number(v) for k, v in metrics.items() if k.startswith(self.prefix + "/")})
         if self.rows and self.rows[-1]["step"] >= step:
             self.rows = [r for r in self.rows if r["step"] < step]
             if self.kept is not None:
@@ -187,9 +194,8 @@ class CurveWriter:
                 fh.write(json.dumps(row) + "\n")
 
     def flush(self) -> None:
-        if not self.rows:
-            return
-        fields = list(dict.fromkeys(k for r in self.rows for k in r))
+        """Write the CSV (a header only when nothing was logged: DVC expects the declared file)."""
+        fields = list(dict.fromkeys(k for r in self.rows for k in r)) or ["step", "loss"]
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields)

@@ -27,10 +27,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from ofasys.instruction import InstructionError
     from ofasys.training.checkpoint_integrity import CheckpointIntegrityError
     from ofasys.vocab import VocabMismatchError
+    from pipeline.selection import PromotionRefused
     from pipeline.sources import SourceError
 
     return (ParamsError, FileNotFoundError, SourceError, InstructionError, RejectBudgetExceeded,
-            VocabMismatchError, OutputWriteError, CheckpointIntegrityError)
+            VocabMismatchError, OutputWriteError, CheckpointIntegrityError, PromotionRefused)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

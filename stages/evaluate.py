@@ -1,8 +1,10 @@
 """Stage `evaluate`: per-task metric beside its trivial baseline -> metrics/metrics.json and MLflow.
 
-The `champion` registry alias moves to the newly trained version only when the selection score (the
-mean, over tasks, of the gain over the baseline: metric minus baseline, or baseline minus metric for
-error rates such as WER) beats the current champion's.
+Each task's entry holds its metric and that metric's trivial baseline, the companion metrics with
+theirs, the gain and whether the output is degenerate (`ofasys.metrics.registry.report`). The
+`champion` registry alias then moves to the new version only by the rule of `pipeline.selection`
+(same tasks and test data as the champion, no task regressing, one improving, every task above its
+baseline); the log says why it moved or not.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from stages import cli
 log = logging.getLogger("evaluate")
 
 OUT = Path("metrics")
-SELECTION = "mean_gain_over_baseline"
 
 
 def masked_inputs(task_data, indices) -> list[str]:
@@ -49,9 +50,8 @@ def evaluate_task(name, task, model, vocab, params, work: Path) -> dict:
 
     from ofasys.batch_inference import BatchInferenceConfig, predict_to_parquet
     from ofasys.data.task_data import ShardTaskData
-    from ofasys.evaluation import (LOWER_IS_BETTER, NEEDS_DATABASE, baseline, companion_figures, gain,
-                                   primary_output, sample_databases, score)
-    from ofasys import metrics as M
+    from ofasys.evaluation import primary_output, sample_databases
+    from ofasys.metrics import registry
 
     manifest = Path("data/shards") / name / "manifest.json"
     test = ShardTaskData(manifest, params.evaluate.split, vocab)
@@ -63,56 +63,79 @@ def evaluate_task(name, task, model, vocab, params, work: Path) -> dict:
     with tqdm(total=total, desc=f"evaluate {name}", unit="sample") as bar:
         _, preds = predict_to_parquet(model, test, OUT / "predictions" / f"{name}.parquet",
                                       work, cfg, progress=bar.update)
-    outputs = [p.outputs.get(column) for p in preds]
-    refs = [p.refs.get(column) for p in preds]
-    train_refs = [train.get(i).meta["refs"][column] for i in range(len(train))]
-    inputs = masked_inputs(test, range(len(preds))) if task.metric == "token_accuracy" else ()
-    databases = sample_databases(test, len(preds)) if task.metric in NEEDS_DATABASE else None
-    entry = {
-        "metric": task.metric,
-        "column": column,
-        "value": score(task.metric, outputs, refs, databases),
-        "baseline": baseline(task.metric, train_refs, refs, inputs, databases),
-        "num_samples": len(preds),
-        **companion_figures(task.metric, outputs, refs, train_refs),
-    }
-    if task.metric == "bleu4":  # captions: exact match is the stricter companion figure
-        entry["exact_match"] = M.exact_match([str(o) for o in outputs], [str(r) for r in refs])
-        entry["exact_match_baseline"] = M.most_common_caption_baseline(train_refs, refs, metric="exact_match")
-    entry["lower_is_better"] = task.metric in LOWER_IS_BETTER
-    entry["gain"] = gain(task.metric, entry["value"], entry["baseline"])
-    log.info("%s: %s %.3f (baseline %.3f, %s is better) on %d samples", name, task.metric, entry["value"],
-             entry["baseline"], "lower" if entry["lower_is_better"] else "higher", entry["num_samples"])
+    needs = registry.needs(task.metric)
+    data = registry.EvalData(
+        references=[p.refs.get(column) for p in preds],
+        train_references=[train.get(i).meta["refs"][column] for i in range(len(train))],
+        masked_inputs=masked_inputs(test, range(len(preds))) if "masked_inputs" in needs else None,
+        databases=sample_databases(test, len(preds)) if "databases" in needs else None,
+    )
+    entry = {"column": column, **registry.report(task.metric, [p.outputs.get(column) for p in preds], data)}
+    log.info("%s: %s %.3f (baseline %.3f, %s is better) on %d samples%s", name, task.metric, entry[task.metric],
+             entry[f"{task.metric}_baseline"], "higher" if entry["higher_is_better"] else "lower",
+             entry["num_samples"], "; DEGENERATE: one output for most inputs" if entry["degenerate"] else "")
     return entry
+
+
+def task_fingerprint(name: str, metric: str, params) -> str:
+    """What makes two evaluations of a task comparable (`pipeline.selection.evaluation_fingerprint`)."""
+    from pipeline.selection import evaluation_fingerprint
+
+    manifest = json.loads((Path("data/shards") / name / "manifest.json").read_text())
+    shards = [s["sha256"] for s in manifest["splits"][params.evaluate.split]["shards"]]
+    settings = {k: getattr(params.evaluate, k) for k in ("split", "beam_size", "max_samples")}
+    return evaluation_fingerprint(shards, metric, settings)
+
+
+def summary(results: dict) -> dict:
+    """Counts over tasks, for the metrics file's top level (readable in `dvc exp show`)."""
+    return {"tasks": len(results), "beat_baseline": sum(r["gain"] > 0 for r in results.values()),
+            "degenerate": sum(bool(r["degenerate"]) for r in results.values())}
 
 
 def main(args, params) -> None:
     import mlflow
 
     from ofasys.inference import OFASys
-    from pipeline import tracking
+    from ofasys.metrics import bleu_signature
+    from pipeline import selection, tracking
 
     record = json.loads(Path("checkpoints/run.json").read_text())
     pretrained = OFASys.from_pretrained("checkpoints/final")
     work = Path(".cache/evaluate")
     results = {name: evaluate_task(name, task, pretrained.model, pretrained.vocab, params, work)
                for name, task in params.tasks.items()}
-    selection = sum(r["gain"] for r in results.values()) / len(results)
     OUT.mkdir(exist_ok=True)
     tmp = OUT / "metrics.json.tmp"
-    tmp.write_text(json.dumps({**results, SELECTION: selection}, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps({**results, "summary": summary(results)}, indent=2, sort_keys=True) + "\n")
     tmp.replace(OUT / "metrics.json")
 
+    evaluations = {name: selection.TaskEvaluation.from_report(r, task_fingerprint(name, r["metric"], params))
+                   for name, r in results.items()}
+    model, version = params.tracking.registered_model, record["version"]
     tracking.setup(params.tracking)
     with mlflow.start_run(run_id=record["run_id"]):
         for name, r in results.items():
-            mlflow.log_metric(f"eval/{r['metric']}/{name}", r["value"])
-            mlflow.log_metric(f"eval/baseline_{r['metric']}/{name}", r["baseline"])
-        mlflow.log_metric(f"eval/{SELECTION}", selection)
+            mlflow.log_metric(f"eval/{r['metric']}/{name}", r[r["metric"]])
+            mlflow.log_metric(f"eval/baseline_{r['metric']}/{name}", r[f"{r['metric']}_baseline"])
+        if any("bleu4" in r for r in results.values()):
+            mlflow.set_tag("bleu_signature", bleu_signature())  # what makes a BLEU comparable with another
         mlflow.log_artifact(str(OUT / "metrics.json"))
-    promoted = tracking.promote_if_better(params.tracking.registered_model, record["version"], selection, SELECTION)
-    log.info("selection %s = %.4f; champion %s", SELECTION, selection,
-             f"moved to version {record['version']}" if promoted else "unchanged")
+    tracking.record_evaluation(model, version, selection.encode(evaluations))
+    champion_version, champion_text = tracking.champion(model)
+    if champion_version == version:
+        log.info("champion: version %s already is the champion (evaluated again)", version)
+        return
+    champion = selection.decode(champion_text) if champion_text else None
+    decision = selection.decide(evaluations, champion, params.evaluate.tolerance,
+                                champion_label=f"champion version {champion_version}")
+    if decision.promote:
+        tracking.set_champion(model, version)
+    tracking.record_promotion(model, version, decision.summary())
+    for line in decision.reasons:
+        log.info("champion: %s", line)
+    log.info("champion: version %s %s", version,
+             "is the new champion" if decision.promote else f"not promoted; champion stays version {champion_version}")
 
 
 if __name__ == "__main__":

@@ -23,13 +23,13 @@ def main(args, params) -> None:
     from ofasys.data.task_data import ShardTaskData
     from ofasys.inference import OFASys
     from pipeline.registry import REGISTRY_SCHEME, from_registry
-    from pipeline.tracking import store_uri
+    from pipeline.tracking import project_root, store_uri
 
     task = args.task or params.infer.task
     split = args.split or params.infer.split
     manifest = Path(args.manifest) if args.manifest else Path("data/shards") / task / "manifest.json"
     if args.model.startswith(REGISTRY_SCHEME):
-        pretrained = from_registry(args.model, tracking_uri=store_uri(params.tracking.uri, Path.cwd()))
+        pretrained = from_registry(args.model, tracking_uri=store_uri(params.tracking.uri, project_root()))
     else:
         pretrained = OFASys.from_pretrained(args.model)
     data = ShardTaskData(manifest, split, pretrained.vocab)

@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from pipeline.train_state import (CHECKPOINTS, CURVE_KEPT, CurveWriter, Prior, fingerprint_parts,
+from pipeline.train_state import (CHECKPOINTS, CURVE_KEPT, VALID_CURVE_KEPT, CurveWriter, Prior, fingerprint_parts,
                                   prepare_checkpoint_dir, run_fingerprint)
 from stages import cli
 
@@ -40,6 +40,12 @@ class ProgressLog:
         self.first_step: int | None = None
 
     def __call__(self, step: int, metrics: dict) -> None:
+        if "valid/loss" in metrics:  # every validation gets its line
+            losses = " ".join(f"{k.split('/')[-1]}={v:.3f}" for k, v in sorted(metrics.items())
+                              if k.startswith("valid/loss/"))
+            log.info("step %d validation: mean %.3f  %s  (best: step %d)", step, metrics["valid/loss"], losses,
+                     int(metrics.get("valid/best_step", -1)))
+            return
         now = time.monotonic()
         if self.first_step is None:  # speed is counted from the first report (start-up and resume excluded)
             self.first_step, self.start = step, now
@@ -67,11 +73,13 @@ def main(args, params) -> None:
     tasks = [ShardTaskData(manifests[name], "train", vocab) for name in params.tasks]
     model_config = params.model_config(vocab.size)
     train_config = params.train_config()
+    valid = [ShardTaskData(manifests[name], "valid", vocab) for name in params.tasks] if train_config.valid_every else []
     fingerprint = run_fingerprint(params, manifests)
 
     CHECKPOINTS.mkdir(exist_ok=True)
     ds = CHECKPOINTS / "ds"
-    run_id = log_fn = curve = None
+    run_id = log_fn = None
+    curves: list[CurveWriter] = []
     if rank == 0:
         from pipeline.tracking import write_run_record
 
@@ -85,11 +93,14 @@ def main(args, params) -> None:
             write_run_record(ds / "run.json", {"fingerprint": fingerprint, "parts": parts, "run_id": run_id})
             if prior.abandoned_because and prior.run_id and prior.run_id != run_id:
                 abandon_run(prior.run_id, f"{prior.abandoned_because}; training continues in run {run_id}")
-            curve = CurveWriter(CHECKPOINTS / "train_curve.csv", ds / CURVE_KEPT, prior.resume_step)
+            curves = [CurveWriter(CHECKPOINTS / "train_curve.csv", ds / CURVE_KEPT, prior.resume_step),
+                      CurveWriter(CHECKPOINTS / "valid_curve.csv", ds / VALID_CURVE_KEPT, prior.resume_step,
+                                  prefix="valid/loss")]
         progress = ProgressLog(train_config.max_steps)
 
         def log_both(step: int, metrics: dict) -> None:
-            curve(step, metrics)
+            for curve in curves:
+                curve(step, metrics)
             progress(step, metrics)
             if log_fn is not None:
                 log_fn(step, metrics)
@@ -108,11 +119,13 @@ def main(args, params) -> None:
             vocab_path=VOCAB,
             model_config=model_config.to_dict(),
             export_dir=final,
+            valid_tasks=valid,
         )
         result = trainer.fit()
         if rank != 0:
             return
-        curve.flush()
+        for curve in curves:
+            curve.flush()
         finish_tracking(params, run_id, result, final)
     except BaseException as err:
         if run_id is not None:
@@ -138,7 +151,9 @@ def open_run(params, prior: Prior) -> tuple[str, bool]:
             return prior.run_id, True
         log.warning("cannot continue the MLflow run of checkpoints/ds (%s); its checkpoint continues in a "
                     "new run", why_not)
-    return mlflow.start_run(run_name="train").info.run_id, False
+    run = mlflow.start_run(run_name=tracking.run_name("train", params.tracking),
+                           tags=tracking.experiment_tags(params))
+    return run.info.run_id, False
 
 
 def describe_run(params, manifests, vocab, prior: Prior, run_id: str, continued: bool):
@@ -195,9 +210,13 @@ def finish_tracking(params, run_id, result, final: Path) -> None:
 
     mlflow.log_metrics({"train/seconds": result.train_seconds, "train/init_seconds": result.init_seconds},
                        step=result.step)
-    curve = CHECKPOINTS / "train_curve.csv"
-    if curve.exists():
-        mlflow.log_artifact(str(curve))
+    for curve in (CHECKPOINTS / "train_curve.csv", CHECKPOINTS / "valid_curve.csv"):
+        if curve.exists():
+            mlflow.log_artifact(str(curve))
+    if result.best_step is not None:
+        mlflow.log_metrics({"valid/best_loss": result.best_valid_loss}, step=result.best_step)
+        mlflow.set_tags({"exported_step": str(result.best_step if params.train_config().export_best else result.step),
+                         "stopped_early": str(result.stopped_early).lower()})
     version = tracking.register_checkpoint(run_id, final, params.tracking.registered_model)
     tracking.write_run_record(CHECKPOINTS / "run.json", {
         "run_id": run_id,
@@ -205,6 +224,8 @@ def finish_tracking(params, run_id, result, final: Path) -> None:
         "version": version,
         "steps": result.step,
         "train_seconds": round(result.train_seconds, 1),
+        "best_step": result.best_step,
+        "stopped_early": result.stopped_early,
     })
     mlflow.end_run()  # last: the run is FINISHED only when everything above succeeded
     log.info("trained %d steps in %.0f s; registered %s version %s",

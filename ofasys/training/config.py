@@ -96,13 +96,31 @@ class TrainConfig:
     """Temperature of the "temperature" mixture: 1 samples proportionally to task size, larger
     values flatten towards uniform (T2 / T5 mixing in T5/mT5 style)."""
 
+    valid_every: int = 0
+    """Validate on each task's valid split every this many updates, and after the last (0 = never):
+    per-task `valid/loss/<task>` curves, and the mean over tasks selects the exported weights."""
+
+    valid_samples: int = 200
+    """Valid samples per task in each validation (the first ones in index order; 0 = all)."""
+
+    export_best: bool = True
+    """With validation on: export the weights of the best validation (lowest mean `valid/loss`)
+    rather than the last ones."""
+
+    early_stop_patience: int = 0
+    """Stop after this many validations in a row without improvement (0 = never stop early)."""
+
+    min_delta: float = 0.0
+    """A validation improves on the best only by more than this (loss units)."""
+
     def __post_init__(self) -> None:
         positive = ("max_steps", "max_tokens", "max_batch_size", "pool_size", "grad_accum",
                     "log_every", "keep_last")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
-        for name in ("warmup_steps", "save_every", "weight_decay", "grad_clip", "label_smoothing", "seed"):
+        for name in ("warmup_steps", "save_every", "weight_decay", "grad_clip", "label_smoothing", "seed",
+                     "valid_every", "valid_samples", "early_stop_patience", "min_delta"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -115,6 +133,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         if self.mixture not in MIXTURES:
             raise ValueError(f"TrainConfig.mixture={self.mixture!r}; expected one of {MIXTURES}")
+        if self.early_stop_patience and not self.valid_every:
+            raise ValueError("TrainConfig.early_stop_patience needs validation: set valid_every > 0")
         if not self.temperature > 0:
             raise ValueError(f"TrainConfig.temperature must be positive, got {self.temperature}")
         if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):

@@ -68,6 +68,7 @@ from ofasys.training.process_group import choose_device, init_distributed
 from ofasys.training.sampler import WeightedMultitaskSampler
 from ofasys.training.schedule import make_scheduler
 from ofasys.training.seeding import derive_seed
+from ofasys.training.validation import BestSoFar, load_best_weights, save_best_weights, validation_losses
 
 LOG = logging.getLogger(__name__)
 
@@ -137,6 +138,11 @@ class TrainResult:
     train_seconds: float
     history: list[MicroRecord] = field(default_factory=list)
     """Micro-batches run by this call of fit() (not those before a resume)."""
+    best_step: int | None = None
+    """Step of the best validation (the exported weights with `export_best`); None without validation."""
+    best_valid_loss: float | None = None
+    stopped_early: bool = False
+    """Whether training ended before max_steps because validation stopped improving."""
 
 
 class _LossModule(nn.Module):
@@ -230,7 +236,8 @@ class Trainer:
                  out_dir: str | os.PathLike, log_fn: Callable[[int, dict[str, float]], None] | None = None,
                  *, vocab_path: str | os.PathLike | None = None,
                  model_config: Mapping[str, Any] | None = None,
-                 export_dir: str | os.PathLike | None = None, record_samples: bool = False) -> None:
+                 export_dir: str | os.PathLike | None = None, record_samples: bool = False,
+                 valid_tasks: Sequence[TaskData] = ()) -> None:
         if not hasattr(model, "loss"):
             raise TypeError(f"{type(model).__name__} has no loss(batch, label_smoothing) method")
         names = [t.name for t in tasks]
@@ -255,6 +262,11 @@ class Trainer:
             self.model_config = dict(model_config) if model_config is not None else _model_config_dict(model)
         self.export_dir = Path(export_dir) if export_dir is not None else self.out_dir / EXPORT_SUBDIR
         self.record_samples = record_samples
+        self.valid_tasks = list(valid_tasks)
+        if config.valid_every and not self.valid_tasks:
+            raise ValueError("TrainConfig.valid_every is set but no valid_tasks were given")
+        self._best = BestSoFar()
+        self._stopped_early = False
 
     # ---------------------------------------------------------------------------------- fit
     def fit(self) -> TrainResult:
@@ -281,6 +293,7 @@ class Trainer:
 
         sampler = WeightedMultitaskSampler.from_config(self.task_list, self.weights, cfg, rank=rank,
                                                        world_size=world)
+        self._best, self._stopped_early = BestSoFar(), False
         step = self._maybe_resume(engine, sampler, ckpt_dir, rank, world, key)
         resumed_from = step if step > 0 else None
         last_saved = step if resumed_from is not None else -1
@@ -289,7 +302,7 @@ class Trainer:
         meter = TaskMeter(sampler.names)
         engine.train()
         t_train = time.perf_counter()
-        while step < cfg.max_steps:
+        while step < cfg.max_steps and not self._stopped_early:
             lr = float(engine.get_lr()[0])  # the lr this step's update uses
             for micro in range(cfg.grad_accum):
                 torch.manual_seed(derive_seed(cfg.seed, step, micro, rank, _TORCH_TAG))
@@ -316,6 +329,8 @@ class Trainer:
                 metrics["lr"] = lr
                 if rank == 0 and self.log_fn is not None:
                     self.log_fn(step, metrics)
+            if cfg.valid_every and (step % cfg.valid_every == 0 or step == cfg.max_steps):
+                self._validate(engine, float_dtype, ckpt_dir, step, rank, world)
             if cfg.save_every and step % cfg.save_every == 0:
                 self._save(engine, sampler, ckpt_dir, step, rank, world, key)
                 last_saved = step
@@ -325,9 +340,48 @@ class Trainer:
 
         export_dir = self._export(engine, rank)
         dist.barrier()
+        validated = bool(cfg.valid_every) and self._best.step >= 0
         return TrainResult(step=step, resumed_from=resumed_from, rank=rank, world_size=world,
                            checkpoint_dir=ckpt_dir, export_dir=export_dir, init_seconds=init_seconds,
-                           train_seconds=train_seconds, history=history)
+                           train_seconds=train_seconds, history=history,
+                           best_step=self._best.step if validated else None,
+                           best_valid_loss=self._best.score if validated else None,
+                           stopped_early=self._stopped_early)
+
+    # ------------------------------------------------------------------------ validation
+    def _validate(self, engine: Any, float_dtype: torch.dtype, ckpt_dir: Path, step: int, rank: int,
+                  world: int) -> None:
+        """Validate, keep the best weights, log `valid/*`, and decide on early stopping (every rank
+        reaches the same decision: the figures are all-reduced)."""
+        cfg = self.config
+        engine.eval()
+        metrics = validation_losses(engine, self.valid_tasks, seed=cfg.seed, max_samples=cfg.valid_samples,
+                                    batch_size=cfg.max_batch_size, rank=rank, world=world,
+                                    to_device=lambda b: _batch_to(b, engine.device, float_dtype),
+                                    device=engine.device)
+        engine.train()
+        if "valid/loss" not in metrics:
+            raise ValueError("validation found no target tokens in the valid splits; give each task valid rows "
+                             "or set train.valid_every: 0")
+        if self._best.update(step, metrics["valid/loss"], cfg.min_delta) and cfg.export_best:
+            state = self._full_state(engine)
+            if rank == 0:
+                self._best.sha256 = save_best_weights(state, ckpt_dir)
+        if cfg.early_stop_patience and self._best.stale >= cfg.early_stop_patience:
+            self._stopped_early = True
+        metrics["valid/best_step"] = float(self._best.step)
+        if rank == 0 and self.log_fn is not None:
+            self.log_fn(step, metrics)
+        if self._stopped_early and rank == 0:
+            LOG.info("early stop at step %d: no improvement in %d validations (best %.4f at step %d)",
+                     step, self._best.stale, self._best.score, self._best.step)
+
+    def _full_state(self, engine: Any) -> dict[str, torch.Tensor] | None:
+        """The model's full state dict on rank 0 (collective under ZeRO-3, where it is sharded)."""
+        if self.config.zero_stage == 3:
+            full = engine._zero3_consolidated_16bit_state_dict()
+            return None if full is None else {k.removeprefix("model."): v for k, v in full.items()}
+        return self.model.state_dict()
 
     # ---------------------------------------------------------------------- checkpoints
     def _save(self, engine: Any, sampler: WeightedMultitaskSampler, ckpt_dir: Path, step: int,
@@ -340,6 +394,8 @@ class Trainer:
             "world_size": world,
             "sampler": json.dumps(states, sort_keys=True),
             "train_config": json.dumps(self.config.to_dict(), sort_keys=True),
+            "best": self._best.to_json(),
+            "stopped_early": self._stopped_early,
         }
         tag = f"step{step}"
         # `latest` is written by sign_checkpoint, after the record, so it never names an unsigned tag.
@@ -400,6 +456,8 @@ class Trainer:
             raise ValueError(f"cannot resume {load_path} exactly: TrainConfig changed {diff} (saved, now); "
                              f"only {sorted(RESUME_MAY_DIFFER)} may change on resume. Use a fresh out_dir.")
         sampler.load_state_dict(json.loads(client["sampler"])[rank])
+        self._best = BestSoFar.from_json(client.get("best"))
+        self._stopped_early = bool(client.get("stopped_early", False))
         return int(client["step"])
 
     # -------------------------------------------------------------------------- export
@@ -409,13 +467,16 @@ class Trainer:
                 LOG.warning("no vocab_path given: the trained model is not exported (checkpoints are in %s)",
                             self.out_dir / CHECKPOINT_SUBDIR)
             return None
-        if self.config.zero_stage == 3:  # collective: parameters are sharded across ranks
-            full = engine._zero3_consolidated_16bit_state_dict()
-            state = None if full is None else {k.removeprefix("model."): v for k, v in full.items()}
-        else:
-            state = self.model.state_dict()
+        state = self._full_state(engine)  # collective under ZeRO-3
         if rank != 0:
             return None
+        if self.config.valid_every and self.config.export_best and self._best.step >= 0:
+            state = load_best_weights(self.out_dir / CHECKPOINT_SUBDIR, self._best)
+            if self.config.zero_stage != 3:  # through the model, so tied weights stay tied in the export
+                self.model.load_state_dict(state)
+                state = self.model.state_dict()
+            LOG.info("exporting the weights of step %d (best mean valid/loss %.4f)", self._best.step,
+                     self._best.score)
         return save_pretrained(state, self.model_config or {}, self.vocab_path,
                                tasks_info_from_manifests(self.manifests), self.export_dir,
                                vocab_fingerprint=vocab_fingerprint_of_manifests(self.manifests))

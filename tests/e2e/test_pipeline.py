@@ -114,10 +114,14 @@ def test_mlflow_run_curves_and_registry(pipeline_run):
         assert f"train/loss/{task}" in keys
     versions = con.execute("select name, version from model_versions").fetchall()
     assert ("e2e-model", 1) in versions
+    # the promotion rule decided, said why on the version, and the alias agrees with it
+    promotion = dict(con.execute("select key, value from model_version_tags where version = 1").fetchall())["promotion"]
     aliases = con.execute("select alias, version from registered_model_aliases").fetchall()
-    assert ("champion", 1) in aliases
+    assert (("champion", 1) in aliases) == promotion.startswith("promoted: no champion yet"), promotion
+    runs = dict(con.execute("select run_uuid, name from runs").fetchall())
+    assert set(runs.values()) == {"train · e2e"}  # stage · MLflow experiment (no DVC experiment here)
     tags = {row[0] for row in con.execute("select key from tags")}
-    assert {"git_commit", "dvc_lock_sha256", "vocab_fingerprint"} <= tags
+    assert {"git_commit", "dvc_lock_sha256", "vocab_fingerprint", "dvc_experiment", "params_hash"} <= tags
 
 
 def test_metrics_and_predictions(pipeline_run):
@@ -125,9 +129,10 @@ def test_metrics_and_predictions(pipeline_run):
     metrics = json.loads((work / "metrics/metrics.json").read_text())
     for task in TASKS:
         entry = metrics[task]
-        assert {"metric", "value", "baseline", "num_samples"} <= set(entry)
-        # error rates (WER, PER) count insertions too, so an untrained model may score above 1
-        assert 0.0 <= entry["value"] <= (10.0 if entry.get("lower_is_better") else 1.0)
+        name = entry["metric"]
+        assert {name, f"{name}_baseline", "gain", "num_samples", "degenerate"} <= set(entry)
+        # error rates (WER, PER) count insertions too, so an untrained model may score above 1; BLEU is 0-100
+        assert 0.0 <= entry[name] <= (10.0 if not entry["higher_is_better"] else 100.0 if name == "bleu4" else 1.0)
     preds = pq.read_table(work / "predictions/grounding.parquet").to_pylist()
     manifest = json.loads((work / "data/shards/grounding/manifest.json").read_text())
     assert len(preds) == manifest["splits"]["test"]["num_samples"]
@@ -149,7 +154,8 @@ def test_train_stage_under_torchrun_with_two_processes(pipeline_run, tmp_path):
 
     work, env, _ = pipeline_run
     two = tmp_path / "two"  # a copy: the other tests look at the single-process run
-    shutil.copytree(work, two, ignore=shutil.ignore_patterns("checkpoints", "mlflow.db", "metrics", "predictions"))
+    outputs = {"checkpoints", "mlflow.db", "metrics", "predictions"}  # the run's outputs, at the top level only
+    shutil.copytree(work, two, ignore=lambda d, names: outputs & set(names) if Path(d) == work else set())
     env = {**env, "OMP_NUM_THREADS": "1"}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)

@@ -280,7 +280,8 @@ def test_demo_rows_materialise_reject_their_damage_and_collate(materialised, nam
 
 
 def test_sql_samples_carry_their_database_and_score_by_execution(materialised, monkeypatch):
-    from ofasys.evaluation import baseline, companion_figures, sample_databases, score
+    from ofasys.evaluation import sample_databases
+    from ofasys.metrics.registry import EvalData, baseline, report, score
 
     vocab, manifests, _ = materialised
     test = ShardTaskData(manifests["text_to_sql"], "test", vocab)
@@ -290,12 +291,13 @@ def test_sql_samples_carry_their_database_and_score_by_execution(materialised, m
     databases = sample_databases(test, len(test))
     assert set(databases) == {tables.chinook_database()}
     monkeypatch.chdir(tables.ROOT)  # evaluation runs in the project directory, which stage paths are relative to
-    assert score("exec_acc", refs, refs, databases) == 1.0
+    data = EvalData(references=refs, train_references=train_refs, databases=databases)
+    assert score("exec_acc", refs, data) == 1.0
     wrong = [r.replace("COUNT(*)", "COUNT(*) + 1").replace("SELECT Name", "SELECT 'x'").replace("SELECT Title", "SELECT 1")
              for r in refs]
-    assert score("exec_acc", wrong, refs, databases) == 0.0
-    assert 0.0 <= baseline("exec_acc", train_refs, refs, databases=databases) < 1.0
-    assert companion_figures("exec_acc", refs, refs, train_refs)["sql_em"] == 1.0
+    assert score("exec_acc", wrong, data) == 0.0
+    assert 0.0 <= baseline("exec_acc", data) < 1.0
+    assert report("exec_acc", refs, data)["sql_em"] == 1.0
     table = ShardTaskData(manifests["table_to_text"], "test", vocab)
     with pytest.raises(ValueError, match="names no database"):
         sample_databases(table, 1)
@@ -331,6 +333,6 @@ def test_the_evaluate_stage_scores_text_to_sql_by_execution(materialised, tmp_pa
                                     decoder_layers=1, adaptors={}), seed=0)
     entry = evaluate_task("sql", params.tasks["sql"], model, vocab, params, tmp_path / "work")
     assert entry["metric"] == "exec_acc" and entry["num_samples"] == 6 and entry["column"] == "sql"
-    assert entry["value"] == 0.0  # an untrained model's SQL does not run to the right result
-    assert 0.0 <= entry["baseline"] < 1.0 and 0.0 <= entry["sql_em_baseline"] < 1.0
-    assert entry["sql_em"] == 0.0 and entry["gain"] == -entry["baseline"]
+    assert entry["exec_acc"] == 0.0  # an untrained model's SQL does not run to the right result
+    assert 0.0 <= entry["exec_acc_baseline"] < 1.0 and 0.0 <= entry["sql_em_baseline"] < 1.0
+    assert entry["sql_em"] == 0.0 and entry["gain"] == -entry["exec_acc_baseline"]

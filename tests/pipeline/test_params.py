@@ -204,11 +204,14 @@ def test_a_slot_adaptor_must_be_what_the_model_builds(raw):
 
 @pytest.mark.parametrize("task,metric,message", [
     ("caption", "iou_acc", r"tasks\.caption\.metric: iou_acc scores box outputs, but the scored output \[TEXT:cap\] "
-                           r"is text; use one of bleu4, accuracy, token_accuracy, wer, exec_acc, sql_em"),
+                           r"is text; use one of bleu4, cider, rouge_l, exact_match, accuracy, token_accuracy, "
+                           r"wer, cer, sql_em, exec_acc$"),
     ("grounding", "bleu4", r"tasks\.grounding\.metric: bleu4 scores text outputs, .*\[BOX:region\] is box; "
                            r"use one of iou_acc$"),
     ("phones", "wer", r"tasks\.phones\.metric: wer scores text outputs, .* is phones; use one of token_accuracy, per"),
     ("caption", "exec_acc", r"tasks\.caption\.metric: exec_acc needs an input that names its database .*use sql_em"),
+    ("caption", "token_accuracy", r"tasks\.caption\.metric: token_accuracy's baseline copies the masked input, "
+                                  r"but no input slot has mask_ratio"),
 ])
 def test_a_metric_that_cannot_score_the_task_fails_at_load(raw, task, metric, message):
     """Caught before any work: otherwise evaluate fails (or scores nonsense) after training."""

@@ -39,16 +39,49 @@ def test_register_creates_versions_with_artifacts(store, tmp_path):
     assert "model/config.json" in files
 
 
-def test_champion_moves_only_on_improvement(store, tmp_path):
+def test_champion_and_evaluations_round_trip_through_version_tags(store, tmp_path):
+    _, v1 = _version(tmp_path, 1.0)
+    _, v2 = _version(tmp_path, 1.0)
+    assert tracking.champion("m") == (None, None)
+    tracking.record_evaluation("m", v1, '{"a": 1}')
+    tracking.set_champion("m", v1)
+    assert tracking.champion("m") == (v1, '{"a": 1}')
+    assert tracking.evaluation_of("m", v2) is None
+
+
+def _promote(store, version, *flags):
+    import argparse
+    from types import SimpleNamespace
+
+    from pipeline.params import EvaluateParams
+    from stages import promote
+
+    args = argparse.Namespace(version=version, force="--force" in flags, dry_run="--dry-run" in flags)
+    promote.main(args, SimpleNamespace(tracking=store, evaluate=EvaluateParams()))
+
+
+def test_promoting_by_hand_checks_baselines_unless_forced(store, tmp_path):
+    from pipeline.selection import PromotionRefused, TaskEvaluation, encode
+
     _, v1 = _version(tmp_path, 1.0)
     _, v2 = _version(tmp_path, 1.0)
     _, v3 = _version(tmp_path, 1.0)
-    client = mlflow.MlflowClient()
-    assert tracking.promote_if_better("m", v1, 0.2, "gain")
-    assert not tracking.promote_if_better("m", v2, 0.1, "gain")
-    assert str(client.get_model_version_by_alias("m", tracking.CHAMPION).version) == v1
-    assert tracking.promote_if_better("m", v3, 0.3, "gain")
-    assert str(client.get_model_version_by_alias("m", tracking.CHAMPION).version) == v3
+    tracking.record_evaluation("m", v1, encode({"vqa": TaskEvaluation("accuracy", 0.9, 0.2, True, False, "a")}))
+    tracking.record_evaluation("m", v2, encode({"asr": TaskEvaluation("wer", 0.3, 0.9, False, False, "b")}))
+    tracking.record_evaluation("m", v3, encode({"asr": TaskEvaluation("wer", 0.95, 0.9, False, False, "b")}))
+    tracking.set_champion("m", v1)
+    _promote(store, int(v2), "--dry-run")
+    assert tracking.champion("m")[0] == v1
+    _promote(store, int(v2))  # other tasks: the rule cannot compare, a person can start the new line
+    assert tracking.champion("m")[0] == v2
+    promotion = mlflow.MlflowClient().get_model_version("m", v2).tags[tracking.PROMOTION_TAG]
+    assert promotion.startswith("promoted by hand (was version 1); rule: not promoted: champion version 1 was")
+    with pytest.raises(PromotionRefused, match="asr: wer 0.95 does not beat its baseline 0.9; pass --force"):
+        _promote(store, int(v3))
+    _promote(store, int(v3), "--force")
+    assert tracking.champion("m")[0] == v3
+    with pytest.raises(FileNotFoundError, match="--version 9: model 'm' has no such version"):
+        _promote(store, 9)
 
 
 def test_params_are_flattened_and_batched(store):

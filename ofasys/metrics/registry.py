@@ -1,0 +1,215 @@
+"""The metric registry: metric name -> how it scores, the trivial baseline it must beat, its direction,
+the figures reported beside it and what it needs besides outputs and references.
+
+A metric alone says little on a small demo: "BLEU 30" or "accuracy 0.66" mean something only next to
+what a model that ignores its input scores. So each metric names a baseline *predictor* that sees the
+training references only (never the test input, except the copy baseline, which is the input the
+model is shown), and the baseline's score is the metric applied to that predictor's outputs: the
+same code scores the model and its baseline.
+
+Adding a metric is one entry in `METRICS`: params validation (`pipeline.params`), the evaluate stage
+and the metrics files all read it, and nothing else dispatches on metric names.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ofasys.metrics import boxes, error_rates, sql, text
+from ofasys.metrics.common import most_common, normalise
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """What a metric sees of one task's evaluation besides the outputs, aligned per sample."""
+
+    references: Sequence[Any]
+    """Each sample's reference output (text, box, label)."""
+    train_references: Sequence[Any] = ()
+    """The train split's references: what baseline predictors may learn from."""
+    masked_inputs: Sequence[str] | None = None
+    """Each sample's input as the model saw it with masked spans as `<mask>` (infilling's copy baseline)."""
+    databases: Sequence[str] | None = None
+    """Each sample's SQLite file (execution accuracy)."""
+
+    def need(self, what: str, metric: str) -> Sequence[Any]:
+        value = getattr(self, what)
+        if value is None:
+            raise ValueError(f"{metric} needs {what} for every sample; pass EvalData({what}=...)")
+        return value
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: `score(outputs, data)` and the baseline predictor it is reported beside."""
+
+    score: Callable[[Sequence[Any], EvalData], float]
+    baseline: Callable[[EvalData], list[Any]]
+    """The trivial predictor's outputs for the test samples, scored by `score` like the model's."""
+    outputs: tuple[str, ...]
+    """The output kinds it scores (a modality's `output_field`: text, box, phones)."""
+    higher_is_better: bool = True
+    companions: tuple[str, ...] = ()
+    """Other metrics reported beside it (each with its own baseline), e.g. CIDEr beside BLEU."""
+    needs: frozenset[str] = field(default_factory=frozenset)
+    """`EvalData` fields it needs besides the references ("masked_inputs", "databases")."""
+    description: str = ""
+
+
+def _texts(values: Sequence[Any]) -> list[str | None]:
+    return [None if v is None else str(v) for v in values]
+
+
+def _most_common_text(data: EvalData) -> list[Any]:
+    """The most common training reference (whitespace collapsed) for every test sample."""
+    answer = most_common(normalise(str(r)) for r in data.train_references)
+    return [answer] * len(data.references)
+
+
+def _majority_label(data: EvalData) -> list[Any]:
+    answer = most_common(str(r).strip() for r in data.train_references)
+    return [answer] * len(data.references)
+
+
+def _mean_box(data: EvalData) -> list[Any]:
+    return [boxes.mean_box(list(data.train_references))] * len(data.references)
+
+
+def _copy_input(data: EvalData) -> list[Any]:
+    return list(data.need("masked_inputs", "token_accuracy"))
+
+
+def _most_common_query(data: EvalData) -> list[Any]:
+    """The most common training query, counted after `normalise_sql` (the raw text of its form kept)."""
+    queries = [str(q) for q in data.train_references]
+    form = most_common(sql.normalise_sql(q) for q in queries)
+    answer = min(q for q in queries if sql.normalise_sql(q) == form)
+    return [answer] * len(data.references)
+
+
+def _labels(values: Sequence[Any]) -> list[str | None]:
+    return [None if v is None else str(v).strip() for v in values]
+
+
+METRICS: dict[str, Metric] = {
+    "bleu4": Metric(
+        lambda out, d: text.bleu4(_texts(out), _texts(d.references)), _most_common_text, ("text",),
+        companions=("cider", "rouge_l", "exact_match"),
+        description="corpus BLEU-4, sacrebleu (0-100); baseline: the most common training text"),
+    "cider": Metric(
+        lambda out, d: text.cider(_texts(out), _texts(d.references)), _most_common_text, ("text",),
+        companions=("bleu4", "rouge_l"),
+        description="CIDEr-D, pycocoevalcap (0-10); baseline: the most common training text"),
+    "rouge_l": Metric(
+        lambda out, d: text.rouge_l(_texts(out), _texts(d.references)), _most_common_text, ("text",),
+        companions=("bleu4",),
+        description="ROUGE-L F-measure, rouge-score (0-1); baseline: the most common training text"),
+    "exact_match": Metric(
+        lambda out, d: text.exact_match(_texts(out), _texts(d.references)), _most_common_text, ("text",),
+        description="share of outputs equal to the reference (whitespace collapsed); baseline: the most "
+                    "common training text"),
+    "accuracy": Metric(
+        lambda out, d: text.accuracy(_labels(out), _labels(d.references)), _majority_label, ("text",),
+        description="share of labels equal to the reference; baseline: the majority training label"),
+    "iou_acc": Metric(
+        lambda out, d: boxes.iou_accuracy(list(out), list(d.references)), _mean_box, ("box",),
+        description="share of boxes with IoU >= 0.5; baseline: the mean training box"),
+    "token_accuracy": Metric(
+        lambda out, d: text.token_accuracy(_texts(out), _texts(d.references)), _copy_input, ("text", "phones"),
+        needs=frozenset({"masked_inputs"}),
+        description="position-wise word accuracy; baseline: the masked input copied unchanged"),
+    "wer": Metric(
+        lambda out, d: error_rates.wer(_texts(out), _texts(d.references)), _most_common_text, ("text",),
+        higher_is_better=False, companions=("cer",),
+        description="corpus word error rate, jiwer; baseline: the most common training transcript"),
+    "cer": Metric(
+        lambda out, d: error_rates.cer(_texts(out), _texts(d.references)), _most_common_text, ("text",),
+        higher_is_better=False, companions=("wer",),
+        description="corpus character error rate, jiwer; baseline: the most common training transcript"),
+    "per": Metric(
+        lambda out, d: error_rates.phone_error_rate(_texts(out), _texts(d.references)), _most_common_text,
+        ("phones",), higher_is_better=False,
+        description="corpus phone error rate, jiwer; baseline: the most common training phone string"),
+    "sql_em": Metric(
+        lambda out, d: sql.sql_exact_match(_texts(out), _texts(d.references)), _most_common_query, ("text",),
+        description="exact match of queries normalised by sqlglot; baseline: the most common training query"),
+    "exec_acc": Metric(
+        lambda out, d: sql.execution_accuracy(_texts(out), _texts(d.references), d.need("databases", "exec_acc")),
+        _most_common_query, ("text",), companions=("sql_em",), needs=frozenset({"databases"}),
+        description="share of queries whose result on the sample's database equals the reference's "
+                    "(read-only sqlite3); baseline: the most common training query"),
+}
+"""Every metric a task can select (`tasks.<name>.metric`), by name."""
+
+
+def metric(name: str) -> Metric:
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise ValueError(f"unknown metric {name!r}; metrics: {', '.join(METRICS)}") from None
+
+
+def score(name: str, outputs: Sequence[Any], data: EvalData) -> float:
+    """`name` on the outputs (aligned with `data.references`)."""
+    return metric(name).score(outputs, data)
+
+
+def baseline(name: str, data: EvalData) -> float:
+    """`name`'s trivial baseline: the metric on its baseline predictor's outputs."""
+    m = metric(name)
+    return m.score(m.baseline(data), data)
+
+
+def gain(name: str, value: float, baseline_value: float) -> float:
+    """How much better than its baseline `value` is, positive when better (`baseline - value` for
+    error rates), in the metric's own units."""
+    return value - baseline_value if metric(name).higher_is_better else baseline_value - value
+
+
+def needs(name: str) -> frozenset[str]:
+    """What `name` and its companions need besides outputs and references (`EvalData` fields)."""
+    m = metric(name)
+    return m.needs.union(*(metric(c).needs for c in m.companions))
+
+
+DEGENERATE_SHARE = 0.5
+"""An evaluation is flagged degenerate when one output is at least this share of all outputs and more
+than twice as common as the most common reference: a model answering the same for most inputs."""
+
+
+def _share_of_most_common(values: Sequence[Any]) -> float:
+    counts = collections.Counter(repr(v if not isinstance(v, list) else tuple(v)) for v in values)
+    return max(counts.values()) / len(values) if values else 0.0
+
+
+def output_spread(outputs: Sequence[Any], references: Sequence[Any]) -> dict[str, Any]:
+    """How concentrated the outputs are, beside the references: `top_output_share`,
+    `top_reference_share` and `degenerate` (see `DEGENERATE_SHARE`)."""
+    top_out = _share_of_most_common([normalise(o) if isinstance(o, str) else o for o in outputs])
+    top_ref = _share_of_most_common([normalise(r) if isinstance(r, str) else r for r in references])
+    return {"top_output_share": top_out, "top_reference_share": top_ref,
+            "degenerate": bool(top_out >= DEGENERATE_SHARE and top_out > 2 * top_ref)}
+
+
+def report(name: str, outputs: Sequence[Any], data: EvalData) -> dict[str, Any]:
+    """The task's figures for a metrics file: the metric and its baseline, each companion and its
+    baseline (`<metric>` / `<metric>_baseline`), `gain` over the baseline, the direction, the output
+    spread and the number of samples."""
+    m = metric(name)
+    figures: dict[str, Any] = {"metric": name}
+    for each in (name, *m.companions):
+        figures[each] = score(each, outputs, data)
+        figures[f"{each}_baseline"] = baseline(each, data)
+    figures["gain"] = gain(name, figures[name], figures[f"{name}_baseline"])
+    figures["higher_is_better"] = m.higher_is_better
+    figures["num_samples"] = len(outputs)
+    figures.update(output_spread(outputs, data.references))
+    return figures
+
+
+def describe() -> Mapping[str, str]:
+    """Metric name -> one line on what it is and its baseline (for docs and error messages)."""
+    return {name: m.description for name, m in METRICS.items()}
