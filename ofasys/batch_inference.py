@@ -41,17 +41,42 @@ def _arrow_value(value: Any) -> Any:
     return value
 
 
+INPUT_PREFIX = "input."
+"""Prediction columns holding what each input column held (`input.img`, `input.question`)."""
+
+
 def prediction_rows(preds: Sequence[SamplePrediction], column: str) -> list[dict]:
-    """One row per sample: key, the primary output and its reference, and all outputs as JSON."""
+    """One row per sample: its key and the id a user finds it by (`id`: the source's own id column,
+    else its row in the source file), where it came from, what each input held (`input.<column>`),
+    the scored output (`prediction`: text, a box as 4 floats, a label) beside its `reference`, and
+    all decoded outputs as JSON."""
+    inputs = sorted({name for p in preds for name in p.inputs})
     return [
         {
             "key": p.key,
+            "id": p.row_id,
+            "source": p.source.get("source"),
+            "source_row": p.source.get("source_row"),
+            **{INPUT_PREFIX + name: p.inputs.get(name) for name in inputs},
             "prediction": _arrow_value(p.outputs.get(column)),
             "reference": _arrow_value(p.refs.get(column)),
             "outputs": json.dumps(p.outputs, sort_keys=True, default=list),
         }
         for p in preds
     ]
+
+
+def add_column(path: str | os.PathLike, name: str, values: Sequence[Any]) -> None:
+    """Rewrite the parquet at `path` with column `name` set to `values` (atomically: temp, then
+    rename), e.g. the per-sample `score` once the metric is known."""
+    path = Path(path)
+    table = pq.read_table(path)
+    if name in table.column_names:
+        table = table.drop_columns([name])
+    table = table.append_column(name, pa.array(list(values)))
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
 
 
 def _fingerprint(model: torch.nn.Module, task_data: Any, cfg: BatchInferenceConfig) -> str:

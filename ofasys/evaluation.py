@@ -5,7 +5,7 @@ output column and each sample's database. The metrics themselves, with their bas
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -22,6 +22,21 @@ class SamplePrediction:
     refs: dict[str, Any]
     """Raw reference values recorded in the shard at materialisation."""
     tokens: list[int]
+    inputs: dict[str, str] = field(default_factory=dict)
+    """What each input column held, as recorded at materialisation (text, or a media path)."""
+    source: dict[str, Any] = field(default_factory=dict)
+    """Where the raw row came from: `source`, `source_row`, `source_id` (the source's own id column)."""
+    row: int | None = None
+    """The sample's row in its raw split."""
+
+    @property
+    def row_id(self) -> str:
+        """The id a user finds the row by: the source's own id column, else its row in the source
+        file, else its row in the raw split."""
+        for value in (self.source.get("source_id"), self.source.get("source_row"), self.row):
+            if value is not None:
+                return str(value)
+        return self.key
 
 
 def predict(
@@ -55,6 +70,9 @@ def predict(
                 outputs=plan.decode(tokens, sample.meta),
                 refs=dict(sample.meta.get("refs", {})),
                 tokens=list(tokens),
+                inputs=dict(sample.meta.get("inputs", {})),
+                source=dict(sample.meta.get("source", {})),
+                row=sample.meta.get("row"),
             )
         if progress is not None:
             progress(len(samples))

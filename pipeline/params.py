@@ -169,8 +169,9 @@ class EvaluateParams(GenerationParams):
 
 @dataclass(frozen=True)
 class InferParams(GenerationParams):
-    task: str = ""
-    """Task whose shard manifest is read (its materialised shards); empty = the first task."""
+    tasks: tuple[str, ...] = ()
+    """Tasks whose shard manifests the infer stage predicts over, each into predictions/<task>.parquet
+    (empty = every task)."""
 
 
 @dataclass(frozen=True)
@@ -395,11 +396,12 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
         built[key] = _build(cls, raw.get(key), key)
     built["model"] = _check_model(raw.get("model"))
     built["train"] = _check_train(raw.get("train"), seed)
-    if not built["infer"].task:
-        built["infer"] = dataclasses.replace(built["infer"], task=next(iter(tasks)))
+    if not built["infer"].tasks:
+        built["infer"] = dataclasses.replace(built["infer"], tasks=tuple(tasks))
     params = Params(**built)
-    if params.infer.task not in tasks:
-        raise ParamsError(f"infer.task: {params.infer.task!r} is not a task; tasks: {', '.join(tasks)}")
+    for name in params.infer.tasks:
+        if name not in tasks:
+            raise ParamsError(f"infer.tasks: {name!r} is not a task; tasks: {', '.join(tasks)}")
     _check_adaptor_choices(params)
     for name, task in tasks.items():
         _check_metric_fits(name, task)

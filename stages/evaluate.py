@@ -48,7 +48,7 @@ def masked_inputs(task_data, indices) -> list[str]:
 def evaluate_task(name, task, model, vocab, params, work: Path) -> dict:
     from tqdm import tqdm
 
-    from ofasys.batch_inference import BatchInferenceConfig, predict_to_parquet
+    from ofasys.batch_inference import BatchInferenceConfig, add_column, predict_to_parquet
     from ofasys.data.task_data import ShardTaskData
     from ofasys.evaluation import primary_output, sample_databases
     from ofasys.metrics import registry
@@ -70,7 +70,9 @@ def evaluate_task(name, task, model, vocab, params, work: Path) -> dict:
         masked_inputs=masked_inputs(test, range(len(preds))) if "masked_inputs" in needs else None,
         databases=sample_databases(test, len(preds)) if "databases" in needs else None,
     )
-    entry = {"column": column, **registry.report(task.metric, [p.outputs.get(column) for p in preds], data)}
+    outputs = [p.outputs.get(column) for p in preds]
+    entry = {"column": column, **registry.report(task.metric, outputs, data)}
+    add_column(OUT / "predictions" / f"{name}.parquet", "score", registry.sample_scores(task.metric, outputs, data))
     log.info("%s: %s %.3f (baseline %.3f, %s is better) on %d samples%s", name, task.metric, entry[task.metric],
              entry[f"{task.metric}_baseline"], "higher" if entry["higher_is_better"] else "lower",
              entry["num_samples"], "; DEGENERATE: one output for most inputs" if entry["degenerate"] else "")

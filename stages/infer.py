@@ -1,9 +1,15 @@
-"""Stage `infer`: batch predictions over one shard manifest -> predictions/<task>.parquet.
+"""Stage `infer`: batch predictions over shard manifests -> predictions/<task>.parquet, one per task.
 
-One row per sample with its key, the prediction, the reference and all decoded outputs (JSON).
+Every task of `infer.tasks` (default: all) gets its own file, so predicting one task never deletes
+another's. A row holds the sample's key and the id a user finds it by (the source's own `id` column,
+else its row in the source file), what each input held (`input.<column>`: text, or a media path),
+the scored output (`prediction`: text, a box, a label), its `reference`, the per-sample `score` by
+the task's metric, and every decoded output as JSON.
+
 Resumable: finished chunks are kept under .cache/infer and a rerun continues where it stopped.
 `--model models:/<name>@<alias>` is looked up in the store of params `tracking.uri` (a relative sqlite
 path there is relative to the project dir, where the stage runs), never in one found by accident.
+`--manifest` predicts over any shard manifest instead (scored when its task is one of params').
 """
 
 from __future__ import annotations
@@ -15,35 +21,60 @@ from stages import cli
 
 log = logging.getLogger("infer")
 
+OUT = Path("predictions")
 
-def main(args, params) -> None:
+
+def predict_task(pretrained, manifest: Path, split: str, metric: str | None, params) -> None:
+    """Predict one manifest's split into predictions/<task>.parquet and score each row by `metric`."""
     from tqdm import tqdm
 
-    from ofasys.batch_inference import BatchInferenceConfig, predict_to_parquet
+    from ofasys.batch_inference import BatchInferenceConfig, add_column, predict_to_parquet
     from ofasys.data.task_data import ShardTaskData
+    from ofasys.evaluation import primary_output, sample_databases
+    from ofasys.metrics import registry
+
+    data = ShardTaskData(manifest, split, pretrained.vocab)
+    cfg = BatchInferenceConfig(beam_size=params.infer.beam_size, batch_size=params.infer.batch_size)
+    with tqdm(total=len(data), desc=f"infer {data.name}/{split}", unit="sample") as bar:
+        path, preds = predict_to_parquet(pretrained.model, data, OUT / f"{data.name}.parquet", Path(".cache/infer"),
+                                         cfg, progress=bar.update)
+    column = primary_output(data)
+    refs = [p.refs.get(column) for p in preds]
+    if metric is not None and preds and all(r is not None for r in refs):  # a split with references
+        databases = sample_databases(data, len(preds)) if "databases" in registry.metric(metric).needs else None
+        outputs = [p.outputs.get(column) for p in preds]
+        add_column(path, "score", registry.sample_scores(metric, outputs, registry.EvalData(refs, databases=databases)))
+    log.info("wrote %d predictions to %s%s", len(preds), path, f", scored by {metric}" if metric else "")
+
+
+def main(args, params) -> None:
     from ofasys.inference import OFASys
     from pipeline.registry import REGISTRY_SCHEME, from_registry
     from pipeline.tracking import project_root, store_uri
 
-    task = args.task or params.infer.task
-    split = args.split or params.infer.split
-    manifest = Path(args.manifest) if args.manifest else Path("data/shards") / task / "manifest.json"
     if args.model.startswith(REGISTRY_SCHEME):
         pretrained = from_registry(args.model, tracking_uri=store_uri(params.tracking.uri, project_root()))
     else:
         pretrained = OFASys.from_pretrained(args.model)
-    data = ShardTaskData(manifest, split, pretrained.vocab)
-    cfg = BatchInferenceConfig(beam_size=params.infer.beam_size, batch_size=params.infer.batch_size)
-    out = Path("predictions") / f"{data.name}.parquet"
-    with tqdm(total=len(data), desc=f"infer {data.name}/{split}", unit="sample") as bar:
-        path, preds = predict_to_parquet(pretrained.model, data, out, Path(".cache/infer"), cfg, progress=bar.update)
-    log.info("wrote %d predictions to %s", len(preds), path)
+    split = args.split or params.infer.split
+    if args.manifest:
+        import json
+
+        manifest = Path(args.manifest)
+        task = json.loads(manifest.read_text()).get("task") if manifest.is_file() else None
+        metric = params.tasks[task].metric if task in params.tasks else None
+        predict_task(pretrained, manifest, split, metric, params)
+        return
+    for name in ([args.task] if args.task else params.infer.tasks):
+        if name not in params.tasks:
+            raise cli.ParamsError(f"--task: {name!r} is not a task; tasks: {', '.join(params.tasks)}")
+        predict_task(pretrained, Path("data/shards") / name / "manifest.json", split, params.tasks[name].metric, params)
 
 
 if __name__ == "__main__":
     p = cli.parser(__doc__)
     p.add_argument("--model", default="checkpoints/final", help="pretrained dir or models:/<name>@<alias>")
-    p.add_argument("--manifest", default=None, help="any shard manifest (default: the infer.task's)")
-    p.add_argument("--task", default=None, help="override infer.task")
+    p.add_argument("--manifest", default=None, help="any shard manifest (default: those of infer.tasks)")
+    p.add_argument("--task", default=None, help="predict this task only (default: infer.tasks)")
     p.add_argument("--split", default=None, help="override infer.split")
     cli.run(main, p.parse_args())

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -226,6 +226,8 @@ class _SplitWriter:
             "lengths": {f"{n}.npy": v for n, v in out.lengths.items()},
             "meta": out.meta,
             "refs": out.refs,
+            "inputs": out.inputs,
+            "source": asdict(Provenance.of(values)),
         }
         tar_members = [("json", canonical_json(info).encode("utf-8"))]
         tar_members += [(f"{m.name}.npy", npy_bytes(out.arrays[m.name])) for m in self.members]

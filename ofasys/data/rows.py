@@ -40,6 +40,21 @@ class MaterialisedRow:
     """Token length per member name."""
     labels: list[tuple[str, str]]
     """(column, normalised label) of closed_set columns."""
+    inputs: dict[str, str]
+    """What each input column held, for people reading predictions (`input_display`)."""
+
+
+MAX_DISPLAY = 500
+"""Characters of an input value kept for display in predictions (a path, a question, a table's JSON)."""
+
+
+def input_display(value: Any) -> str:
+    """A raw input value as a person reads it beside a prediction: text (cut at MAX_DISPLAY), a media
+    file's path as written in the data, or `<N bytes>` for bytes cells."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<{len(bytes(value))} bytes>"
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= MAX_DISPLAY else text[:MAX_DISPLAY] + "..."
 
 
 class RowMaterialiser:
@@ -56,6 +71,7 @@ class RowMaterialiser:
         for m in members:
             self.columns.setdefault(m.modality, []).append(m.column)
         self.output_columns = {m.column for m in members if "output" in m.sides}
+        self.input_columns = sorted({m.column for m in members if "input" in m.sides})
 
     def __call__(self, values: Mapping[str, Any], key: str = "") -> MaterialisedRow:
         """Materialise `values` ({column: raw value}); raise RowRejected at the first bad column.
@@ -65,7 +81,7 @@ class RowMaterialiser:
         random numbers at materialisation."""
         base_dir = self.media_base(values.get(SOURCE))
         ctx = RowContext(self.vocab, self.image_size, base_dir, columns=self.columns, seed=self.seed, key=key)
-        out = MaterialisedRow({}, {}, {}, {}, [])
+        out = MaterialisedRow({}, {}, {}, {}, [], {})
         for m in self.order:
             modality = MODALITIES[m.modality]
             try:
@@ -83,6 +99,7 @@ class RowMaterialiser:
                 out.refs[m.column] = res.ref
             if m.closed_set:
                 out.labels.append((m.column, modality.label(values[m.column], m.attrs)))
+        out.inputs = {c: input_display(values[c]) for c in self.input_columns if c in values}
         return out
 
 
@@ -110,7 +127,7 @@ def sample_from_row(
     members = [m for m in plan_members(instruction) if m.sides & set(sides)]
     row = RowMaterialiser(members, vocab, image_size, base_dir)(values)
     meta = {"task": task, "split": key.split("-")[0], "row": 0, "lengths": {f"{n}.npy": v for n, v in row.lengths.items()},
-            "meta": row.meta, "refs": row.refs}
+            "meta": row.meta, "refs": row.refs, "inputs": row.inputs}
     return Sample(key, meta, row.arrays)
 
 

@@ -57,6 +57,9 @@ class Metric:
     needs: frozenset[str] = field(default_factory=frozenset)
     """`EvalData` fields it needs besides the references ("masked_inputs", "databases")."""
     description: str = ""
+    per_sample: Callable[[Sequence[Any], EvalData], list[float]] | None = None
+    """Each output's own score, when it is not the metric of that output alone (CIDEr's document
+    frequencies come from the whole test set)."""
 
 
 def _texts(values: Sequence[Any]) -> list[str | None]:
@@ -102,6 +105,7 @@ METRICS: dict[str, Metric] = {
     "cider": Metric(
         lambda out, d: text.cider(_texts(out), _texts(d.references)), _most_common_text, ("text",),
         companions=("bleu4", "rouge_l"),
+        per_sample=lambda out, d: text.cider_scores(_texts(out), _texts(d.references)),
         description="CIDEr-D, pycocoevalcap (0-10); baseline: the most common training text"),
     "rouge_l": Metric(
         lambda out, d: text.rouge_l(_texts(out), _texts(d.references)), _most_common_text, ("text",),
@@ -161,6 +165,25 @@ def baseline(name: str, data: EvalData) -> float:
     """`name`'s trivial baseline: the metric on its baseline predictor's outputs."""
     m = metric(name)
     return m.score(m.baseline(data), data)
+
+
+def sample_scores(name: str, outputs: Sequence[Any], data: EvalData) -> list[float | None]:
+    """Each output's score by `name` (what a predictions file shows beside each row): the metric on
+    that output alone (sentence BLEU, the box's hit, the transcript's WER), or the metric's own
+    per-output score. None where the metric is undefined for one sample (e.g. an empty reference)."""
+    m = metric(name)
+    if m.per_sample is not None:
+        return list(m.per_sample(outputs, data))
+    scores: list[float | None] = []
+    for i, output in enumerate(outputs):
+        one = EvalData(references=[data.references[i]],
+                       masked_inputs=None if data.masked_inputs is None else [data.masked_inputs[i]],
+                       databases=None if data.databases is None else [data.databases[i]])
+        try:
+            scores.append(m.score([output], one))
+        except ValueError:
+            scores.append(None)
+    return scores
 
 
 def gain(name: str, value: float, baseline_value: float) -> float:

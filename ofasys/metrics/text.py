@@ -57,16 +57,23 @@ def coco_tokens(text: str) -> str:
     return " ".join(_COCO_PUNCTUATION.sub(" ", text.lower()).split())
 
 
-def cider(hyps: Sequence[str | None], refs: Sequence[str]) -> float:
-    """Corpus CIDEr-D by pycocoevalcap (0-10), one reference per output. The n-gram document
-    frequencies come from the references given, so scores of different test sets do not compare."""
+def cider_scores(hyps: Sequence[str | None], refs: Sequence[str]) -> list[float]:
+    """Each output's CIDEr-D by pycocoevalcap (0-10), one reference per output; `cider` is their
+    mean. The n-gram document frequencies come from all the references given, so scores of
+    different test sets do not compare."""
     from pycocoevalcap.cider.cider import Cider
 
     check_lengths(hyps, refs, "cider")
     gts = {i: [coco_tokens(str(r))] for i, r in enumerate(refs)}
     res = {i: [coco_tokens(h)] for i, h in enumerate(_texts(hyps))}
-    score, _ = Cider().compute_score(gts, res)
-    return float(score)
+    _, scores = Cider().compute_score(gts, res)
+    return [float(x) for x in scores]
+
+
+def cider(hyps: Sequence[str | None], refs: Sequence[str]) -> float:
+    """Corpus CIDEr-D (the mean of `cider_scores`)."""
+    scores = cider_scores(hyps, refs)
+    return sum(scores) / len(scores)
 
 
 def rouge_l(hyps: Sequence[str | None], refs: Sequence[str]) -> float:

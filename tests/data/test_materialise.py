@@ -1,6 +1,7 @@
 import hashlib
 import io
 import json
+import re
 import subprocess
 import tarfile
 
@@ -84,12 +85,15 @@ def test_caption_materialises_shards_manifest_and_rejects(tmp_path, png, parquet
         info = tar.getmember("train-000000000.json")
         assert (info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode) == (0, 0, 0, "", "", 0o644)
         meta = json.loads(tar.extractfile(info).read())
+    shown = meta.pop("inputs")
     assert meta == {
         "task": "caption", "split": "train", "row": 0,
         "lengths": {"img.image.npy": 0, "cap.text.npy": len(vocab.encode_text("one four"))},
         "meta": {"img": {"width": 20, "height": 30}},
         "refs": {"cap": "one four"},
+        "source": {"source": None, "source_row": None, "source_id": None},  # a hand-made raw parquet
     }
+    assert list(shown) == ["img"] and re.fullmatch(r"<\d+ bytes>", shown["img"])  # an image cell of bytes
 
 
 def test_stock_webdataset_reads_the_shards(tmp_path, png, parquet, vocab_path):
@@ -248,3 +252,13 @@ def test_a_preprocess_that_shapes_the_array_reaches_the_modality(tmp_path, parqu
     assert stored == [vocab.phone_id(p) for p in "θ ɹ iː | s ɛ v ə n".split()]
     [slot] = [s for s in data.manifest["slots"] if s["modality"] == "PHONE"]
     assert slot["attrs"] == {"preprocess": "text_phone"}
+
+
+def test_inputs_are_shown_as_a_person_reads_them():
+    from ofasys.data.rows import MAX_DISPLAY, input_display
+
+    assert input_display("what is the digit?") == "what is the digit?"
+    assert input_display("photos/a.png") == "photos/a.png"  # a media path as written in the data
+    assert input_display(b"\x89PNG....") == "<8 bytes>"
+    long = input_display("x" * (MAX_DISPLAY + 10))
+    assert len(long) == MAX_DISPLAY + 3 and long.endswith("...")

@@ -136,8 +136,20 @@ def test_metrics_and_predictions(pipeline_run):
     preds = pq.read_table(work / "predictions/grounding.parquet").to_pylist()
     manifest = json.loads((work / "data/shards/grounding/manifest.json").read_text())
     assert len(preds) == manifest["splits"]["test"]["num_samples"]
-    assert all(len(p["prediction"]) == 4 for p in preds)  # a box: 4 floats
+    assert all(len(p["prediction"]) == 4 and len(p["reference"]) == 4 for p in preds)  # boxes: 4 floats
     assert len({p["key"] for p in preds}) == len(preds)
+    # what a user acts on: the row to find, what went in, what came out, how good it was
+    raw = pq.read_table(work / "data/raw/grounding/test.parquet").to_pylist()
+    for p in preds:
+        assert p["source"] == "demo:grounding" and p["id"] == str(p["source_row"])
+        assert p["input.query"] == raw[p["source_row"]]["query"] and p["input.img"].endswith("bytes>")
+        assert p["score"] in (0.0, 1.0)  # the box's IoU >= 0.5 hit
+    # every task of infer.tasks is kept; evaluate's predictions carry scores too
+    vqa = pq.read_table(work / "predictions/vqa.parquet").to_pylist()
+    assert vqa and all(isinstance(p["prediction"], str) and "input.question" in p for p in vqa)
+    for task in TASKS:
+        scored = pq.read_table(work / "metrics/predictions" / f"{task}.parquet").column("score").to_pylist()
+        assert len(scored) == metrics[task]["num_samples"]
 
 
 def test_second_repro_is_a_noop(pipeline_run):

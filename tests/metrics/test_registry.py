@@ -107,3 +107,16 @@ def test_one_output_for_most_inputs_is_flagged_degenerate():
     assert not r.output_spread(["yes"] * 6 + ["no"] * 4, ["yes"] * 5 + ["no"] * 5)["degenerate"]
     # boxes compare as values
     assert r.output_spread([[1, 2, 3, 4]] * 3, [[0, 0, 1, 1], [0, 0, 2, 2], [1, 1, 3, 3]])["degenerate"]
+
+
+def test_sample_scores_are_each_outputs_own_score(music_db):
+    assert r.sample_scores("iou_acc", [[0, 0, 1, 1], [5, 5, 6, 6], None], data([[0, 0, 1, 1]] * 3)) == [1.0, 0.0, 0.0]
+    assert r.sample_scores("wer", ["a b", "a x", "a"], data(["a b", "a b", " "])) == [0.0, 0.5, None]  # no words
+    bleu = r.sample_scores("bleu4", ["the cat sat on the mat", "x"], data(["the cat sat on the mat", "the dog ran"]))
+    assert bleu[0] == pytest.approx(100.0) and bleu[1] < 10
+    caps = ["a dog runs on grass", "two cats sleep on a sofa", "a bird flies over the sea"]
+    outs = [caps[0], "two cats on a sofa", "nothing"]
+    per = r.sample_scores("cider", outs, data(caps))  # document frequencies from the whole test set
+    assert sum(per) / 3 == pytest.approx(r.score("cider", outs, data(caps))) and per[0] > per[1] > per[2]
+    refs = [COUNT_ACCEPT, "SELECT Name FROM Artist"]
+    assert r.sample_scores("exec_acc", ["SELECT 2", None], data(refs, databases=[str(music_db)] * 2)) == [1.0, 0.0]

@@ -21,7 +21,7 @@ def raw() -> dict:
 def test_committed_params_load():
     params = load_params(ROOT / "params.yaml")
     assert set(params.tasks) == {"caption", "grounding", "vqa", "infill", "asr", "phones"}
-    assert params.infer.task in params.tasks
+    assert list(params.infer.tasks) == list(params.tasks)  # every task, when infer names none
 
 
 def test_the_full_demo_params_add_one_task_per_remaining_modality_to_the_default_ones():
@@ -67,9 +67,13 @@ def test_source_errors_are_prefixed_with_the_task(raw):
         parse_params(raw)
 
 
-def test_infer_task_must_exist(raw):
-    raw["infer"]["task"] = "nope"
-    with pytest.raises(ParamsError, match="infer.task"):
+def test_infer_tasks_must_exist_and_the_old_single_task_key_points_to_them(raw):
+    raw["infer"]["tasks"] = ["grounding", "nope"]
+    with pytest.raises(ParamsError, match="infer.tasks: 'nope' is not a task; tasks: caption, grounding"):
+        parse_params(raw)
+    raw["infer"].pop("tasks")
+    raw["infer"]["task"] = "grounding"
+    with pytest.raises(ParamsError, match="infer.*task.*tasks"):
         parse_params(raw)
 
 
@@ -147,7 +151,7 @@ def test_optional_sections_default(raw):
         raw.pop(key)
     params = parse_params(raw)
     assert params.materialise.shard_samples == 1000
-    assert params.infer.task == "caption"  # the first task
+    assert list(params.infer.tasks) == list(raw["tasks"])  # every task
     assert params.train_config().seed == raw["seed"]
     assert params.model_config(vocab_size=500).vocab_size == 500
 

@@ -46,7 +46,7 @@ PARAMS = {
     "train": {"max_steps": 12, "warmup_steps": 2, "max_batch_size": 8, "pool_size": 32, "grad_accum": 1,
               "log_every": 1, "save_every": 4},
     "tracking": {"uri": f"sqlite:///{STORE_FILE}", "experiment": "runs", "registered_model": "tiny"},
-    "infer": {"task": "infill", "split": "test", "beam_size": 1, "batch_size": 8},
+    "infer": {"tasks": ["infill"], "split": "test", "beam_size": 1, "batch_size": 8},
 }
 STEPS = list(range(1, PARAMS["train"]["max_steps"] + 1))
 
@@ -222,7 +222,10 @@ def _infer_args(model: str) -> Namespace:
 def test_infer_finds_a_registry_model_in_the_params_store(project, capsys):
     train()
     infer.main(_infer_args("models:/tiny/1"), load_params(Path("params.yaml")))
-    assert pq.read_table("predictions/infill.parquet").num_rows == 8
+    table = pq.read_table("predictions/infill.parquet")
+    assert table.num_rows == 8
+    assert {"key", "id", "input.text", "prediction", "reference", "score"} <= set(table.column_names)
+    assert all(0.0 <= s <= 1.0 for s in table.column("score").to_pylist())  # token accuracy of each row
     with pytest.raises(SystemExit) as exit_:
         cli.run(infer.main, _infer_args("models:/tiny@champion"))
     assert exit_.value.code == 2
