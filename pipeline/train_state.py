@@ -12,7 +12,7 @@ On every start the stage decides what that earlier state means (`prepare_checkpo
   new run. Resuming weights of another configuration would be silently wrong; deleting them would
   lose a run nobody asked to lose.
 
-The loss curve `checkpoints/train_curve.csv` is a DVC plot, deleted before every run, so its rows are
+The loss curve `plots/train_curve.csv` is a DVC output, deleted before every run, so its rows are
 also appended to `checkpoints/ds/train_curve.jsonl` as they are logged (`CurveWriter`): a resumed
 run's CSV starts from the rows its earlier process logged up to the checkpoint, and holds the whole
 history.

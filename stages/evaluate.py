@@ -18,6 +18,7 @@ from stages import cli
 log = logging.getLogger("evaluate")
 
 OUT = Path("metrics")
+PLOTS = Path("plots")
 
 
 def masked_inputs(task_data, indices) -> list[str]:
@@ -42,6 +43,29 @@ def masked_inputs(task_data, indices) -> list[str]:
             else:
                 piece.append(int(t))
         out.append(" ".join(w for w in words if w))
+    return out
+
+
+def write_gallery(name, metric, test, preds, column, scores) -> Path:
+    """metrics/gallery/<task>.html: the first test samples with their picture, inputs, prediction,
+    reference and score (`pipeline.gallery`)."""
+    from pipeline.gallery import GALLERY_SAMPLES, Example, gallery_html, picture_of
+
+    examples = []
+    for i, pred in enumerate(preds[:GALLERY_SAMPLES]):
+        sample = test.get(i)
+        found = picture_of(sample.arrays)
+        size = None
+        if found is not None:
+            info = sample.meta.get("meta", {}).get(found[0], {})
+            size = (info["width"], info["height"]) if "width" in info and "height" in info else None
+        examples.append(Example(pred.key, pred.row_id, pred.inputs, pred.outputs.get(column), pred.refs.get(column),
+                                scores[i], None if found is None else found[1], size))
+    out = OUT / "gallery" / f"{name}.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(gallery_html(name, metric, examples), encoding="utf-8")
+    tmp.replace(out)
     return out
 
 
@@ -72,7 +96,9 @@ def evaluate_task(name, task, model, vocab, params, work: Path) -> dict:
     )
     outputs = [p.outputs.get(column) for p in preds]
     entry = {"column": column, **registry.report(task.metric, outputs, data)}
-    add_column(OUT / "predictions" / f"{name}.parquet", "score", registry.sample_scores(task.metric, outputs, data))
+    scores = registry.sample_scores(task.metric, outputs, data)
+    add_column(OUT / "predictions" / f"{name}.parquet", "score", scores)
+    write_gallery(name, task.metric, test, preds, column, scores)
     log.info("%s: %s %.3f (baseline %.3f, %s is better) on %d samples%s", name, task.metric, entry[task.metric],
              entry[f"{task.metric}_baseline"], "higher" if entry["higher_is_better"] else "lower",
              entry["num_samples"], "; DEGENERATE: one output for most inputs" if entry["degenerate"] else "")
@@ -101,6 +127,7 @@ def main(args, params) -> None:
     from ofasys.inference import OFASys
     from ofasys.metrics import bleu_signature
     from pipeline import selection, tracking
+    from pipeline.plots import metrics_png
 
     record = json.loads(Path("checkpoints/run.json").read_text())
     pretrained = OFASys.from_pretrained("checkpoints/final")
@@ -111,6 +138,7 @@ def main(args, params) -> None:
     tmp = OUT / "metrics.json.tmp"
     tmp.write_text(json.dumps({**results, "summary": summary(results)}, indent=2, sort_keys=True) + "\n")
     tmp.replace(OUT / "metrics.json")
+    metrics_png(results, PLOTS / "metrics.png")
 
     evaluations = {name: selection.TaskEvaluation.from_report(r, task_fingerprint(name, r["metric"], params))
                    for name, r in results.items()}
@@ -123,6 +151,8 @@ def main(args, params) -> None:
         if any("bleu4" in r for r in results.values()):
             mlflow.set_tag("bleu_signature", bleu_signature())  # what makes a BLEU comparable with another
         mlflow.log_artifact(str(OUT / "metrics.json"))
+        mlflow.log_artifact(str(PLOTS / "metrics.png"), "plots")
+        mlflow.log_artifacts(str(OUT / "gallery"), "gallery")
     tracking.record_evaluation(model, version, selection.encode(evaluations))
     champion_version, champion_text = tracking.champion(model)
     if champion_version == version:

@@ -21,6 +21,8 @@ from stages import cli
 log = logging.getLogger("train")
 
 VOCAB = Path("assets/vocab.json")
+PLOTS = Path("plots")
+"""Curves (CSV) and their picture (PNG): git-tracked, so every DVC experiment carries its own."""
 
 
 def shards_manifest(task: str) -> Path:
@@ -93,8 +95,9 @@ def main(args, params) -> None:
             write_run_record(ds / "run.json", {"fingerprint": fingerprint, "parts": parts, "run_id": run_id})
             if prior.abandoned_because and prior.run_id and prior.run_id != run_id:
                 abandon_run(prior.run_id, f"{prior.abandoned_because}; training continues in run {run_id}")
-            curves = [CurveWriter(CHECKPOINTS / "train_curve.csv", ds / CURVE_KEPT, prior.resume_step),
-                      CurveWriter(CHECKPOINTS / "valid_curve.csv", ds / VALID_CURVE_KEPT, prior.resume_step,
+            PLOTS.mkdir(exist_ok=True)
+            curves = [CurveWriter(PLOTS / "train_curve.csv", ds / CURVE_KEPT, prior.resume_step),
+                      CurveWriter(PLOTS / "valid_curve.csv", ds / VALID_CURVE_KEPT, prior.resume_step,
                                   prefix="valid/loss")]
         progress = ProgressLog(train_config.max_steps)
 
@@ -126,6 +129,9 @@ def main(args, params) -> None:
             return
         for curve in curves:
             curve.flush()
+        from pipeline.plots import curves_png
+
+        curves_png(PLOTS / "train_curve.csv", PLOTS / "valid_curve.csv", PLOTS / "curves.png")
         finish_tracking(params, run_id, result, final)
     except BaseException as err:
         if run_id is not None:
@@ -210,9 +216,9 @@ def finish_tracking(params, run_id, result, final: Path) -> None:
 
     mlflow.log_metrics({"train/seconds": result.train_seconds, "train/init_seconds": result.init_seconds},
                        step=result.step)
-    for curve in (CHECKPOINTS / "train_curve.csv", CHECKPOINTS / "valid_curve.csv"):
-        if curve.exists():
-            mlflow.log_artifact(str(curve))
+    for picture in (PLOTS / "train_curve.csv", PLOTS / "valid_curve.csv", PLOTS / "curves.png"):
+        if picture.exists():
+            mlflow.log_artifact(str(picture), "plots")
     if result.best_step is not None:
         mlflow.log_metrics({"valid/best_loss": result.best_valid_loss}, step=result.best_step)
         mlflow.set_tags({"exported_step": str(result.best_step if params.train_config().export_best else result.step),

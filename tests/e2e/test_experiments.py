@@ -81,3 +81,11 @@ def test_mlflow_runs_are_named_and_tagged_by_stage_and_experiment(experiments):
     assert len(hashes) == 3  # one params hash per experiment
     keys = {row[0] for row in con.execute("select distinct key from metrics")}
     assert {f"train/loss/{t}" for t in TASKS} <= keys  # the same per-task curve keys in every run
+
+
+def test_plots_diff_between_experiments_renders_each_ones_pictures(experiments, tmp_path):
+    work, env, _ = experiments
+    _run(["dvc", "plots", "diff", "fewer-steps", "vqa-weight", "-o", str(tmp_path / "page")], work, env)
+    page = (tmp_path / "page/index.html").read_text()
+    assert page.count("<img") == 4 and "<script" not in page  # curves and metrics, for each experiment
+    assert "fewer-steps" in page and "vqa-weight" in page

@@ -81,7 +81,7 @@ def test_two_fresh_runs_give_identical_shards_weights_and_metrics(pipeline_run, 
     assert final_a == final_b
     metrics = [json.loads((w / "metrics/metrics.json").read_text()) for w in (first, second)]
     assert metrics[0] == metrics[1]
-    curves = [(w / "checkpoints/train_curve.csv").read_text() for w in (first, second)]
+    curves = [(w / "plots/train_curve.csv").read_text() for w in (first, second)]
     assert curves[0] == curves[1]
 
 
@@ -150,6 +150,22 @@ def test_metrics_and_predictions(pipeline_run):
     for task in TASKS:
         scored = pq.read_table(work / "metrics/predictions" / f"{task}.parquet").column("score").to_pylist()
         assert len(scored) == metrics[task]["num_samples"]
+
+
+def test_plots_render_offline_and_galleries_show_examples(pipeline_run, tmp_path):
+    from PIL import Image
+
+    work, env, _ = pipeline_run
+    for png in ("plots/curves.png", "plots/metrics.png"):
+        assert Image.open(work / png).format == "PNG"
+    _run(["dvc", "plots", "show", "-o", str(tmp_path / "page")], work, env)
+    page = (tmp_path / "page/index.html").read_text()
+    assert page.count("<img") == 2 and "<script" not in page  # nothing to fetch: it renders offline
+    metrics = json.loads((work / "metrics/metrics.json").read_text())
+    for task in TASKS:
+        gallery = (work / "metrics/gallery" / f"{task}.html").read_text()
+        assert gallery.count('<div class="card') == min(24, metrics[task]["num_samples"]), task
+    assert "data:image/png;base64," in (work / "metrics/gallery/grounding.html").read_text()
 
 
 def test_second_repro_is_a_noop(pipeline_run):

@@ -84,7 +84,7 @@ def train(**train_overrides) -> None:
 
 
 def dvc_clears_outputs() -> None:
-    for out in ("checkpoints/final", "checkpoints/run.json", "checkpoints/train_curve.csv"):
+    for out in ("checkpoints/final", "checkpoints/run.json", "plots/train_curve.csv"):
         path = Path(out)
         if path.is_dir():
             shutil.rmtree(path)
@@ -127,7 +127,7 @@ def history(run_id: str) -> list[tuple[int, float]]:
 
 
 def curve_rows() -> list[dict]:
-    with open("checkpoints/train_curve.csv", newline="") as fh:
+    with open("plots/train_curve.csv", newline="") as fh:
         return list(csv.DictReader(fh))
 
 
