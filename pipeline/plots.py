@@ -51,9 +51,21 @@ def read_curve(path: Path) -> dict[str, list[tuple[int, float]]]:
     return series
 
 
-def _grid(n: int) -> tuple[int, int]:
+def _panels(plt, n: int, width: float, height: float):
+    """A figure with one panel per item, three to a row."""
     cols = min(3, max(1, n))
-    return math.ceil(n / cols), cols
+    rows = math.ceil(max(n, 1) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    return fig, list(axes.flat)
+
+
+def _finish(plt, fig, axes, used: int, out: Path) -> None:
+    """Blank the unused panels, lay out, save, and free the figure."""
+    for ax in axes[used:]:
+        ax.axis("off")
+    fig.tight_layout()
+    _save(fig, out)
+    plt.close(fig)
 
 
 def curves_png(train_csv: Path, valid_csv: Path, out: Path) -> None:
@@ -61,9 +73,8 @@ def curves_png(train_csv: Path, valid_csv: Path, out: Path) -> None:
     plt = _pyplot()
     train, valid = read_curve(train_csv), read_curve(valid_csv)
     tasks = sorted((set(train) | set(valid)) - {"loss"}) or ["loss"]
-    rows, cols = _grid(len(tasks))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
-    for ax, task in zip(axes.flat, tasks):
+    fig, axes = _panels(plt, len(tasks), 4, 2.8)
+    for ax, task in zip(axes, tasks):
         for series, style, label in ((train, "-", "train"), (valid, "--o", "valid")):
             points = series.get(task, [])
             if points:
@@ -73,20 +84,15 @@ def curves_png(train_csv: Path, valid_csv: Path, out: Path) -> None:
         ax.set_ylabel("NLL / token", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.axis("off")
-    fig.tight_layout()
-    _save(fig, out)
-    plt.close(fig)
+    _finish(plt, fig, axes, len(tasks), out)
 
 
 def metrics_png(metrics: Mapping[str, Any], out: Path) -> None:
     """One panel per task: model vs trivial baseline on the task's metric (direction in the title)."""
     plt = _pyplot()
     tasks = sorted(t for t, e in metrics.items() if isinstance(e, Mapping) and "metric" in e)
-    rows, cols = _grid(max(len(tasks), 1))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
-    for ax, task in zip(axes.flat, tasks):
+    fig, axes = _panels(plt, len(tasks), 3.2, 2.6)
+    for ax, task in zip(axes, tasks):
         entry = metrics[task]
         name = entry["metric"]
         values = [entry[name], entry[f"{name}_baseline"]]
@@ -98,8 +104,4 @@ def metrics_png(metrics: Mapping[str, Any], out: Path) -> None:
         ax.set_title(f"{task}: {name} ({arrow}){flag}", fontsize=9)
         ax.tick_params(labelsize=8)
         ax.margins(y=0.15)
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.axis("off")
-    fig.tight_layout()
-    _save(fig, out)
-    plt.close(fig)
+    _finish(plt, fig, axes, len(tasks), out)
