@@ -129,8 +129,10 @@ def predict_to_parquet(
     pq.write_table(table, tmp)
     os.replace(tmp, out_path)
     preds = [
-        SamplePrediction(key=r["key"], outputs=json.loads(r["outputs"]),
-                         refs={column: r["reference"]}, tokens=[])
+        SamplePrediction(key=r["key"], outputs=json.loads(r["outputs"]), refs={column: r["reference"]}, tokens=[],
+                         inputs={k[len(INPUT_PREFIX):]: v for k, v in r.items() if k.startswith(INPUT_PREFIX)},
+                         # `id` already is the source id, else the source row: it stands for both
+                         source={"source": r.get("source"), "source_row": r.get("source_row"), "source_id": r.get("id")})
         for r in table.to_pylist()
     ]
     return out_path, preds

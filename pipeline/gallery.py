@@ -33,6 +33,8 @@ class Example:
     prediction: Any
     reference: Any
     score: float | None
+    right: bool = False
+    """Whether the output counts as right (the caller decides: equal, or a perfect score)."""
     picture: np.ndarray | None = None
     """An H x W x 3 uint8 input as stored in the shard (resized from the original)."""
     original_size: tuple[int, int] | None = None
@@ -84,14 +86,12 @@ def gallery_html(task: str, metric: str, examples: Sequence[Example]) -> str:
     """The page: one card per example (picture, inputs, prediction vs reference, score)."""
     cards = []
     for ex in examples:
-        right = ex.prediction == ex.reference or (is_box(ex.prediction) and is_box(ex.reference)
-                                                   and list(ex.prediction) == list(ex.reference))
         picture = f'<img src="data:image/png;base64,{_png(ex)}" alt="{html.escape(ex.key)}">' if ex.picture is not None else ""
         inputs = "".join(f"<div><b>{html.escape(k)}</b>: {html.escape(v)}</div>" for k, v in sorted(ex.inputs.items())
                          if ex.picture is None or not v.endswith(" bytes>"))
         score = "" if ex.score is None else f"{metric} {ex.score:.3g}"
         cards.append(
-            f'<div class="card {"right" if right else "wrong"}">{picture}'
+            f'<div class="card {"right" if ex.right else "wrong"}">{picture}'
             f'<div class="id">{html.escape(ex.key)} (id {html.escape(ex.row_id)}) {score}</div>{inputs}'
             f'<div><b>prediction</b>: {_text(ex.prediction)}</div>'
             f'<div><b>reference</b>: {_text(ex.reference)}</div></div>')

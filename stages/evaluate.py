@@ -49,6 +49,7 @@ def masked_inputs(task_data, indices) -> list[str]:
 def write_gallery(name, metric, test, preds, column, scores) -> Path:
     """metrics/gallery/<task>.html: the first test samples with their picture, inputs, prediction,
     reference and score (`pipeline.gallery`)."""
+    from ofasys.metrics import registry
     from pipeline.gallery import GALLERY_SAMPLES, Example, gallery_html, picture_of
 
     examples = []
@@ -59,8 +60,11 @@ def write_gallery(name, metric, test, preds, column, scores) -> Path:
         if found is not None:
             info = sample.meta.get("meta", {}).get(found[0], {})
             size = (info["width"], info["height"]) if "width" in info and "height" in info else None
-        examples.append(Example(pred.key, pred.row_id, pred.inputs, pred.outputs.get(column), pred.refs.get(column),
-                                scores[i], None if found is None else found[1], size))
+        output, reference = pred.outputs.get(column), pred.refs.get(column)
+        perfect = registry.metric(metric).perfect
+        right = output == reference or (perfect is not None and scores[i] == perfect)  # e.g. a box's IoU hit
+        examples.append(Example(pred.key, pred.row_id, pred.inputs, output, reference, scores[i], right,
+                                None if found is None else found[1], size))
     out = OUT / "gallery" / f"{name}.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -57,6 +57,9 @@ class Metric:
     needs: frozenset[str] = field(default_factory=frozenset)
     """`EvalData` fields it needs besides the references ("masked_inputs", "databases")."""
     description: str = ""
+    perfect: float | None = 1.0
+    """The score of a perfect output (BLEU 100, an error rate 0; None when unbounded, CIDEr), which
+    marks a sample right in the gallery."""
     per_sample: Callable[[Sequence[Any], EvalData], list[float]] | None = None
     """Each output's own score, when it is not the metric of that output alone (CIDEr's document
     frequencies come from the whole test set)."""
@@ -100,11 +103,11 @@ def _labels(values: Sequence[Any]) -> list[str | None]:
 METRICS: dict[str, Metric] = {
     "bleu4": Metric(
         lambda out, d: text.bleu4(_texts(out), _texts(d.references)), _most_common_text, ("text",),
-        companions=("cider", "rouge_l", "exact_match"),
+        companions=("cider", "rouge_l", "exact_match"), perfect=100.0,
         description="corpus BLEU-4, sacrebleu (0-100); baseline: the most common training text"),
     "cider": Metric(
         lambda out, d: text.cider(_texts(out), _texts(d.references)), _most_common_text, ("text",),
-        companions=("bleu4", "rouge_l"),
+        companions=("bleu4", "rouge_l"), perfect=None,
         per_sample=lambda out, d: text.cider_scores(_texts(out), _texts(d.references)),
         description="CIDEr-D, pycocoevalcap (0-10); baseline: the most common training text"),
     "rouge_l": Metric(
@@ -127,15 +130,15 @@ METRICS: dict[str, Metric] = {
         description="position-wise word accuracy; baseline: the masked input copied unchanged"),
     "wer": Metric(
         lambda out, d: error_rates.wer(_texts(out), _texts(d.references)), _most_common_text, ("text",),
-        higher_is_better=False, companions=("cer",),
+        higher_is_better=False, companions=("cer",), perfect=0.0,
         description="corpus word error rate, jiwer; baseline: the most common training transcript"),
     "cer": Metric(
         lambda out, d: error_rates.cer(_texts(out), _texts(d.references)), _most_common_text, ("text",),
-        higher_is_better=False, companions=("wer",),
+        higher_is_better=False, companions=("wer",), perfect=0.0,
         description="corpus character error rate, jiwer; baseline: the most common training transcript"),
     "per": Metric(
         lambda out, d: error_rates.phone_error_rate(_texts(out), _texts(d.references)), _most_common_text,
-        ("phones",), higher_is_better=False,
+        ("phones",), higher_is_better=False, perfect=0.0,
         description="corpus phone error rate, jiwer; baseline: the most common training phone string"),
     "sql_em": Metric(
         lambda out, d: sql.sql_exact_match(_texts(out), _texts(d.references)), _most_common_query, ("text",),

@@ -165,7 +165,9 @@ def test_plots_render_offline_and_galleries_show_examples(pipeline_run, tmp_path
     for task in TASKS:
         gallery = (work / "metrics/gallery" / f"{task}.html").read_text()
         assert gallery.count('<div class="card') == min(24, metrics[task]["num_samples"]), task
-    assert "data:image/png;base64," in (work / "metrics/gallery/grounding.html").read_text()
+    grounding = (work / "metrics/gallery/grounding.html").read_text()
+    assert "data:image/png;base64," in grounding and "<b>query</b>" in grounding  # the picture and the query
+    assert "(id test-" not in grounding  # each card names its source row, not just the shard key
 
 
 def test_second_repro_is_a_noop(pipeline_run):

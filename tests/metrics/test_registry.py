@@ -21,6 +21,9 @@ def test_every_metric_has_a_description_known_outputs_and_registered_companions(
         for companion in spec.companions:  # a companion scores whatever the metric scores
             assert set(spec.outputs) <= set(r.METRICS[companion].outputs), (name, companion)
     assert {n for n, s in r.METRICS.items() if not s.higher_is_better} == {"wer", "cer", "per"}
+    for name, spec in r.METRICS.items():  # a perfect output scores `perfect` (CIDEr has no fixed top)
+        assert spec.perfect == (None if name == "cider" else 100.0 if name == "bleu4" else
+                                1.0 if spec.higher_is_better else 0.0), name
 
 
 def test_majority_label_baseline_breaks_ties_independently_of_order():

@@ -49,7 +49,7 @@ def test_gallery_draws_boxes_on_the_picture_and_escapes_text():
     picture = np.zeros((10, 10, 3), np.uint8)
     assert picture_of({"cap.text": np.zeros(3, np.int64), "img.image": picture})[0] == "img"
     ex = Example("test-000000000", "7", {"query": "the <b>seven</b>", "img": "<812 bytes>"},
-                 prediction=[0.0, 0.0, 50.0, 50.0], reference=[50.0, 50.0, 100.0, 100.0], score=0.0,
+                 prediction=[0.0, 0.0, 50.0, 50.0], reference=[50.0, 50.0, 100.0, 100.0], score=0.0, right=False,
                  picture=picture, original_size=(100, 100))
     page = gallery_html("grounding", "iou_acc", [ex])
     assert "the &lt;b&gt;seven&lt;/b&gt;" in page and "&lt;812 bytes&gt;" not in page  # the picture shows it
@@ -59,5 +59,5 @@ def test_gallery_draws_boxes_on_the_picture_and_escapes_text():
     assert img.shape == (30, 30, 3)  # shown 3x
     assert tuple(img[0, 5]) == (230, 0, 0)  # predicted box (top-left quarter) in red
     assert tuple(img[29, 20]) == (0, 200, 0)  # reference box (bottom-right quarter) in green
-    text_only = gallery_html("asr", "wer", [Example("k", "1", {"wav": "a.flac"}, "a b", "a b", 0.0)])
+    text_only = gallery_html("asr", "wer", [Example("k", "1", {"wav": "a.flac"}, "a b", "a b", 0.0, right=True)])
     assert "<img" not in text_only and "a.flac" in text_only and 'class="card right"' in text_only
