@@ -20,18 +20,9 @@ from typing import Any, Mapping
 import yaml
 
 from ofasys.instruction import InstructionError, parse_instruction
-from ofasys.metrics.registry import METRICS, needs
+from ofasys.metrics.registry import METRICS
 from ofasys.strict_fields import FieldTypeError, UnknownKeyError, check_field_types, check_known_keys
 from pipeline.sources import SourceSpec
-
-NEED_INPUTS: dict[str, tuple[str, str]] = {
-    "databases": ("database", "an input that names its database (a schema slot, preprocess=database); add "
-                              "one, or use sql_em"),
-}
-"""Metric need (`ofasys.metrics.registry.Metric.needs`) -> what an input slot records for it
-(`Modality.records_meta`) and how to say so: execution accuracy runs SQL on the database a STRUCT
-schema names."""
-
 
 class ParamsError(ValueError):
     """params.yaml is malformed; the message names the key path and what would fix it."""
@@ -402,63 +393,15 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
     for name in params.infer.tasks:
         if name not in tasks:
             raise ParamsError(f"infer.tasks: {name!r} is not a task; tasks: {', '.join(tasks)}")
-    _check_adaptor_choices(params)
+    from pipeline.params_checks import check_adaptor_choices, check_metric_fits
+
+    check_adaptor_choices(params)
     for name, task in tasks.items():
-        _check_metric_fits(name, task)
+        check_metric_fits(name, task)
     if params.train.get("mixture", "weight") == "weight" and not any(t.weight > 0 for t in tasks.values()):
         raise ParamsError("tasks: every task has weight 0, so the sampler has nothing to draw; "
                           "give at least one task a positive weight")
     return params
-
-
-def _check_adaptor_choices(params: "Params") -> None:
-    """A slot's `adaptor=` must name what the model's adaptor for that modality is built as
-    (`adaptor=image_resnet` needs a ResNet image stem), or training would silently use another."""
-    from ofasys.modalities import MODALITIES
-
-    try:
-        config = params.model_config(vocab_size=1)
-    except ValueError as err:
-        raise ParamsError(f"model: {err}") from None
-    for name, task in params.tasks.items():
-        for template in parse_instruction(task.instruction).templates:
-            for _, slot in template.slots():
-                choice = slot.attrs.get("adaptor")
-                if choice in (None, "default") or slot.modality not in config.adaptors:
-                    continue
-                fix = MODALITIES[slot.modality].adaptor_fits(choice, config.adaptor(slot.modality))
-                if fix:
-                    raise ParamsError(f"tasks.{name}.instruction: [{slot.modality}:{slot.column}] {fix}; "
-                                      f"set it under model.adaptors.{slot.modality}, or drop adaptor= from the slot")
-
-
-def _check_metric_fits(name: str, task: TaskParams) -> None:
-    """The metric must score what the task outputs and find what it needs among the inputs; checked
-    when params load, so a box metric on a caption fails before any work, not in `evaluate` after
-    training."""
-    from ofasys.modalities import MODALITIES
-
-    slots = list(parse_instruction(task.instruction).templates[0].slots())
-    outputs = [slot for side, slot in slots if side == "output" and slot.column]
-    if not outputs:
-        return  # nothing to evaluate; the evaluate stage says so
-    scores = METRICS[task.metric].outputs
-    field = MODALITIES[outputs[0].modality].output_field
-    if field not in scores:
-        fitting = [m for m, spec in METRICS.items() if field in spec.outputs]
-        raise ParamsError(f"tasks.{name}.metric: {task.metric} scores {' or '.join(scores)} outputs, but the "
-                          f"scored output [{outputs[0].modality}:{outputs[0].column}] is {field}; use one of "
-                          f"{', '.join(fitting) or '(none yet)'}")
-    inputs = [slot for side, slot in slots if side == "input" and slot.column]
-    for need in sorted(needs(task.metric)):
-        if need == "masked_inputs" and not any(slot.attrs.get("mask_ratio") for slot in inputs):
-            raise ParamsError(f"tasks.{name}.metric: {task.metric}'s baseline copies the masked input, but no "
-                              "input slot has mask_ratio; add mask_ratio= to the text the output restores, "
-                              "or use exact_match")
-        if need in NEED_INPUTS:
-            meta, what = NEED_INPUTS[need]
-            if not any(meta in MODALITIES[slot.modality].records_meta(slot.attrs) for slot in inputs):
-                raise ParamsError(f"tasks.{name}.metric: {task.metric} needs {what}")
 
 
 def _build_source(raw: Any, path: str) -> SourceSpec:
