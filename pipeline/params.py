@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,8 +65,17 @@ class AssetParams:
     """Number of `<bin_i>` tokens for box coordinates (at least 2: a box needs two distinct edges)."""
     num_codes: int = 0
     """Number of `<code_i>` image VQ tokens reserved in the unified vocabulary."""
+    vocab_tasks: tuple[str, ...] | None = None
+    """The tasks whose train text the BPE is trained on, and whose phones fill the phone block (absent
+    = every task). Pin it to keep the vocabulary, and so every other task's shards, unchanged when a
+    task is added: byte-level BPE encodes any new text, and changing this list is how a rebuild is
+    asked for."""
 
     def __post_init__(self) -> None:
+        if self.vocab_tasks is not None:
+            _require(len(self.vocab_tasks) > 0, "vocab_tasks: an empty list would train a byte-only BPE; "
+                                                "list the tasks whose text the vocabulary learns, or leave it out")
+            _require(len(set(self.vocab_tasks)) == len(self.vocab_tasks), "vocab_tasks: a task is listed twice")
         _require(self.bpe_vocab_size >= 261, f"bpe_vocab_size: must be >= 261 (5 specials + 256 bytes), "
                                              f"got {self.bpe_vocab_size}")
         _require(self.num_bins >= 2, f"num_bins: must be >= 2, got {self.num_bins}")
@@ -121,6 +128,9 @@ class TrackingParams:
     """MLflow experiment name."""
     registered_model: str = "ofasys"
     """Name of the registered model the trained checkpoint becomes a version of."""
+    run_label: str = ""
+    """Appended to the MLflow run name and tagged `run_label` (e.g. `specialist caption`), to tell
+    runs of one experiment apart in `mlflow ui` beyond their DVC experiment name."""
 
     def __post_init__(self) -> None:
         for name in ("uri", "experiment", "registered_model"):
@@ -182,54 +192,10 @@ class Params:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     infer: InferParams = field(default_factory=InferParams)
 
-    def model_config(self, vocab_size: int):
-        """The `model:` section as an `ofasys.model.ModelConfig` (a named `preset` plus overrides);
-        `vocab_size` comes from the unified vocabulary, never from params. `adaptors` entries are merged per modality over the preset's, and every embedded modality
-        the tasks use (IMAGE, AUDIO, ...) gets an adaptor with its defaults unless configured."""
-        from ofasys.model.config import ModelConfig, upgrade_legacy_keys
-
-        fields = upgrade_legacy_keys(self.model)
-        preset = fields.pop("preset", None)
-        fields["vocab_size"] = vocab_size
-        base = ModelConfig.preset(preset) if preset else ModelConfig()
-        adaptors = {name: dict(raw) for name, raw in base.adaptors.items()}
-        for name, raw in dict(fields.pop("adaptors", None) or {}).items():
-            adaptors[name] = {**adaptors.get(name, {}), **dict(raw or {})}
-        config = ModelConfig.preset(preset, adaptors=adaptors, **fields) if preset else \
-            ModelConfig.from_dict({**fields, "adaptors": adaptors})
-        return config.with_adaptors(self.embedded_modalities())
-
-    def embedded_modalities(self) -> list[str]:
-        """The modalities the tasks' slots use that the model embeds with an adaptor of their own."""
-        from ofasys.instruction import parse_instruction
-        from ofasys.modalities import MODALITIES
-
-        found: set[str] = set()
-        for task in self.tasks.values():
-            for template in parse_instruction(task.instruction).templates:
-                for _, slot in template.slots():
-                    m = MODALITIES[slot.modality]
-                    if m.adaptor_config is not None and not m.is_token_run(slot.attrs.get("preprocess")):
-                        found.add(slot.modality)
-        return sorted(found)
-
-    def train_config(self):
-        """The `train:` section as an `ofasys.training.TrainConfig`, seeded by the top-level `seed`."""
-        from ofasys.training.config import TrainConfig
-
-        return TrainConfig.from_dict({"seed": self.seed, **self.train})
-
-    def task_hash(self, name: str) -> str:
-        """Fingerprint of everything that determines a task's shards (recorded in its manifest)."""
-        task = self.tasks[name]
-        blob = {
-            "seed": self.seed,
-            # Not `weight` or `metric`: a new mixture or metric must leave the shards byte-identical.
-            "task": {k: to_plain(getattr(task, k)) for k in ("name", "instruction", "source", "image_size")},
-            "assets": to_plain(self.assets),
-            "materialise": to_plain(self.materialise),
-        }
-        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+    def vocab_task_names(self) -> tuple[str, ...]:
+        """The tasks the vocabulary is built from (`assets.vocab_tasks`, every task when absent).
+        The `vocab_text` and `assets` slices record its answer, so their stages may call it freely."""
+        return tuple(self.assets.vocab_tasks if self.assets.vocab_tasks is not None else self.tasks)
 
 
 def to_plain(obj: Any) -> Any:
@@ -390,9 +356,12 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
     if not built["infer"].tasks:
         built["infer"] = dataclasses.replace(built["infer"], tasks=tuple(tasks))
     params = Params(**built)
-    for name in params.infer.tasks:
-        if name not in tasks:
-            raise ParamsError(f"infer.tasks: {name!r} is not a task; tasks: {', '.join(tasks)}")
+    for key, names in (("infer.tasks", params.infer.tasks), ("assets.vocab_tasks", params.assets.vocab_tasks or ())):
+        for name in names:
+            if name not in tasks:
+                close = difflib.get_close_matches(str(name), list(tasks), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"tasks: {', '.join(tasks)}"
+                raise ParamsError(f"{key}: {name!r} is not a task; {hint}")
     from pipeline.params_checks import check_adaptor_choices, check_metric_fits
 
     check_adaptor_choices(params)

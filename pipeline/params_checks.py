@@ -7,6 +7,7 @@ from __future__ import annotations
 from ofasys.instruction import parse_instruction
 from ofasys.metrics.registry import METRICS, needs
 from ofasys.modalities import MODALITIES
+from pipeline import run_config
 from pipeline.params import Params, ParamsError, TaskParams
 
 NEED_INPUTS: dict[str, tuple[str, str]] = {
@@ -22,7 +23,7 @@ def check_adaptor_choices(params: Params) -> None:
     """A slot's `adaptor=` must name what the model's adaptor for that modality is built as
     (`adaptor=image_resnet` needs a ResNet image stem), or training would silently use another."""
     try:
-        config = params.model_config(vocab_size=1)
+        config = run_config.model_config(params, vocab_size=1)
     except ValueError as err:
         raise ParamsError(f"model: {err}") from None
     for name, task in params.tasks.items():

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from pipeline import run_config
 from pipeline.params import Params, to_plain
 
 RESOLVED_DIR = Path("data/resolved")
@@ -37,8 +38,19 @@ def media_columns(instruction: str) -> list[str]:
 
 def model_limits(params: Params) -> dict[str, Any]:
     """The model fields that decide whether a sample fits (materialisation rejects what doesn't)."""
-    config = params.model_config(vocab_size=1)  # the vocabulary's size does not bound a sample
+    config = run_config.model_config(params, vocab_size=1)  # the vocabulary's size does not bound a sample
     return {"max_positions": config.max_positions, "adaptors": config.adaptors}
+
+
+def vocab_text_input(params: Params, name: str) -> dict[str, Any]:
+    """What `vocab_text@<name>` reads besides the task's raw rows: whether the task is a vocabulary
+    task and, if so, its text and phone slots (a reworded prompt leaves this unchanged)."""
+    from ofasys.instruction import parse_instruction
+    from ofasys.vocab_corpus import vocab_slot_spec
+
+    if name not in params.vocab_task_names():
+        return {"in_vocab": False}
+    return {"in_vocab": True, "slots": vocab_slot_spec(parse_instruction(params.tasks[name].instruction))}
 
 
 def stage_slices(params: Params, fingerprint: Fingerprint) -> dict[str, Any]:
@@ -53,15 +65,14 @@ def stage_slices(params: Params, fingerprint: Fingerprint) -> dict[str, Any]:
         slices[f"materialise/{name}.json"] = {
             "seed": params.seed,
             "task": {k: task[k] for k in ("name", "instruction", "source", "image_size")},
-            "assets": plain["assets"],
             "materialise": plain["materialise"],
             "model_limits": model_limits(params),
             "data": data[name],
         }
-    slices["assets.json"] = {
-        "assets": plain["assets"],
-        "instructions": {name: task["instruction"] for name, task in plain["tasks"].items()},
-    }
+        slices[f"vocab_text/{name}.json"] = vocab_text_input(params, name)
+    # Not the instructions: the vocabulary reads data/vocab_text (slot values, no prompt wording), so
+    # rewording a prompt or adding a task outside assets.vocab_tasks leaves `assets` as it is.
+    slices["assets.json"] = {"assets": plain["assets"], "vocab_tasks": sorted(params.vocab_task_names())}
     slices["train.json"] = {
         "seed": params.seed,
         "model": plain["model"],

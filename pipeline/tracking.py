@@ -105,9 +105,9 @@ def dvc_experiment() -> str | None:
 
 
 def run_name(stage: str, tracking: TrackingParams) -> str:
-    """`<stage> · <MLflow experiment>[ · <DVC experiment>]`: what a row of `mlflow ui`'s comparison
+    """`<stage> · <MLflow experiment>[ · <DVC experiment>][ · <run label>]`: what a row of `mlflow ui`'s comparison
     says, so runs of different stages and experiments are told apart without opening them."""
-    return " · ".join(p for p in (stage, tracking.experiment, dvc_experiment()) if p)
+    return " · ".join(p for p in (stage, tracking.experiment, dvc_experiment(), tracking.run_label) if p)
 
 
 def params_hash(params: Any) -> str:
@@ -120,6 +120,8 @@ def experiment_tags(params: Any) -> dict[str, str]:
     """Tags that place a run among experiments: the DVC experiment (or `workspace` under plain
     `dvc repro`), the baseline commit `dvc exp run` started from, and the params hash."""
     tags = {"dvc_experiment": dvc_experiment() or "workspace", "params_hash": params_hash(params)}
+    if params.tracking.run_label:
+        tags["run_label"] = params.tracking.run_label
     baseline = os.environ.get("DVC_EXP_BASELINE_REV")
     if baseline:
         tags["dvc_baseline_rev"] = baseline

@@ -1,88 +1,63 @@
-"""Stage `assets`: the text BPE tokenizer and the unified vocabulary, trained on the tasks' own text,
-with the phone block filled from the tasks' PHONE slots.
+"""Stage `assets`: the text BPE tokenizer and the unified vocabulary, trained on the text of the tasks
+in `assets.vocab_tasks` (every task when absent), with the phone block filled from their phones.
 
-Only the train splits are read, so nothing about valid/test leaks into the vocabulary. The prompt
-text of every instruction is included so prompts never fall back to unknown pieces.
+It reads what `vocab_text@<task>` wrote to data/vocab_text/<task>/ (train splits only, slot values
+only, no prompt wording), so the vocabulary changes only when that text, `assets.*`, or the list of
+vocabulary tasks does: adding a task outside the list, rewording a prompt or changing a mixture
+weight leaves it byte-identical, and with it every existing task's shards.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Iterator
 
-import pyarrow.parquet as pq
-
-from ofasys.instruction import Instruction, Text, parse_instruction
-from ofasys.modalities import MODALITIES
 from ofasys.text_tokenizer import train_text_tokenizer
 from ofasys.vocab import UnifiedVocab
 from stages import cli
 
 log = logging.getLogger("assets")
 
-
-def _prompt_pieces(instruction: Instruction) -> Iterator[str]:
-    def walk(items):
-        for item in items:
-            if isinstance(item, Text):
-                yield item.text
-            elif hasattr(item, "items"):
-                yield from walk(item.items)
-
-    for template in instruction.templates:
-        yield from walk(template.inputs)
-        yield from walk(template.outputs)
+CORPUS_DIR = Path("data/vocab_text")
+OUT_DIR = Path("assets")
 
 
-def task_texts(instruction: Instruction, raw_dir: Path) -> Iterator[str]:
-    """Prompt text plus the values of text-like columns of a task's train split, as the first slot
-    binding each column stores them (`Modality.text_for_vocab`: a STRUCT table's linearisation)."""
-    yield from _prompt_pieces(instruction)
-    table = pq.read_table(raw_dir / "train.parquet")
-    text_slots = {}
-    for t in instruction.templates:
-        for _, slot in t.slots():
-            if slot.column and MODALITIES[slot.modality].text_values and slot.column in table.column_names:
-                text_slots.setdefault(slot.column, slot)
-    for col in sorted(text_slots):
-        slot = text_slots[col]
-        for value in table.column(col).to_pylist():
-            value = MODALITIES[slot.modality].text_for_vocab(value, slot.attrs)
-            if isinstance(value, str):
-                yield value
-            elif isinstance(value, list):
-                yield from (v for v in value if isinstance(v, str))
+def _corpus_file(task: str, name: str) -> Path:
+    path = CORPUS_DIR / task / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the vocabulary text of task {task!r} is missing; "
+                                f"run `dvc repro vocab_text@{task}` (or `dvc repro assets`) first")
+    return path
 
 
-def task_phones(instruction: Instruction, raw_dir: Path) -> set[str]:
-    """The phones of the train values of a task's slots that fill the vocabulary's phone block."""
-    table = pq.read_table(raw_dir / "train.parquet")
+def corpus_texts(tasks: tuple[str, ...]) -> Iterator[str]:
+    """Every vocabulary task's texts, tasks in name order (the BPE must not depend on params order)."""
+    for task in sorted(tasks):
+        with open(_corpus_file(task, "texts.jsonl"), encoding="utf-8") as fh:
+            for line in fh:
+                yield json.loads(line)
+
+
+def corpus_phones(tasks: tuple[str, ...]) -> list[str]:
     found: set[str] = set()
-    for template in instruction.templates:
-        for _, slot in template.slots():
-            modality = MODALITIES[slot.modality]
-            if modality.vocab_block == "phones" and slot.column in table.column_names:
-                found |= modality.vocab_tokens(table.column(slot.column).to_pylist(), slot.attrs)
-    return found
+    for task in tasks:
+        found |= set(json.loads(_corpus_file(task, "phones.json").read_text(encoding="utf-8")))
+    return sorted(found)
 
 
 def main(args, params) -> None:
-    texts: list[str] = []
-    phones: set[str] = set()
-    for name, task in params.tasks.items():
-        instruction = parse_instruction(task.instruction)
-        texts.extend(task_texts(instruction, Path("data/raw") / name))
-        phones |= task_phones(instruction, Path("data/raw") / name)
-    tokenizer = train_text_tokenizer(texts, vocab_size=params.assets.bpe_vocab_size)
+    tasks = params.vocab_task_names()
+    phones = corpus_phones(tasks)  # first: a missing corpus file stops the stage before training
+    tokenizer = train_text_tokenizer(corpus_texts(tasks), vocab_size=params.assets.bpe_vocab_size)
     vocab = UnifiedVocab.build(tokenizer, num_bins=params.assets.num_bins, num_codes=params.assets.num_codes,
-                               phones=sorted(phones))
-    out = Path("assets")
-    out.mkdir(parents=True, exist_ok=True)
-    vocab.save(out / "vocab.json")
-    log.info("vocab: %d ids (text %d, bins %d, codes %d, phones %d), fingerprint %s",
-             vocab.size, len(vocab.text_range), len(vocab.bin_range), len(vocab.code_range),
-             len(vocab.phone_range), vocab.fingerprint[:12])
+                               phones=phones)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    vocab.save(OUT_DIR / "vocab.json")
+    log.info("vocab from %s: %d ids (text %d, bins %d, codes %d, phones %d), fingerprint %s",
+             ", ".join(sorted(tasks)), vocab.size, len(vocab.text_range), len(vocab.bin_range),
+             len(vocab.code_range), len(vocab.phone_range), vocab.fingerprint[:12])
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ofasys.data.materialise import MaterialiseConfig, materialise_task
 from ofasys.vocab import UnifiedVocab
+from pipeline import run_config
 from stages import cli
 
 log = logging.getLogger("materialise")
@@ -30,7 +31,7 @@ def main(args, params) -> None:
         raise cli.ParamsError(f"--task {args.task!r} is not in params tasks: {', '.join(params.tasks)}")
     task = params.tasks[args.task]
     raw = Path("data/raw") / args.task
-    model = params.model_config(UnifiedVocab.load(VOCAB_PATH).size)
+    model = run_config.model_config(params, UnifiedVocab.load(VOCAB_PATH).size)
     config = MaterialiseConfig(
         task=args.task,
         instruction=task.instruction,
@@ -40,7 +41,7 @@ def main(args, params) -> None:
         image_size=task.image_size,
         shard_samples=params.materialise.shard_samples,
         reject_budget=params.materialise.reject_budget,
-        params_hash=params.task_hash(args.task),
+        params_hash=run_config.task_hash(params, args.task),
         seed=params.seed,
         model=model,
     )

@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+from pipeline import run_config
 from pipeline.train_state import (CHECKPOINTS, CURVE_KEPT, VALID_CURVE_KEPT, CurveWriter, Prior, fingerprint_parts,
                                   prepare_checkpoint_dir, run_fingerprint)
 from stages import cli
@@ -73,8 +74,8 @@ def main(args, params) -> None:
     vocab = UnifiedVocab.load(VOCAB)
     manifests = {name: shards_manifest(name) for name in params.tasks}
     tasks = [ShardTaskData(manifests[name], "train", vocab) for name in params.tasks]
-    model_config = params.model_config(vocab.size)
-    train_config = params.train_config()
+    model_config = run_config.model_config(params, vocab.size)
+    train_config = run_config.train_config(params)
     valid = [ShardTaskData(manifests[name], "valid", vocab) for name in params.tasks] if train_config.valid_every else []
     fingerprint = run_fingerprint(params, manifests)
 
@@ -221,7 +222,7 @@ def finish_tracking(params, run_id, result, final: Path) -> None:
             mlflow.log_artifact(str(picture), "plots")
     if result.best_step is not None:
         mlflow.log_metrics({"valid/best_loss": result.best_valid_loss}, step=result.best_step)
-        mlflow.set_tags({"exported_step": str(result.best_step if params.train_config().export_best else result.step),
+        mlflow.set_tags({"exported_step": str(result.best_step if run_config.train_config(params).export_best else result.step),
                          "stopped_early": str(result.stopped_early).lower()})
     version = tracking.register_checkpoint(run_id, final, params.tracking.registered_model)
     tracking.write_run_record(CHECKPOINTS / "run.json", {

@@ -82,7 +82,8 @@ class Phone(Modality):
         phones = self.phones(value, attrs)
         unknown = sorted({p for p in phones if not ctx.vocab.has_phone(p)})
         if unknown:
-            raise RejectRow(f"phones {unknown} are not in the vocabulary's phone block (no train sentence has them)")
+            raise RejectRow(f"phones {unknown} are not in the vocabulary's phone block (no train sentence of "
+                            f"assets.vocab_tasks has them; list this task there to rebuild the vocabulary with them)")
         ids = [ctx.vocab.phone_id(p) for p in phones]
         if attrs.get("max_length"):
             ids = ids[: int(attrs["max_length"])]

@@ -69,7 +69,7 @@ def _raw_rows(work: Path) -> int:
 def test_data_edits_rerun_exactly_the_stages_that_read_the_data(repo):
     work, env = repo
     first = _run(["dvc", "repro", "materialise@shots"], work, env)
-    assert _ran(first.stdout) == ["resolve", "ingest@shots", "assets", "materialise@shots"]
+    assert _ran(first.stdout) == ["resolve", "ingest@shots", "vocab_text@shots", "assets", "materialise@shots"]
     manifest = json.loads((work / "data/shards/shots/manifest.json").read_text())
     assert sum(s["num_samples"] for s in manifest["splits"].values()) == 30  # every relative path resolved
     assert (work / "data/shards/shots/rejects.jsonl").read_text() == ""
@@ -126,3 +126,54 @@ def test_bad_params_stop_the_first_stage_with_one_line(repo):
     assert "train.max_step: unknown key; did you mean 'max_steps'?" in out
     assert "Traceback" not in out
     assert _ran(proc.stdout) == ["resolve"]
+
+
+def _status(work: Path, env: dict, *targets: str) -> set[str]:
+    """The stages `dvc status --with-deps` lists as changed for `targets` once `resolve` re-ran (it
+    is always listed: it runs on every repro to notice source-file edits)."""
+    _run(["dvc", "repro", "resolve"], work, env)
+    proc = _run(["dvc", "status", "--json", "--with-deps", *targets], work, env)
+    return set(json.loads(proc.stdout or "{}")) - {"resolve"}
+
+
+def _edit(work: Path, change) -> dict:
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    change(params)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+def test_params_edits_each_way_change_exactly_their_stages_in_dvc_status(repo):
+    """The common experiments re-run what they must: a weight or lr only train, a reworded prompt only
+    that task's materialise, a new task only its own stages (the vocabulary stays byte-identical)."""
+    work, env = repo
+    _edit(work, lambda p: p.setdefault("assets", {}).update(vocab_tasks=["shots"]))
+    _run(["dvc", "repro", "materialise@shots"], work, env)
+    vocab = (work / "assets/vocab.json").read_bytes()
+    assert _status(work, env, "materialise@shots") == set()
+
+    _edit(work, lambda p: p["tasks"]["shots"].update(weight=0.3))
+    _edit(work, lambda p: p.setdefault("train", {}).update(lr=0.01, max_steps=7))
+    assert _status(work, env, "materialise@shots") == set()
+    assert "train" in _status(work, env, "train")
+
+    reworded = INSTRUCTION.replace("what does the image describe?", "describe the picture:")
+    _edit(work, lambda p: p["tasks"]["shots"].update(instruction=reworded))
+    assert _status(work, env, "materialise@shots") == {"materialise@shots"}
+    _run(["dvc", "repro", "materialise@shots"], work, env)
+
+    def add_task(p):
+        p["tasks"]["shots_too"] = {**p["tasks"]["shots"], "instruction": INSTRUCTION}
+    _edit(work, add_task)
+    # only the new task's own stages (upstream of assets, which reads data/vocab_text): never run yet
+    assert _status(work, env, "materialise@shots", "assets") == {"ingest@shots_too", "vocab_text@shots_too"}
+    added = _run(["dvc", "repro", "materialise@shots_too"], work, env)
+    assert _ran(added.stdout) == ["resolve", "ingest@shots_too", "vocab_text@shots_too", "materialise@shots_too"]
+    assert (work / "assets/vocab.json").read_bytes() == vocab
+    assert not any((work / "data/vocab_text/shots_too").iterdir())
+
+    _edit(work, lambda p: p["assets"].update(vocab_tasks=["shots", "shots_too"]))  # a rebuild, asked for
+    assert _status(work, env, "materialise@shots") == {"vocab_text@shots_too", "assets"}
+    rebuilt = _run(["dvc", "repro", "materialise@shots"], work, env)
+    assert _ran(rebuilt.stdout) == ["resolve", "vocab_text@shots_too", "assets", "materialise@shots"]
+    assert (work / "assets/vocab.json").read_bytes() != vocab

@@ -184,13 +184,13 @@ def test_text_for_vocab_is_the_linearisation(ctx):
     assert MODALITIES["TEXT"].text_for_vocab("as is", {}) == "as is"
 
 
-def test_the_assets_stage_trains_the_bpe_on_linearised_structs(tmp_path):
-    from stages.assets import task_texts
+def test_the_vocabulary_corpus_holds_linearised_structs(tmp_path):
+    from stages.vocab_text import write_task_corpus
 
     pq.write_table(pa.table({"q": ["how many?", "who?"], "db": [json.dumps(SCHEMA), "{not json"],
                              "t": [json.dumps(LISTS), json.dumps(LISTS)]}), tmp_path / "train.parquet")
-    ins = parse_instruction("[TEXT:q] [STRUCT:db,uncased] -> [TEXT:t]")
-    texts = list(task_texts(ins, tmp_path))
+    write_task_corpus("[TEXT:q] [STRUCT:db,uncased] -> [TEXT:t]", tmp_path, tmp_path / "corpus")
+    texts = [json.loads(line) for line in (tmp_path / "corpus" / "texts.jsonl").read_text().splitlines()]
     assert SCHEMA_TEXT.lower() in texts  # the linearised schema, not its JSON text
     assert json.dumps(SCHEMA) not in texts and "{not json" not in texts
     assert texts.count(json.dumps(LISTS)) == 2  # a TEXT column stays as it is

@@ -18,7 +18,6 @@ import pytest
 from ofasys.data.materialise import MaterialiseConfig, materialise_task
 from ofasys.data.rejects import read_rejects
 from ofasys.data.task_data import ShardTaskData
-from ofasys.instruction import parse_instruction
 from ofasys.modalities import MODALITIES, RejectRow
 from ofasys.text_tokenizer import train_text_tokenizer
 from ofasys.vocab import UnifiedVocab
@@ -228,13 +227,15 @@ def _raw_splits(tmp_path, name, sizes, corrupt):
 def materialised(tmp_path_factory):
     """Both demo tasks ingested, given a BPE trained as the assets stage trains it, materialised."""
     from ofasys.model.config import ModelConfig
-    from stages.assets import task_texts
+    from stages.vocab_text import write_task_corpus
 
     tmp = tmp_path_factory.mktemp("tables")
     tasks = {"table_to_text": TABLE_TO_TEXT, "text_to_sql": TEXT_TO_SQL}
     raw = {name: _raw_splits(tmp, name, {"train": 24, "test": 6}, corrupt=2) for name in tasks}
-    texts = [t for name, ins in tasks.items()
-             for t in task_texts(parse_instruction(ins), tmp / "raw" / name)]
+    texts = []
+    for name, ins in tasks.items():
+        write_task_corpus(ins, tmp / "raw" / name, tmp / "vocab_text" / name)
+        texts += [json.loads(line) for line in (tmp / "vocab_text" / name / "texts.jsonl").read_text().splitlines()]
     vocab = UnifiedVocab.build(train_text_tokenizer(texts, vocab_size=700), num_bins=4)
     vocab.save(tmp / "vocab.json")
     out = {}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from pipeline import run_config
 from pipeline.params import ParamsError, flatten, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +69,24 @@ def test_source_errors_are_prefixed_with_the_task(raw):
         parse_params(raw)
 
 
+@pytest.mark.parametrize("value, message", [
+    (["captoin"], "assets.vocab_tasks: 'captoin' is not a task; did you mean 'caption'?"),
+    ([], "assets.vocab_tasks: an empty list would train a byte-only BPE"),
+    (["caption", "caption"], "assets.vocab_tasks: a task is listed twice"),
+    ("caption", "assets.vocab_tasks: expected a list"),
+])
+def test_vocab_tasks_name_declared_tasks(raw, value, message):
+    raw.setdefault("assets", {})["vocab_tasks"] = value
+    with pytest.raises(ParamsError, match=f"^{re.escape(message)}"):
+        parse_params(raw)
+
+
+def test_vocab_tasks_default_to_every_task_and_keep_their_order_out_of_it(raw):
+    assert parse_params(raw).vocab_task_names() == tuple(raw["tasks"])
+    raw.setdefault("assets", {})["vocab_tasks"] = ["infill", "caption"]
+    assert parse_params(raw).vocab_task_names() == ("infill", "caption")
+
+
 def test_infer_tasks_must_exist_and_the_old_single_task_key_points_to_them(raw):
     raw["infer"]["tasks"] = ["grounding", "nope"]
     with pytest.raises(ParamsError, match="infer.tasks: 'nope' is not a task; tasks: caption, grounding"):
@@ -83,9 +103,9 @@ def test_task_hash_changes_only_with_what_shapes_the_shards(raw):
     other["evaluate"]["batch_size"] = 3
     other["tasks"]["caption"]["weight"] = 0.123
     other["tasks"]["caption"]["metric"] = "accuracy"
-    assert parse_params(other).task_hash("caption") == base.task_hash("caption")
+    assert run_config.task_hash(parse_params(other), "caption") == run_config.task_hash(base, "caption")
     other["tasks"]["caption"]["image_size"] = 48
-    assert parse_params(other).task_hash("caption") != base.task_hash("caption")
+    assert run_config.task_hash(parse_params(other), "caption") != run_config.task_hash(base, "caption")
 
 
 def test_flatten_gives_dotted_keys(raw):
@@ -152,14 +172,14 @@ def test_optional_sections_default(raw):
     params = parse_params(raw)
     assert params.materialise.shard_samples == 1000
     assert list(params.infer.tasks) == list(raw["tasks"])  # every task
-    assert params.train_config().seed == raw["seed"]
-    assert params.model_config(vocab_size=500).vocab_size == 500
+    assert run_config.train_config(params).seed == raw["seed"]
+    assert run_config.model_config(params, vocab_size=500).vocab_size == 500
 
 
 def test_model_and_train_configs_are_built_from_params(raw):
     params = parse_params(raw)
-    assert params.model_config(vocab_size=321).d_model == 32
-    assert params.train_config().max_steps == raw["train"]["max_steps"] and params.train_config().grad_accum == 2
+    assert run_config.model_config(params, vocab_size=321).d_model == 32
+    assert run_config.train_config(params).max_steps == raw["train"]["max_steps"] and run_config.train_config(params).grad_accum == 2
 
 
 def test_broken_yaml_and_missing_file_name_the_file(tmp_path):
@@ -172,17 +192,17 @@ def test_broken_yaml_and_missing_file_name_the_file(tmp_path):
 
 def test_adaptor_settings_merge_over_the_preset_and_tasks_add_their_modalities(raw):
     raw["model"] = {"preset": "base", "adaptors": {"IMAGE": {"max_grid": 16}}}
-    config = parse_params(raw).model_config(vocab_size=100)
+    config = run_config.model_config(parse_params(raw), vocab_size=100)
     image = config.adaptor("IMAGE")
     assert (image.stem, image.max_grid) == ("resnet101", 16)  # the preset's stem kept, one setting changed
     raw["model"] = {"preset": "tiny-cpu", "adaptors": {}}
     raw["tasks"]["caption"]["instruction"] = "[AUDIO:img] <BOS> what is said? <EOS> -> <BOS> [TEXT:cap] <EOS>"
-    assert set(parse_params(raw).model_config(vocab_size=100).adaptors) == {"IMAGE", "AUDIO"}
+    assert set(run_config.model_config(parse_params(raw), vocab_size=100).adaptors) == {"IMAGE", "AUDIO"}
 
 
 def test_legacy_flat_image_keys_are_read_into_the_image_adaptor(raw):
     raw["model"] = {"preset": "tiny-cpu", "image_stem_channels": 24}
-    assert parse_params(raw).model_config(vocab_size=100).adaptor("IMAGE").stem_channels == 24
+    assert run_config.model_config(parse_params(raw), vocab_size=100).adaptor("IMAGE").stem_channels == 24
 
 
 @pytest.mark.parametrize("adaptors,message", [

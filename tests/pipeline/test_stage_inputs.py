@@ -50,13 +50,44 @@ def _each(prefix: str) -> set[str]:
     (lambda r: r["model"].update(d_model=64), {"train.json"}),
     (lambda r: r["tasks"]["vqa"].update(image_size=48), {"materialise/vqa.json"}),
     (lambda r: r["tasks"]["vqa"]["source"].update(train=50), {"ingest/vqa.json", "materialise/vqa.json"}),
-    (lambda r: r["tasks"]["vqa"].update(instruction="[IMAGE:img] [TEXT:question] -> [TEXT:answer]"),
-     {"materialise/vqa.json", "assets.json"}),
-    (lambda r: r["assets"].update(num_bins=32), _each("materialise") | {"assets.json"}),
+    # a reworded prompt: the vocabulary reads slot values, never prompt wording
+    (lambda r: r["tasks"]["vqa"].update(instruction="[IMAGE:img] <BOS> answer: [TEXT:question] <EOS> -> "
+                                                    "<BOS> [TEXT:answer,closed_set] <EOS>"),
+     {"materialise/vqa.json"}),
+    # a text slot's attributes are part of what the task gives the vocabulary (vocab_text re-runs, cheaply)
+    (lambda r: r["tasks"]["infill"].update(instruction=r["tasks"]["infill"]["instruction"].replace("0.3", "0.5")),
+     {"materialise/infill.json", "vocab_text/infill.json"}),
+    # the vocabulary's settings: materialise re-runs through its `assets` dep when the vocabulary changes
+    (lambda r: r["assets"].update(num_bins=32), {"assets.json"}),
+    (lambda r: r["assets"].update(vocab_tasks=["caption", "infill"]),
+     {"assets.json"} | _each("vocab_text") - {"vocab_text/caption.json", "vocab_text/infill.json"}),
     (lambda r: r.update(seed=8), _each("ingest") | _each("materialise") | {"train.json"}),
 ])
 def test_a_params_edit_changes_exactly_the_slices_of_the_stages_that_read_it(raw, edit, expected):
     assert _changed(raw, edit) == expected
+
+
+def test_adding_a_task_outside_the_vocabulary_tasks_changes_no_existing_slice(raw):
+    raw["assets"]["vocab_tasks"] = list(TASKS)
+    before = stage_slices(parse_params(raw), _fingerprint)
+    other = copy.deepcopy(raw)
+    other["tasks"]["captions_again"] = copy.deepcopy(raw["tasks"]["caption"])
+    after = stage_slices(parse_params(other), _fingerprint)
+    assert set(after) - set(before) == {"ingest/captions_again.json", "vocab_text/captions_again.json",
+                                        "materialise/captions_again.json"}
+    assert after["vocab_text/captions_again.json"] == {"in_vocab": False}
+    assert {k for k in before if before[k] != after[k]} == {"train.json", "evaluate.json"}
+
+
+def test_without_vocab_tasks_every_task_feeds_the_vocabulary(raw):
+    slices = stage_slices(parse_params(raw), _fingerprint)
+    assert slices["assets.json"]["vocab_tasks"] == sorted(TASKS)
+    assert slices["vocab_text/vqa.json"] == {"in_vocab": True, "slots": {
+        "text": {"answer": {"modality": "TEXT", "attrs": {"closed_set": True}},
+                 "question": {"modality": "TEXT", "attrs": {}}},
+        "phones": {}}}
+    assert slices["vocab_text/phones.json"]["slots"]["phones"] == {
+        "text": {"modality": "PHONE", "attrs": {"preprocess": "text_phone"}}}
 
 
 def test_defaults_fill_a_missing_optional_section(raw):

@@ -26,7 +26,7 @@ import yaml
 import stages.train as train_stage
 from pipeline import tracking
 from pipeline.params import load_params
-from stages import assets, cli, infer, ingest, materialise
+from stages import assets, cli, infer, ingest, materialise, vocab_text
 
 STORE_FILE = "tracked.db"
 """Not MLflow's `mlflow.db`: a lookup that ignored params would look in the wrong place."""
@@ -59,6 +59,7 @@ def built(tmp_path_factory) -> Path:
     with contextlib.chdir(root):
         params = load_params(Path("params.yaml"))
         ingest.main(Namespace(task="infill"), params)
+        vocab_text.main(Namespace(task="infill"), params)
         assets.main(Namespace(), params)
         materialise.main(Namespace(task="infill"), params)
     return root
