@@ -205,3 +205,38 @@ def test_train_stage_under_torchrun_with_two_processes(pipeline_run, tmp_path):
     out = model.inference("[IMAGE:img] <BOS> [TEXT:question] <EOS> -> <BOS> [TEXT:answer,closed_set] <EOS>",
                           data={"img": sample["img"], "question": sample["question"]})
     assert isinstance(out.text, str)
+
+
+def test_specialists_train_at_the_generalists_per_task_compute_and_sit_beside_it(pipeline_run, tmp_path):
+    """The documented command: one specialist per task, the table in a DVC metrics file and MLflow,
+    each specialist a labelled run with its own registered model; a second call trains nothing."""
+    work, env, _ = pipeline_run
+    copy = tmp_path / "copy"  # the other tests look at the generalist's store
+    shutil.copytree(work, copy, symlinks=True)
+    cmd = [sys.executable, "-m", "stages.specialists", "--tasks", "vqa,grounding"]
+    _run(cmd, copy, env)
+    table = json.loads((copy / "metrics/specialists.json").read_text())
+    params = yaml.safe_load((ROOT / "tests/e2e/params_tiny.yaml").read_text())
+    total = sum(t["weight"] for t in params["tasks"].values())
+    for task in ("vqa", "grounding"):
+        row = table["tasks"][task]
+        share = params["tasks"][task]["weight"] / total
+        assert row["specialist_steps"] == max(1, round(params["train"]["max_steps"] * share))
+        generalist = json.loads((copy / "metrics/metrics.json").read_text())[task]
+        assert row["generalist"] == generalist[generalist["metric"]]
+    assert set(table["tasks"]) == {"vqa", "grounding"} and "mean_ratio" in table
+    assert "| vqa | accuracy |" in (copy / "metrics/specialists.md").read_text()
+    shown = _run(["dvc", "metrics", "show", "--json"], copy, env).stdout
+    assert "specialists.json" in shown and "mean_ratio" in shown
+
+    con = sqlite3.connect(copy / "mlflow.db")
+    names = {row[0] for row in con.execute("select name from runs")}
+    assert {"train · e2e", "train · e2e · specialist vqa", "train · e2e · specialist grounding",
+            "specialists · e2e"} <= names
+    keys = {row[0] for row in con.execute("select distinct key from metrics")}
+    assert {"eval/accuracy/vqa", "specialists/ratio/vqa", "specialists/generalist/grounding"} <= keys
+    models = {row[0] for row in con.execute("select name from registered_models")}
+    assert {"e2e-model", "e2e-model-specialist-vqa", "e2e-model-specialist-grounding"} <= models
+
+    again = _run(cmd, copy, env)
+    assert again.stderr.count("already trained") == 2, again.stderr[-3000:]
