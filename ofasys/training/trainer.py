@@ -28,24 +28,17 @@ What the loop guarantees, and how:
   deepspeed is imported (SETUP.md "Known traps"); DeepSpeed's shared-memory comm op, which only
   serves inference all-reduce, is not built (saves a ~30 s C++ compile on a fresh machine).
 
-Checkpoints are DeepSpeed's torch pickles in `out_dir/ds`. After each save rank 0 signs the new
-tag directory and `latest` with a secret key kept outside the checkpoint directory
-(`checkpoint_integrity.py`); a resume first verifies that every file of the tag is exactly one this
-trainer wrote with that key (none missing, extra or altered) and refuses otherwise before anything
-is unpickled, then loads with torch's weights-only unpickler. The exported model (`export.py`) is
-safetensors only.
+Checkpoints are DeepSpeed's torch pickles in `out_dir/ds`, signed after each save and verified
+before any byte is unpickled on resume, then loaded weights-only (`checkpoints.py`). The exported
+model (`export.py`) is safetensors only.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
-import pickle
-import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,8 +50,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ofasys.data.batch import TOKENS, Batch
-from ofasys.training.checkpoint_integrity import (CheckpointIntegrityError, checkpoint_key, has_checkpoint_state,
-                                                  sign_checkpoint, verify_checkpoint, weights_only_loads)
+from ofasys.training.checkpoints import TrainState, rank0_checkpoint_key, resume_checkpoint, save_checkpoint
 from ofasys.training.config import TrainConfig
 from ofasys.training.ds_config import build_ds_config
 from ofasys.training.export import (save_pretrained, tasks_info_from_manifests,
@@ -74,11 +66,8 @@ LOG = logging.getLogger(__name__)
 
 CHECKPOINT_SUBDIR = "ds"
 EXPORT_SUBDIR = "pretrained"
-_TAG_RE = re.compile(r"^step(\d+)$")
 _COLLATE_TAG = 0x434F4C4C  # "COLL"
 _TORCH_TAG = 0x544F5243  # "TORC"
-RESUME_MAY_DIFFER = frozenset({"log_every", "save_every", "keep_last"})
-"""TrainConfig fields a resumed run may change; any other change would break the exact sequence."""
 
 
 class TaskData(Protocol):
@@ -208,14 +197,6 @@ def _batch_to(batch: Batch, device: torch.device, float_dtype: torch.dtype) -> B
     return batch
 
 
-def checkpoint_tags(ckpt_dir: Path) -> list[tuple[int, str]]:
-    """(step, tag) of the checkpoints in `ckpt_dir`, oldest first."""
-    if not ckpt_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p.name) for p in ckpt_dir.iterdir() if p.is_dir() and (m := _TAG_RE.match(p.name))]
-    return sorted(found)
-
-
 # --------------------------------------------------------------------------------------------------
 # the trainer
 
@@ -276,7 +257,7 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         deepspeed = import_deepspeed(device, project_cache_root(self.out_dir))
         ckpt_dir = self.out_dir / CHECKPOINT_SUBDIR
-        key = _rank0_checkpoint_key(rank)
+        key = rank0_checkpoint_key(rank, package_checkout())
 
         # DeepSpeed broadcasts rank 0's weights, so every rank starts from the same model.
         wrapper = _LossModule(self.model, cfg.label_smoothing)
@@ -293,8 +274,8 @@ class Trainer:
 
         sampler = WeightedMultitaskSampler.from_config(self.task_list, self.weights, cfg, rank=rank,
                                                        world_size=world)
-        self._best, self._stopped_early = BestSoFar(), False
-        step = self._maybe_resume(engine, sampler, ckpt_dir, rank, world, key)
+        resumed = resume_checkpoint(engine, sampler, ckpt_dir, rank, world, key, self.config)
+        step, self._best, self._stopped_early = resumed.step, resumed.best, resumed.stopped_early
         resumed_from = step if step > 0 else None
         last_saved = step if resumed_from is not None else -1
 
@@ -383,82 +364,10 @@ class Trainer:
             return None if full is None else {k.removeprefix("model."): v for k, v in full.items()}
         return self.model.state_dict()
 
-    # ---------------------------------------------------------------------- checkpoints
     def _save(self, engine: Any, sampler: WeightedMultitaskSampler, ckpt_dir: Path, step: int,
               rank: int, world: int, key: bytes | None) -> None:
-        # DeepSpeed writes client_state from rank 0 only, so gather every rank's sampler state.
-        states: list[Any] = [None] * world
-        dist.all_gather_object(states, sampler.state_dict())
-        client_state = {
-            "step": step,
-            "world_size": world,
-            "sampler": json.dumps(states, sort_keys=True),
-            "train_config": json.dumps(self.config.to_dict(), sort_keys=True),
-            "best": self._best.to_json(),
-            "stopped_early": self._stopped_early,
-        }
-        tag = f"step{step}"
-        # `latest` is written by sign_checkpoint, after the record, so it never names an unsigned tag.
-        # save_checkpoint returns after a barrier: every rank's files of the tag are complete.
-        engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client_state, save_latest=False)
-        if rank == 0:
-            assert key is not None
-            sign_checkpoint(ckpt_dir, tag, key)
-            tags = checkpoint_tags(ckpt_dir)
-            for _, old in tags[: max(0, len(tags) - self.config.keep_last)]:
-                shutil.rmtree(ckpt_dir / old, ignore_errors=True)
-        dist.barrier()
-
-    def _maybe_resume(self, engine: Any, sampler: WeightedMultitaskSampler, ckpt_dir: Path, rank: int,
-                      world: int, key: bytes | None) -> int:
-        """Load the latest checkpoint in `ckpt_dir` if any; returns the step to continue from.
-
-        Rank 0 verifies the checkpoint against its signed record before any rank loads a byte of
-        it, and every rank gets the same verdict (the same tag, or the same error).
-        """
-        verdict: list[Any] = [None, None]  # [tag to load, refusal message]
-        if rank == 0 and has_checkpoint_state(ckpt_dir):
-            assert key is not None
-            try:
-                verdict[0] = verify_checkpoint(ckpt_dir, key)
-            except CheckpointIntegrityError as err:
-                verdict[1] = str(err)
-            except OSError as err:  # e.g. an unreadable file: still refuse on every rank, never hang them
-                verdict[1] = f"cannot verify the checkpoint in {ckpt_dir}: {err}"
-        dist.broadcast_object_list(verdict, src=0)
-        tag, refusal = verdict
-        if refusal is not None:
-            raise CheckpointIntegrityError(refusal)
-        if tag is None:
-            return 0
-        try:
-            with weights_only_loads():
-                load_path, client = engine.load_checkpoint(str(ckpt_dir), tag=tag)
-        except pickle.UnpicklingError as err:
-            # The files verified: most likely our DeepSpeed pickled a class the loader does not allow.
-            reason = next((line.split("error:", 1)[1].strip().split(". ")[0] for line in str(err).splitlines()
-                           if "WeightsUnpickler error:" in line), type(err).__name__)
-            raise RuntimeError(f"{ckpt_dir / tag}: DeepSpeed state the weights-only loader refuses ({reason}); "
-                               "add the class to checkpoint_integrity.DEEPSPEED_STATE_CLASSES if it is a plain "
-                               f"value class, or delete {ckpt_dir} to start training fresh") from None
-        if load_path is None or client is None:
-            raise RuntimeError(f"{ckpt_dir}: checkpoint {tag} could not be loaded by DeepSpeed")
-        saved_world = int(client["world_size"])
-        if saved_world != world:
-            raise ValueError(f"{load_path} was written by {saved_world} processes but this run has {world}; "
-                             f"resume with {saved_world} processes or use a fresh out_dir")
-        saved_cfg = json.loads(client["train_config"])
-        current = self.config.to_dict()
-        changed = sorted(k for k in set(saved_cfg) | set(current)
-                         if k not in RESUME_MAY_DIFFER and saved_cfg.get(k) != current.get(k))
-        if changed:
-            diff = {k: (saved_cfg.get(k), current.get(k)) for k in changed}
-            raise ValueError(f"cannot resume {load_path} exactly: TrainConfig changed {diff} (saved, now); "
-                             f"only {sorted(RESUME_MAY_DIFFER)} may change on resume. Use a fresh out_dir.")
-        sampler.load_state_dict(json.loads(client["sampler"])[rank])
-        self._best = BestSoFar.from_json(client.get("best"))
-        self._stopped_early = bool(client.get("stopped_early", False))
-        return int(client["step"])
+        save_checkpoint(engine, sampler, ckpt_dir, rank, world, key, self.config,
+                        TrainState(step, self._best, self._stopped_early))
 
     # -------------------------------------------------------------------------- export
     def _export(self, engine: Any, rank: int) -> Path | None:
@@ -480,21 +389,6 @@ class Trainer:
         return save_pretrained(state, self.model_config or {}, self.vocab_path,
                                tasks_info_from_manifests(self.manifests), self.export_dir,
                                vocab_fingerprint=vocab_fingerprint_of_manifests(self.manifests))
-
-
-def _rank0_checkpoint_key(rank: int) -> bytes | None:
-    """Rank 0's checkpoint signing key (None on other ranks); a key problem (say, a key file other
-    users can read) stops every rank before training, with rank 0's message."""
-    key, problem = None, [None]
-    if rank == 0:
-        try:
-            key = checkpoint_key(package_checkout())
-        except (CheckpointIntegrityError, OSError) as err:
-            problem[0] = str(err)
-    dist.broadcast_object_list(problem, src=0)
-    if problem[0] is not None:
-        raise CheckpointIntegrityError(problem[0])
-    return key
 
 
 def _model_config_dict(model: nn.Module) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from ofasys.training import TrainConfig, Trainer
 from ofasys.training.checkpoint_integrity import (INTEGRITY_FILE, KEY_ENV, CheckpointIntegrityError,
                                                   checkpoint_key, load_or_create_key, sign_checkpoint,
                                                   weights_only_loads)
-from ofasys.training.trainer import checkpoint_tags
+from ofasys.training.checkpoints import checkpoint_tags
 
 from .fakes import FakeModel, make_tasks
 

@@ -9,7 +9,7 @@ import torch
 
 from ofasys.training import TrainConfig, Trainer, load_pretrained_config, load_pretrained_state
 from ofasys.training.schedule import lr_factor
-from ofasys.training.trainer import checkpoint_tags
+from ofasys.training.checkpoints import checkpoint_tags
 
 from .fakes import FakeModel, make_tasks, make_vocab
 
