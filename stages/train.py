@@ -8,6 +8,7 @@ run, or set aside after a params change) is decided by `pipeline.train_state`. A
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -64,6 +65,19 @@ class ProgressLog:
         log.info("step %d/%d  %s  %.1f steps/s  ~%s s left", step, self.max_steps, losses, rate, left)
 
 
+def check_valid_rows(valid_every: int, manifests: dict[str, Path]) -> None:
+    """With validation on, at least one task must have valid rows: fail before training, not at the
+    first validation hundreds of updates in."""
+    if not valid_every:
+        return
+    sizes = {name: json.loads(path.read_text())["splits"].get("valid", {}).get("num_samples", 0)
+             for name, path in manifests.items()}
+    if not any(sizes.values()):
+        raise cli.ParamsError(f"train.valid_every: {valid_every}, but no task has valid rows ({', '.join(sizes)} "
+                              f"all materialised 0); set train.valid_every: 0, or give the sources valid rows "
+                              f"(demo `valid: N`, file `valid_fraction`)")
+
+
 def main(args, params) -> None:
     from ofasys.data.task_data import ShardTaskData
     from ofasys.model import build_model
@@ -76,6 +90,7 @@ def main(args, params) -> None:
     tasks = [ShardTaskData(manifests[name], "train", vocab) for name in params.tasks]
     model_config = run_config.model_config(params, vocab.size)
     train_config = run_config.train_config(params)
+    check_valid_rows(train_config.valid_every, manifests)
     valid = [ShardTaskData(manifests[name], "valid", vocab) for name in params.tasks] if train_config.valid_every else []
     fingerprint = run_fingerprint(params, manifests)
 

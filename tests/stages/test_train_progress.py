@@ -1,4 +1,8 @@
+import json
 import logging
+from pathlib import Path
+
+import pytest
 
 from stages.train import ProgressLog
 
@@ -20,3 +24,21 @@ def test_progress_is_throttled_but_always_reports_the_last_step(caplog):
         for step in (10, 20, 30):
             progress(step, {"train/loss/caption": 1.0})
     assert [r.getMessage().split()[1] for r in caplog.records] == ["30/30"]
+
+
+def _manifest(tmp_path, name: str, valid: int) -> Path:
+    path = tmp_path / name / "manifest.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"splits": {"train": {"num_samples": 10}, "valid": {"num_samples": valid}}}))
+    return path
+
+
+def test_validation_without_any_valid_rows_is_refused_before_training(tmp_path):
+    from stages.cli import ParamsError
+    from stages.train import check_valid_rows
+
+    manifests = {"a": _manifest(tmp_path, "a", 0), "b": _manifest(tmp_path, "b", 0)}
+    with pytest.raises(ParamsError, match=r"^train.valid_every: 50, but no task has valid rows \(a, b all"):
+        check_valid_rows(50, manifests)
+    check_valid_rows(0, manifests)  # validation off: nothing to check
+    check_valid_rows(50, {**manifests, "c": _manifest(tmp_path, "c", 3)})  # one task with rows is enough
