@@ -103,9 +103,10 @@ def run_stage(stage: str, work: Path) -> None:
         p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)}
     env.pop("DVC_EXP_NAME", None)  # a specialist is not the DVC experiment this command may run in
     proc = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=work, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{stage} of specialist {work.name} failed (exit {proc.returncode}); its log is above. "
-                           f"Re-running resumes it from its last checkpoint")
+    if proc.returncode != 0:  # the stage said why above; its exit status (2: a user error) is ours
+        log.error("%s of specialist %s failed (exit %d); re-running this command resumes it from its last "
+                  "checkpoint", stage, work.name, proc.returncode)
+        raise SystemExit(proc.returncode)
 
 
 def train_specialist(task: str, plain: dict, force: bool) -> dict:
