@@ -61,8 +61,10 @@ install_espeak() {
   fi
   echo "setup: installing espeak-ng (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
-  if ! apt-get install -y --no-install-recommends espeak-ng > "$log" 2>&1; then
-    apt-get update >> "$log" 2>&1 && apt-get install -y --no-install-recommends espeak-ng >> "$log" 2>&1 || {
+  # Another apt (a second setup, unattended-upgrades) may hold the dpkg lock: wait for it, not fail.
+  local apt=(apt-get -o DPkg::Lock::Timeout=600)
+  if ! "${apt[@]}" install -y --no-install-recommends espeak-ng > "$log" 2>&1; then
+    "${apt[@]}" update >> "$log" 2>&1 && "${apt[@]}" install -y --no-install-recommends espeak-ng >> "$log" 2>&1 || {
       tail -n 20 "$log" >&2
       echo "setup: could not install espeak-ng with apt-get (log: $log); install the Debian package espeak-ng" >&2
       return 1
