@@ -151,6 +151,10 @@ def test_params_edits_each_way_change_exactly_their_stages_in_dvc_status(repo):
     _run(["dvc", "repro", "materialise@shots"], work, env)
     vocab = (work / "assets/vocab.json").read_bytes()
     assert _status(work, env, "materialise@shots") == set()
+    # Importing the code (a test run, the Python API) writes bytecode caches beside it: not an edit.
+    _run([sys.executable, "-m", "compileall", "-q", "ofasys", "pipeline", "stages"], work, env)
+    assert any((work / "pipeline" / "__pycache__").iterdir())
+    assert _status(work, env, "materialise@shots") == set()
 
     _edit(work, lambda p: p["tasks"]["shots"].update(weight=0.3))
     _edit(work, lambda p: p.setdefault("train", {}).update(lr=0.01, max_steps=7))
@@ -162,8 +166,14 @@ def test_params_edits_each_way_change_exactly_their_stages_in_dvc_status(repo):
     assert _status(work, env, "materialise@shots") == {"materialise@shots"}
     _run(["dvc", "repro", "materialise@shots"], work, env)
 
+    # The new task brings words the vocabulary never saw: the byte-level BPE encodes them as they are.
+    other = work / "sources" / "shots" / "other.jsonl"
+    other.write_text("".join(json.dumps({"img": f"img/{i}.png", "cap": f"glowing hue number {i % 3}"}) + "\n"
+                             for i in range(30)))
+
     def add_task(p):
-        p["tasks"]["shots_too"] = {**p["tasks"]["shots"], "instruction": INSTRUCTION}
+        p["tasks"]["shots_too"] = {**p["tasks"]["shots"], "instruction": INSTRUCTION,
+                                   "source": {**p["tasks"]["shots"]["source"], "path": "sources/shots/other.jsonl"}}
     _edit(work, add_task)
     # only the new task's own stages (upstream of assets, which reads data/vocab_text): never run yet
     assert _status(work, env, "materialise@shots", "assets") == {"ingest@shots_too", "vocab_text@shots_too"}
