@@ -145,11 +145,21 @@ def log_to_mlflow(params, table: dict, generalist_run: str | None) -> None:
         mlflow.log_artifact(str(OUT_MD))
 
 
-def main(args, params) -> None:
-    tasks = list(params.tasks) if not args.tasks else [t.strip() for t in args.tasks.split(",") if t.strip()]
+def selected_tasks(arg: str | None, names: list[str]) -> list[str]:
+    """The tasks `--tasks` names (all when it is absent), each checked against the params' tasks."""
+    if arg is None:
+        return list(names)
+    tasks = [t.strip() for t in arg.split(",") if t.strip()]
+    if not tasks:  # named but empty (an unset shell variable, say): not silently every task
+        raise ParamsError(f"--tasks: names no task; give some of {', '.join(names)}, or leave --tasks out for every task")
     for name in tasks:
-        if name not in params.tasks:
-            raise ParamsError(f"--tasks: {name!r} is not a task; tasks: {', '.join(params.tasks)}")
+        if name not in names:
+            raise ParamsError(f"--tasks: {name!r} is not a task; tasks: {', '.join(names)}")
+    return tasks
+
+
+def main(args, params) -> None:
+    tasks = selected_tasks(args.tasks, list(params.tasks))
     generalist = check_inputs(params, tasks)
     shares = task_shares(params, tasks)
     plain = to_plain(params)
@@ -183,6 +193,6 @@ def main(args, params) -> None:
 
 if __name__ == "__main__":
     p = cli.parser(__doc__)
-    p.add_argument("--tasks", default="", help="comma-separated tasks (default: every task)")
+    p.add_argument("--tasks", default=None, help="comma-separated tasks (default: every task)")
     p.add_argument("--force", action="store_true", help="train every specialist again")
     cli.run(main, p.parse_args())
