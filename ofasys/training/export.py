@@ -22,7 +22,8 @@ from typing import Any, Mapping
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save
+
+from ofasys.safetensors_bytes import canonical_safetensors
 
 EXPORT_FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -69,21 +70,6 @@ def _portable_state(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.
     return tensors, aliases
 
 
-def _deterministic_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
-    """safetensors bytes with a canonical header.
-
-    The library writes `__metadata__` from a Rust HashMap, whose key order changes from run to run;
-    the header is re-emitted with sorted keys (data offsets are relative to the end of the header,
-    so they stay valid) and padded to 8 bytes as the format requires.
-    """
-    raw = save(tensors, metadata=metadata)
-    n = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8 : 8 + n])
-    encoded = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    encoded += b" " * (-len(encoded) % 8)
-    return len(encoded).to_bytes(8, "little") + encoded + raw[8 + n :]
-
-
 def save_pretrained(model: torch.nn.Module | Mapping[str, torch.Tensor], model_config: Mapping[str, Any],
                     vocab_path: str | os.PathLike, tasks_info: Mapping[str, Any],
                     out_dir: str | os.PathLike, *, vocab_fingerprint: str | None = None) -> Path:
@@ -114,7 +100,7 @@ def save_pretrained(model: torch.nn.Module | Mapping[str, torch.Tensor], model_c
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        (tmp / WEIGHTS_FILE).write_bytes(_deterministic_safetensors(
+        (tmp / WEIGHTS_FILE).write_bytes(canonical_safetensors(
             tensors, {"format": "pt", "aliases": json.dumps(aliases, sort_keys=True)}))
         (tmp / CONFIG_FILE).write_text(json.dumps(config, sort_keys=True, indent=1, allow_nan=False) + "\n",
                                        encoding="utf-8")
