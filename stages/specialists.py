@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,17 @@ def run_stage(stage: str, work: Path) -> None:
         raise SystemExit(proc.returncode)
 
 
+def set_aside_checkpoints(work: Path) -> None:
+    """Make `--force` train from scratch: with its checkpoints in place, the train stage would resume
+    a finished run and train nothing. They are moved to checkpoints.previous (replacing the last
+    set aside), not deleted."""
+    current, previous = work / "checkpoints", work / "checkpoints.previous"
+    if current.exists():
+        shutil.rmtree(previous, ignore_errors=True)
+        current.rename(previous)
+        log.info("%s: --force: its checkpoints are set aside in %s", work.name, previous)
+
+
 def train_specialist(task: str, plain: dict, force: bool) -> dict:
     work = WORK_DIR / task
     fingerprint = prepare(task, plain, work)
@@ -119,6 +131,8 @@ def train_specialist(task: str, plain: dict, force: bool) -> dict:
         log.info("%s: specialist already trained with these params and shards (--force to redo)", task)
     else:
         done.unlink(missing_ok=True)
+        if force:
+            set_aside_checkpoints(work)
         log.info("%s: training its specialist for %d updates", task, plain["train"]["max_steps"])
         run_stage("train", work)
         run_stage("evaluate", work)
@@ -194,5 +208,6 @@ def main(args, params) -> None:
 if __name__ == "__main__":
     p = cli.parser(__doc__)
     p.add_argument("--tasks", default=None, help="comma-separated tasks (default: every task)")
-    p.add_argument("--force", action="store_true", help="train every specialist again")
+    p.add_argument("--force", action="store_true",
+                   help="train every specialist again from scratch (old checkpoints go to checkpoints.previous)")
     cli.run(main, p.parse_args())
