@@ -11,6 +11,7 @@ import time
 import torch
 
 from ofasys.data.batch import Batch, EncoderSegment
+from ofasys.modalities.image import Image
 from ofasys.model import ModelConfig, build_model
 
 
@@ -22,7 +23,7 @@ def make_batch(vocab: int, b: int = 64, text: int = 16, out: int = 12, image: in
         task="bench",
         keys=[str(i) for i in range(b)],
         segments=[
-            EncoderSegment("IMAGE", torch.rand(b, 3, image, image, generator=g)),
+            EncoderSegment(Image.name, torch.rand(b, 3, image, image, generator=g)),
             EncoderSegment("tokens", tokens, torch.ones_like(tokens, dtype=torch.bool)),
         ],
         decoder_input=dec,

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from ofasys.data.batch import TOKENS
+from ofasys.modalities.image import Image
 
 from .config import ModelConfig
 
@@ -35,9 +36,9 @@ LOG = logging.getLogger(__name__)
 ADAPTORS_PREFIX = "adaptors."
 SEGMENTS_PREFIX = "segment_embeddings."
 LEGACY_SEGMENT_KEY = "segment_type.weight"
-LEGACY_SEGMENT_ROWS = (TOKENS, "IMAGE")
+LEGACY_SEGMENT_ROWS = (TOKENS, Image.name)
 """Rows of the old segment-type table -> the segment kind whose embedding each row becomes."""
-LEGACY_ADAPTOR_PREFIXES = {"image_adaptor.": "IMAGE"}
+LEGACY_ADAPTOR_PREFIXES = {"image_adaptor.": Image.name}
 """Old adaptor key prefix -> the modality whose adaptor it was."""
 
 

@@ -174,7 +174,10 @@ def upgrade_legacy_keys(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _image(stem: str) -> dict[str, dict[str, Any]]:
-    return {"IMAGE": {"stem": stem}}
+    """The OFA presets' image adaptor: a ResNet stem of the given depth."""
+    from ofasys.modalities.image import Image  # the modality owns its name
+
+    return {Image.name: {"stem": stem}}
 
 
 OFA_STYLE = dict(normformer=True, embed_norm=True, init_std=0.02)
