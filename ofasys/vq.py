@@ -230,7 +230,7 @@ def train_vq(images: np.ndarray, config: VQConfig,
         model.codebook.embed.copy_(z[pick])
         model.codebook.embed_sum.copy_(z[pick])
         model.codebook.cluster_size.fill_(1.0)
-    optimiser = torch.optim.Adam([p for p in model.parameters()], lr=config.lr)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     model.train()
     for step in range(1, config.steps + 1):
         x = data[rng.integers(0, len(data), config.batch_size)]
