@@ -168,6 +168,16 @@ def source_paths(spec: SourceSpec, base_dir: str | Path | None = None) -> dict[s
     return paths
 
 
+def check_source_files(spec: SourceSpec, base_dir: str | Path | None = None, key: str = "source") -> dict[str, Path]:
+    """`source_paths`, after checking each names an existing file (SourceError naming the params key
+    and the fix otherwise): what `resolve` checks up front, so a wrong path stops `dvc repro` before
+    any task is ingested."""
+    paths = source_paths(spec, base_dir)
+    for field, path in paths.items():
+        _check_is_file(path, f"{key}.{field}")
+    return paths
+
+
 def load_splits(spec: SourceSpec, seed: int, base_dir: str | Path | None = None,
                 key: str = "source", files_dir: str | Path | None = None) -> dict[str, pa.Table]:
     """The three split tables for `spec`, in memory, provenance columns included (what `ingest` writes).
@@ -179,9 +189,7 @@ def load_splits(spec: SourceSpec, seed: int, base_dir: str | Path | None = None,
                                                corrupt=spec.corrupt if split == "train" else 0, files_dir=files_dir),
                                       f"demo:{spec.generator}")
                 for split in SPLITS}
-    paths = source_paths(spec, base_dir)
-    for field, path in paths.items():
-        _check_is_file(path, f"{key}.{field}")
+    paths = check_source_files(spec, base_dir, key)
     read = {}
     for field, path in paths.items():
         read[field] = read_source(path)

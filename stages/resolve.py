@@ -2,7 +2,8 @@
 fingerprint of every task's source data, to data/resolved/ (see `pipeline.stage_inputs`).
 
 DVC runs it on every `dvc repro` (`always_changed`): it is cheap, and only it can notice that a source
-file or an image it lists changed. Stages downstream re-run only when their own slice changed.
+file or an image it lists changed. Stages downstream re-run only when their own slice changed. A
+source file that is not there is a user error found here, before any task is ingested.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ def write_slices(slices: dict, out_dir: Path) -> None:
 
 def main(args, params) -> None:
     from pipeline.source_fingerprint import source_fingerprint
+    from pipeline.sources import check_source_files
+
+    for name, task in params.tasks.items():  # a wrong path stops the run here, before any stage works
+        check_source_files(task.source, key=f"tasks.{name}.source")
 
     def fingerprint(name: str) -> dict:
         task = params.tasks[name]

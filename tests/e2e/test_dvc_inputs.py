@@ -111,11 +111,24 @@ def test_a_params_edit_reruns_only_its_stages(repo):
     assert len(list((work / "data/shards/shots").glob("train-*.tar"))) > 1
 
 
-def test_bad_params_stop_the_first_stage_with_one_line(repo):
+def _misspell_train_key(params: dict) -> None:
+    params["train"] = {"max_step": 10}
+
+
+def _misspell_source_path(params: dict) -> None:
+    params["tasks"]["shots"]["source"]["path"] = "sources/shots/row.jsonl"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_misspell_train_key, "train.max_step: unknown key; did you mean 'max_steps'?"),
+    (_misspell_source_path, "tasks.shots.source.path: file not found: sources/shots/row.jsonl"),
+])
+def test_bad_params_stop_the_first_stage_with_one_line(repo, edit, message):
+    """A typo in a key or in a source file's path stops `resolve`, before any task is ingested."""
     work, env = repo
     good = (work / "params.yaml").read_text()
     params = yaml.safe_load(good)
-    params["train"] = {"max_step": 10}
+    edit(params)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         proc = subprocess.run(["dvc", "repro", "materialise@shots"], cwd=work, env=env, capture_output=True, text=True)
@@ -123,7 +136,7 @@ def test_bad_params_stop_the_first_stage_with_one_line(repo):
         (work / "params.yaml").write_text(good)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
-    assert "train.max_step: unknown key; did you mean 'max_steps'?" in out
+    assert message in out
     assert "Traceback" not in out
     assert _ran(proc.stdout) == ["resolve"]
 
