@@ -13,16 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 REGISTRY_SCHEME = "models:/"
 
-from ofasys.data.collate import Collator
+from ofasys.data.collate import Collator, generation_assets
 from ofasys.data.materialise import sample_from_row
 from ofasys.instruction import Instruction, parse_instruction
 from ofasys.model import ModelConfig, UniversalModel, build_model
 from ofasys.model.checkpoint_compat import fresh_modalities, load_model_state, upgrade_state_dict
-from ofasys.training.export import WEIGHTS_FILE, load_pretrained_config, load_pretrained_state
+from ofasys.training.export import IMAGE_CODES_FILE, WEIGHTS_FILE, load_pretrained_config, load_pretrained_state
+from ofasys.data.members import slot_handler
 from ofasys.modalities import MODALITIES
 from ofasys.vocab import UnifiedVocab
 
@@ -36,11 +38,17 @@ class Prediction:
     modalities: dict[str, str] = field(default_factory=dict)
     """Modality of each output column, so typed accessors know which value is which."""
 
+    images: dict[str, Any] = field(default_factory=dict)
+    """Image outputs (VQ codes) rendered to PIL images by the model's VQ decoder, by column."""
+    fields: dict[str, str] = field(default_factory=dict)
+    """The typed field (`text`, `box`, `image`, ...) of each output column."""
+
     def _first(self, field: str) -> Any:
-        """The first output whose modality's `output_field` is `field` (in output order)."""
-        for column, mod in self.modalities.items():
-            if MODALITIES[mod].output_field == field and column in self.outputs:
-                return self.outputs[column]
+        """The first output whose typed field is `field` (in output order)."""
+        fields = self.fields or {column: MODALITIES[mod].output_field for column, mod in self.modalities.items()}
+        for column, name in fields.items():
+            if name == field and column in self.outputs:
+                return self.images.get(column, self.outputs[column]) if field == "image" else self.outputs[column]
         return None
 
     @property
@@ -54,6 +62,12 @@ class Prediction:
         return self._first("box")
 
     @property
+    def image(self):
+        """The first image output as a PIL image (its VQ codes decoded), or None when generation was
+        cut before the grid was complete; the codes themselves are in `outputs`."""
+        return self._first("image")
+
+    @property
     def phones(self) -> str | None:
         """The first PHONE output as space-separated phones ("|" between words)."""
         return self._first("phones")
@@ -62,10 +76,13 @@ class Prediction:
 class OFASys:
     """A trained universal model with its vocabulary and the task schemas it was trained on."""
 
-    def __init__(self, model: UniversalModel, vocab: UnifiedVocab, config: Mapping[str, Any]):
+    def __init__(self, model: UniversalModel, vocab: UnifiedVocab, config: Mapping[str, Any],
+                 image_codes: Any = None):
         self.model = model.eval()
         self.vocab = vocab
         self.config = dict(config)
+        self.image_codes = image_codes
+        """The VQ image tokenizer (`ofasys.vq.VQTokenizer`) its image outputs are decoded with, or None."""
         self.tasks: dict[str, Any] = dict(self.config.get("tasks", {}))
         self._collators: dict[str, Collator] = {}
 
@@ -100,7 +117,28 @@ class OFASys:
         if fresh:  # an adaptor that never saw training would embed its modality as noise
             raise ValueError(f"{path}: {WEIGHTS_FILE} has no weights for the {', '.join(fresh_modalities(fresh))} "
                              "adaptor that config.json lists under model.adaptors; re-export the trained model")
-        return cls(model.to(device), vocab, config)
+        image_codes = None
+        if config.get("image_codes"):  # a task stores images as VQ codes: its tokenizer is beside the weights
+            from ofasys.vq import load_vq
+
+            image_codes = load_vq(path / IMAGE_CODES_FILE, expect_fingerprint=config["image_codes"])
+        return cls(model.to(device), vocab, config, image_codes)
+
+    def render_images(self, codes: Sequence[Sequence[int] | None]) -> list[Any]:
+        """PIL images of generated code grids (None for a grid cut short), decoded in one batch."""
+        from PIL import Image as PILImage
+
+        if self.image_codes is None:
+            raise ValueError("this model has no VQ image tokenizer (its export has no vq.safetensors), so it "
+                             "cannot decode image codes")
+        grid = self.image_codes.config.grid
+        whole = [i for i, c in enumerate(codes) if c is not None and len(c) == grid * grid]
+        out: list[Any] = [None] * len(codes)
+        if whole:
+            arrays = np.asarray([codes[i] for i in whole], dtype=np.int64).reshape(-1, grid, grid)
+            for i, pixels in zip(whole, self.image_codes.decode(arrays)):
+                out[i] = PILImage.fromarray(pixels)
+        return out
 
     @property
     def device(self) -> torch.device:
@@ -116,7 +154,10 @@ class OFASys:
     def _collator(self, instruction: Instruction, closed_sets: Mapping[str, Sequence[str]]) -> Collator:
         key = instruction.source + repr(sorted((k, tuple(v)) for k, v in closed_sets.items()))
         if key not in self._collators:
-            self._collators[key] = Collator(instruction, self.vocab, "inference", closed_sets=dict(closed_sets))
+            assets = {} if self.image_codes is None else generation_assets(
+                {"assets": {"image_codes": {"grid": self.image_codes.config.grid}}})
+            self._collators[key] = Collator(instruction, self.vocab, "inference", closed_sets=dict(closed_sets),
+                                            assets=assets)
         return self._collators[key]
 
     def inference(
@@ -147,21 +188,26 @@ class OFASys:
         sets = dict(task.get("closed_sets", {}))
         sets.update(closed_sets or {})
         collator = self._collator(ins, sets)
-        modalities = {
-            (slot.column or f"output{i}"): slot.modality
-            for i, (side, slot) in enumerate(ins.templates[0].slots()) if side == "output"
-        }
+        outputs = [(slot.column or f"output{i}", slot) for i, (side, slot) in enumerate(ins.templates[0].slots())
+                   if side == "output"]
+        modalities = {column: slot.modality for column, slot in outputs}
+        fields = {column: slot_handler(slot).output_field for column, slot in outputs}
+        image_columns = [column for column, name in fields.items() if name == "image"]
         results: list[Prediction] = []
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             samples = [
-                sample_from_row(ins, row, self.vocab, image_size=size, key=f"infer-{start + i:09d}")
+                sample_from_row(ins, row, self.vocab, image_size=size, key=f"infer-{start + i:09d}",
+                                image_codes=self.image_codes)
                 for i, row in enumerate(chunk)
             ]
             batch = collator.collate_for_generation(samples).to(self.device)
             plans = [collator.plan(s) for s in samples]
             with torch.inference_mode():
                 generated = self.model.generate(batch, plans, beam_size=beam_size, max_new_tokens=max_new_tokens)
-            for sample, plan, tokens in zip(samples, plans, generated):
-                results.append(Prediction(plan.decode(tokens, sample.meta), list(tokens), modalities))
+            decoded = [plan.decode(tokens, sample.meta) for sample, plan, tokens in zip(samples, plans, generated)]
+            rendered = {column: self.render_images([d.get(column) for d in decoded]) for column in image_columns}
+            for i, (outs, tokens) in enumerate(zip(decoded, generated)):
+                images = {column: rendered[column][i] for column in image_columns}
+                results.append(Prediction(outs, list(tokens), modalities, images, fields))
         return results[0] if single else results

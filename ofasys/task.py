@@ -57,18 +57,21 @@ class Task:
 
     def materialise(self, raw_splits: Mapping[str, PathLike], vocab_path: PathLike, out_dir: PathLike, *,
                     shard_samples: int = 1000, reject_budget: RejectBudget | float | int = 0.01, seed: int = 0,
-                    model: "ModelConfig | None" = None, progress: bool = True) -> MaterialiseReport:
+                    model: "ModelConfig | None" = None, progress: bool = True,
+                    image_codes_path: PathLike | None = None) -> MaterialiseReport:
         """Write `out_dir/<split>-*.tar`, lengths files, rejects.jsonl and manifest.json from the raw
         parquet of each split (split name -> path). With `model` (the `ModelConfig` that will train on
         the shards), a sample the model could not take (longer than its `max_positions`, embedded
         slots counted as its adaptors embed them) is rejected now instead of failing a batch
-        mid-training."""
+        mid-training. `image_codes_path` is the VQ tokenizer file (`ofasys.vq.save_vq`) that slots with
+        `preprocess=image_vqgan` are coded with."""
         from ofasys.data.materialise import MaterialiseConfig, materialise_task
 
         return materialise_task(MaterialiseConfig(
             task=self.name, instruction=self.instruction, raw_splits=dict(raw_splits), vocab_path=vocab_path,
             out_dir=out_dir, image_size=self.image_size, shard_samples=shard_samples,
-            reject_budget=reject_budget, seed=seed, progress=progress, model=model))
+            reject_budget=reject_budget, seed=seed, progress=progress, model=model,
+            image_codes_path=image_codes_path))
 
     def load(self, out_dir: PathLike, split: str, vocab: UnifiedVocab | PathLike) -> ShardTaskData:
         """The materialised `split` as `Trainer` and the evaluator read it. Refuses shards that another

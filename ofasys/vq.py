@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -31,55 +30,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-VQ_FORMAT = 1
+from ofasys.vq_config import VQ_FORMAT, VQConfig, VQError
 
-
-class VQError(ValueError):
-    """A VQ file that is not one, or does not match what reads it."""
-
-
-@dataclass(frozen=True)
-class VQConfig:
-    """The VQ tokenizer's shape and training recipe (`assets.vq` in params)."""
-
-    image_size: int = 32
-    """Side of the square RGB images it encodes, in pixels; images are resized to it first."""
-    grid: int = 8
-    """Codes per side: an image is `grid * grid` tokens. image_size / grid must be a power of two."""
-    codebook_size: int = 256
-    """Distinct codes, the size of the vocabulary's code block (`assets.num_codes`)."""
-    code_dim: int = 32
-    """Width of a code vector."""
-    channels: int = 64
-    """Width of the conv encoder and decoder."""
-    steps: int = 1500
-    """Training updates."""
-    batch_size: int = 64
-    lr: float = 2e-3
-    commitment: float = 0.25
-    """Weight of the loss pulling encoder outputs toward their codes."""
-    ema_decay: float = 0.99
-    """Codebook moving-average decay."""
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("image_size", "grid", "codebook_size", "code_dim", "channels", "steps", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.codebook_size < 2:
-            raise ValueError(f"codebook_size must be at least 2, got {self.codebook_size}")
-        ratio = self.image_size // self.grid
-        if self.image_size % self.grid or ratio < 2 or ratio & (ratio - 1):
-            raise ValueError(f"image_size / grid must be a power of two >= 2, got {self.image_size} / {self.grid}; "
-                             f"e.g. image_size {self.grid * 4} for grid {self.grid}")
-        if not 0 < self.lr < 1 or not 0 <= self.commitment or not 0 < self.ema_decay < 1:
-            raise ValueError(f"lr must be in (0, 1), commitment >= 0, ema_decay in (0, 1); got "
-                             f"{self.lr}, {self.commitment}, {self.ema_decay}")
-
-    @property
-    def downsamplings(self) -> int:
-        return int(math.log2(self.image_size // self.grid))
+__all__ = ["VQ_FORMAT", "VQConfig", "VQError", "VQModel", "VQTokenizer", "load_vq", "save_vq", "train_vq"]
 
 
 class Codebook(nn.Module):
@@ -149,7 +102,7 @@ class VQModel(nn.Module):
 
 
 def _to_float(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    return torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -246,7 +199,7 @@ def train_vq(images: np.ndarray, config: VQConfig,
         optimiser.step()
         model.codebook.update(flat.detach(), codes, generator)
         if progress is not None and (step % 100 == 0 or step == config.steps):
-            progress(step, float(loss))
+            progress(step, float(loss.detach()))
     model.eval()
     return tokenizer
 

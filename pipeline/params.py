@@ -57,6 +57,53 @@ class TaskParams:
 
 
 @dataclass(frozen=True)
+class VQParams:
+    """`assets.vq`: the VQ image tokenizer IMAGE slots with `preprocess=image_vqgan` are coded with.
+
+    The `vq` stage trains it on the train-split images of `tasks` (fields as `ofasys.vq.VQConfig`,
+    seeded by the top-level seed), or, with `path`, checks and uses a local VQ file instead (then
+    the shape fields are the file's: any given must agree with it)."""
+
+    tasks: tuple[str, ...] | None = None
+    """The tasks whose train images the tokenizer learns (any IMAGE column of theirs); absent = the
+    tasks with a `preprocess=image_vqgan` slot. Pinned like `vocab_tasks`: adding another task does
+    not retrain it, nor re-code every task's images."""
+    path: str = ""
+    """A local VQ file (`ofasys.vq.save_vq` format, safetensors) to use instead of training one."""
+    image_size: int = 32
+    """Side images are resized to before coding, in pixels."""
+    grid: int = 8
+    """Codes per side: an image is grid * grid tokens (image_size / grid a power of two >= 2)."""
+    codebook_size: int = 256
+    """Distinct codes; `assets.num_codes` must equal it (the vocabulary's code block)."""
+    code_dim: int = 32
+    channels: int = 64
+    steps: int = 1500
+    """Training updates."""
+    batch_size: int = 64
+    lr: float = 0.002
+    commitment: float = 0.25
+    ema_decay: float = 0.99
+
+    SHAPE_FIELDS = ("image_size", "grid", "codebook_size", "code_dim", "channels")
+
+    def __post_init__(self) -> None:
+        if self.tasks is not None:
+            _require(len(set(self.tasks)) == len(self.tasks), "tasks: a task is listed twice")
+        self.config(0)  # the tokenizer's own checks, with its field names
+
+    def config(self, seed: int):
+        """The `ofasys.vq_config.VQConfig` the vq stage trains with."""
+        from ofasys.vq_config import VQConfig
+
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("tasks", "path")}
+        try:
+            return VQConfig(seed=seed, **fields)
+        except ValueError as err:
+            raise ValueError(str(err)) from None
+
+
+@dataclass(frozen=True)
 class AssetParams:
     bpe_vocab_size: int = 1000
     """Size of the text BPE vocabulary trained on the tasks' text (specials included); at least
@@ -70,6 +117,8 @@ class AssetParams:
     = every task). Pin it to keep the vocabulary, and so every other task's shards, unchanged when a
     task is added: byte-level BPE encodes any new text, and changing this list is how a rebuild is
     asked for."""
+    vq: VQParams | None = None
+    """The VQ image tokenizer (`assets.vq`), for tasks that store images as codes; None = none."""
 
     def __post_init__(self) -> None:
         if self.vocab_tasks is not None:
@@ -350,7 +399,11 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
         tasks[name] = task
     built: dict[str, Any] = {"seed": seed, "tasks": tasks}
     for key, cls in SECTIONS.items():
-        built[key] = _build(cls, raw.get(key), key)
+        section = raw.get(key)
+        if key == "assets" and isinstance(section, Mapping) and section.get("vq") is not None:
+            section = dict(section)
+            section["vq"] = _build(VQParams, section["vq"], "assets.vq")
+        built[key] = _build(cls, section, key)
     built["model"] = _check_model(raw.get("model"))
     built["train"] = _check_train(raw.get("train"), seed)
     if not built["infer"].tasks:
@@ -362,9 +415,10 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
                 close = difflib.get_close_matches(str(name), list(tasks), n=1)
                 hint = f"did you mean {close[0]!r}?" if close else f"tasks: {', '.join(tasks)}"
                 raise ParamsError(f"{key}: {name!r} is not a task; {hint}")
-    from pipeline.params_checks import check_adaptor_choices, check_metric_fits
+    from pipeline.params_checks import check_adaptor_choices, check_image_codes, check_metric_fits
 
     check_adaptor_choices(params)
+    check_image_codes(params, raw.get("assets"))
     for name, task in tasks.items():
         check_metric_fits(name, task)
     if params.train.get("mixture", "weight") == "weight" and not any(t.weight > 0 for t in tasks.values()):

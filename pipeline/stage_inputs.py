@@ -53,6 +53,34 @@ def vocab_text_input(params: Params, name: str) -> dict[str, Any]:
     return {"in_vocab": True, "slots": vocab_slot_spec(parse_instruction(params.tasks[name].instruction))}
 
 
+def vq_images_input(params: Params, name: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """What `vq_images@<name>` reads besides the task's raw rows: whether the task gives the VQ
+    tokenizer images and, if so, which columns at which size, and its data's fingerprint (the
+    media files its rows name)."""
+    from pipeline.params_checks import effective_vq_config, image_columns, vq_task_names
+
+    if name not in vq_task_names(params):
+        return {"in_vq": False}
+    return {"in_vq": True, "columns": image_columns(params.tasks[name].instruction),
+            "image_size": effective_vq_config(params).image_size, "data": dict(data)}
+
+
+def vq_input(params: Params) -> dict[str, Any]:
+    """What the `vq` stage reads besides the collected images: `assets.vq` with the seed and the
+    tasks it learns from, and the content hash of a user's VQ file (which DVC does not track)."""
+    from pipeline.params_checks import vq_task_names
+
+    vq = params.assets.vq
+    if vq is None:
+        return {"vq": None}
+    slice_: dict[str, Any] = {"vq": to_plain(vq), "seed": params.seed, "tasks": sorted(vq_task_names(params))}
+    if vq.path:
+        from ofasys.data.io import sha256_file
+
+        slice_["file_sha256"] = sha256_file(vq.path)
+    return slice_
+
+
 def stage_slices(params: Params, fingerprint: Fingerprint) -> dict[str, Any]:
     """{relative path under RESOLVED_DIR: JSON-able slice} for every stage of dvc.yaml."""
     plain = to_plain(params)
@@ -70,9 +98,13 @@ def stage_slices(params: Params, fingerprint: Fingerprint) -> dict[str, Any]:
             "data": data[name],
         }
         slices[f"vocab_text/{name}.json"] = vocab_text_input(params, name)
+        slices[f"vq_images/{name}.json"] = vq_images_input(params, name, data[name])
     # Not the instructions: the vocabulary reads data/vocab_text (slot values, no prompt wording), so
     # rewording a prompt or adding a task outside assets.vocab_tasks leaves `assets` as it is.
-    slices["assets.json"] = {"assets": plain["assets"], "vocab_tasks": sorted(params.vocab_task_names())}
+    # Not assets.vq either: the vq stage reads it (vq.json), the vocabulary only sizes the code block
+    vocab_assets = {k: v for k, v in plain["assets"].items() if k != "vq"}
+    slices["assets.json"] = {"assets": vocab_assets, "vocab_tasks": sorted(params.vocab_task_names())}
+    slices["vq.json"] = vq_input(params)
     slices["train.json"] = {
         "seed": params.seed,
         "model": plain["model"],

@@ -27,11 +27,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from ofasys.instruction import InstructionError
     from ofasys.training.checkpoint_integrity import CheckpointIntegrityError
     from ofasys.vocab import VocabMismatchError
+    from ofasys.vq_config import VQError
     from pipeline.selection import PromotionRefused
     from pipeline.sources import SourceError
 
     return (ParamsError, FileNotFoundError, SourceError, InstructionError, RejectBudgetExceeded,
-            VocabMismatchError, OutputWriteError, CheckpointIntegrityError, PromotionRefused)
+            VocabMismatchError, OutputWriteError, CheckpointIntegrityError, PromotionRefused, VQError)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -73,7 +73,20 @@ def write_gallery(name, metric, test, preds, column, scores) -> Path:
     return out
 
 
-def evaluate_task(name, task, model, vocab, params, work: Path) -> dict:
+VQ_REPORT = Path("assets/vq/report.json")
+
+
+def vq_figures() -> dict:
+    """The VQ tokenizer's own reconstruction error on valid images beside the mean image's (what the
+    codes lose before a model generates any): reported with every task whose output is an image."""
+    report = json.loads(VQ_REPORT.read_text()) if VQ_REPORT.is_file() else {}
+    if "reconstruction_error" not in report:
+        return {}
+    return {"vq_reconstruction_error": report["reconstruction_error"],
+            "vq_reconstruction_error_baseline": report["mean_image_error"]}
+
+
+def evaluate_task(name, task, model, vocab, params, work: Path, image_decoder=None) -> dict:
     from tqdm import tqdm
 
     from ofasys.batch_inference import BatchInferenceConfig, add_column, predict_to_parquet
@@ -97,9 +110,12 @@ def evaluate_task(name, task, model, vocab, params, work: Path) -> dict:
         train_references=[train.get(i).meta["refs"][column] for i in range(len(train))],
         masked_inputs=masked_inputs(test, range(len(preds))) if "masked_inputs" in needs else None,
         databases=sample_databases(test, len(preds)) if "databases" in needs else None,
+        image_decoder=image_decoder if "image_decoder" in needs else None,
     )
     outputs = [p.outputs.get(column) for p in preds]
     entry = {"column": column, **registry.report(task.metric, outputs, data)}
+    if "image" in registry.metric(task.metric).outputs:
+        entry.update(vq_figures())
     scores = registry.sample_scores(task.metric, outputs, data)
     add_column(OUT / "predictions" / f"{name}.parquet", "score", scores)
     write_gallery(name, task.metric, test, preds, column, scores)
@@ -136,7 +152,8 @@ def main(args, params) -> None:
     record = json.loads(Path("checkpoints/run.json").read_text())
     pretrained = OFASys.from_pretrained("checkpoints/final")
     work = Path(".cache/evaluate")
-    results = {name: evaluate_task(name, task, pretrained.model, pretrained.vocab, params, work)
+    decoder = None if pretrained.image_codes is None else pretrained.image_codes.decode
+    results = {name: evaluate_task(name, task, pretrained.model, pretrained.vocab, params, work, decoder)
                for name, task in params.tasks.items()}
     OUT.mkdir(exist_ok=True)
     tmp = OUT / "metrics.json.tmp"

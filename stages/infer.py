@@ -24,6 +24,35 @@ log = logging.getLogger("infer")
 OUT = Path("predictions")
 
 
+def output_field(data, column: str) -> str | None:
+    """The typed field (`text`, `box`, `image`, ...) of a task's output column."""
+    from ofasys.data.members import slot_handler
+
+    for side, slot in data.instruction.templates[0].slots():
+        if side == "output" and slot.column == column:
+            return slot_handler(slot).output_field
+    return None
+
+
+def write_pngs(pretrained, codes: list, keys: list[str], out_dir: Path) -> list[str | None]:
+    """Generated code grids decoded to PNG files `<out_dir>/<key>.png` (atomically); their paths, None
+    where generation was cut before the grid was complete."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: list[str | None] = []
+    for start in range(0, len(codes), 256):
+        images = pretrained.render_images(codes[start : start + 256])
+        for key, image in zip(keys[start : start + 256], images):
+            if image is None:
+                paths.append(None)
+                continue
+            path = out_dir / f"{key}.png"
+            tmp = path.with_name(f".{path.name}.tmp")
+            image.save(tmp, format="PNG")
+            tmp.replace(path)
+            paths.append(str(path))
+    return paths
+
+
 def predict_task(pretrained, manifest: Path, split: str, metric: str | None, params) -> None:
     """Predict one manifest's split into predictions/<task>.parquet and score each row by `metric`."""
     from tqdm import tqdm
@@ -40,10 +69,15 @@ def predict_task(pretrained, manifest: Path, split: str, metric: str | None, par
                                          cfg, progress=bar.update)
     column = primary_output(data)
     refs = [p.refs.get(column) for p in preds]
+    outputs = [p.outputs.get(column) for p in preds]
+    if output_field(data, column) == "image":
+        add_column(path, "image", write_pngs(pretrained, outputs, [p.key for p in preds], OUT / data.name))
     if metric is not None and preds and all(r is not None for r in refs):  # a split with references
-        databases = sample_databases(data, len(preds)) if "databases" in registry.metric(metric).needs else None
-        outputs = [p.outputs.get(column) for p in preds]
-        add_column(path, "score", registry.sample_scores(metric, outputs, registry.EvalData(refs, databases=databases)))
+        needs = registry.needs(metric)
+        decoder = pretrained.image_codes.decode if "image_decoder" in needs and pretrained.image_codes else None
+        databases = sample_databases(data, len(preds)) if "databases" in needs else None
+        add_column(path, "score", registry.sample_scores(
+            metric, outputs, registry.EvalData(refs, databases=databases, image_decoder=decoder)))
     log.info("wrote %d predictions to %s%s", len(preds), path, f", scored by {metric}" if metric else "")
 
 

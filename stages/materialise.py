@@ -19,6 +19,8 @@ log = logging.getLogger("materialise")
 
 SPLITS = ("train", "valid", "test")
 VOCAB_PATH = Path("assets/vocab.json")
+VQ_PATH = Path("assets/vq/vq.safetensors")
+"""The VQ image tokenizer (stage `vq`), for tasks that store images as codes."""
 
 
 def main(args, params) -> None:
@@ -44,6 +46,7 @@ def main(args, params) -> None:
         params_hash=run_config.task_hash(params, args.task),
         seed=params.seed,
         model=model,
+        image_codes_path=VQ_PATH if VQ_PATH.is_file() else None,
     )
     report = materialise_task(config)
     log.info("%s: %s", args.task, report)

@@ -23,6 +23,8 @@ from stages import cli
 log = logging.getLogger("train")
 
 VOCAB = Path("assets/vocab.json")
+VQ = Path("assets/vq/vq.safetensors")
+"""The VQ image tokenizer, exported beside the weights when a task stores image codes."""
 PLOTS = Path("plots")
 """Curves (CSV) and their picture (PNG): git-tracked, so every DVC experiment carries its own."""
 
@@ -139,6 +141,7 @@ def main(args, params) -> None:
             model_config=model_config.to_dict(),
             export_dir=final,
             valid_tasks=valid,
+            image_codes_path=VQ if VQ.is_file() else None,
         )
         result = trainer.fit()
         if rank != 0:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,8 @@ from ofasys.data.batch import TOKENS, Batch, EncoderSegment
 from ofasys.data.masking import key_rng, span_mask, token_noise
 from ofasys.data.plan import DEFAULT_MAX_TEXT_TOKENS, OutputPlan, special_id
 from ofasys.instruction.ast import Group, Instruction, Slot, Special, Template, Text
-from ofasys.modalities import MODALITIES
+from ofasys.data.members import slot_handler, slot_member
+from ofasys.modalities import IMAGE_CODE_GRID, NO_ASSETS
 from ofasys.vocab import UnifiedVocab
 
 
@@ -45,11 +47,11 @@ class Sample:
 
 
 def array_key(slot: Slot) -> str:
-    return f"{slot.column}.{slot.modality.lower()}"
+    return slot_member(slot)
 
 
 def _token_run(slot: Slot) -> bool:
-    return MODALITIES[slot.modality].is_token_run(slot.attrs.get("preprocess"))
+    return slot_handler(slot).token_run
 
 
 def _pad(rows: Sequence[Sequence[int]], dtype=torch.long) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,6 +63,13 @@ def _pad(rows: Sequence[Sequence[int]], dtype=torch.long) -> tuple[torch.Tensor,
             out[i, : len(r)] = torch.as_tensor(np.asarray(r, dtype=np.int64))
             mask[i, : len(r)] = True
     return out, mask
+
+
+def generation_assets(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """What a task's manifest (or its entry in an export's config) fixes for generation: the grid of
+    the VQ tokenizer its image codes were made with."""
+    codes = manifest.get("assets", {}).get("image_codes")
+    return {IMAGE_CODE_GRID: int(codes["grid"])} if codes else {}
 
 
 class Collator:
@@ -75,8 +84,11 @@ class Collator:
         closed_sets: Mapping[str, Sequence[str]] | None = None,
         seed: int = 0,
         default_max_text: int = DEFAULT_MAX_TEXT_TOKENS,
+        assets: Mapping[str, Any] = NO_ASSETS,
     ):
         self.instruction = instruction
+        self.assets = dict(assets)
+        """What the run's assets fix for generation (`IMAGE_CODE_GRID`: the VQ grid)."""
         self.vocab = vocab
         self.task = task
         self.closed_sets = dict(closed_sets or {})
@@ -152,7 +164,7 @@ class Collator:
             if isinstance(item, Slot) and not _token_run(item):
                 flush()
                 key = array_key(item)
-                data, mask = MODALITIES[item.modality].collate(
+                data, mask = slot_handler(item).collate(
                     [s.arrays[key] for s in samples], item.attrs, self._embedded_rngs(samples, item, rng, train, epoch))
                 segments.append(EncoderSegment(item.modality, torch.from_numpy(data),
                                                None if mask is None else torch.from_numpy(mask)))
@@ -253,6 +265,7 @@ class Collator:
             arrays=None if sample is None else sample.arrays,
             default_max_text=self.default_max_text,
             text_cache=self._text_cache,
+            assets=self.assets,
         )
         if not per_sample:
             self._plans[template] = plan

@@ -28,7 +28,7 @@ import numpy as np
 from ofasys.data.plan import special_id
 from ofasys.data.rows import RowRejected
 from ofasys.instruction.ast import Instruction, Slot, Special, Template, Text
-from ofasys.modalities import MODALITIES
+from ofasys.data.members import slot_handler, slot_member
 from ofasys.vocab import UnifiedVocab
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -71,7 +71,7 @@ class PositionCounter:
             elif isinstance(item, Special):
                 encoder += 1
             elif isinstance(item, Slot):
-                n = MODALITIES[item.modality].encoder_positions(arrays[_key(item)], item.attrs, self.model)
+                n = slot_handler(item).encoder_positions(arrays[_key(item)], item.attrs, self.model)
                 slots.append(("input", item, n))
                 encoder += n
         seq = 0
@@ -101,11 +101,11 @@ class PositionCounter:
 
 
 def _key(slot: Slot) -> str:
-    return f"{slot.column}.{slot.modality.lower()}"
+    return slot_member(slot)
 
 
 def _token_run(slot: Slot) -> bool:
-    return MODALITIES[slot.modality].is_token_run(slot.attrs.get("preprocess"))
+    return slot_handler(slot).token_run
 
 
 class PositionCheck:
@@ -139,7 +139,7 @@ class PositionCheck:
         # the TEXT-like column holding the most positions on this side (summed over its occurrences)
         totals: dict[tuple[str, str], list] = {}
         for slot, k in mine:
-            if _token_run(slot) and slot.column and "max_length" in MODALITIES[slot.modality].materialise_attrs:
+            if _token_run(slot) and slot.column and "max_length" in slot_handler(slot).materialise_attrs:
                 entry = totals.setdefault((slot.modality, slot.column), [0, 0, slot])
                 entry[0] += k
                 entry[1] += 1
@@ -155,7 +155,7 @@ class PositionCheck:
         embedded = [(slot, k) for slot, k in mine if not _token_run(slot)]
         if embedded:  # the embedded slot taking the most positions
             slot = max(embedded, key=lambda sk: sk[1])[0]
-            return slot.column or "", f"{raise_it} or {MODALITIES[slot.modality].shrink_hint}"
+            return slot.column or "", f"{raise_it} or {slot_handler(slot).shrink_hint}"
         column = next((slot.column for slot, _ in mine if slot.column), "")
         return column, raise_it
 

@@ -61,11 +61,13 @@ def build_manifest(
     rejects_count: int,
     seed: int,
     limits: Mapping[str, Any] | None = None,
+    image_codes: Mapping[str, Any] | None = None,
 ) -> dict:
     """Assemble the manifest dict (see contracts: shard sample format). `splits[split]` holds
     num_samples, num_rejects, shards (list of dicts), lengths (stats), lengths_file, lengths_sha256.
     `limits` records the model limit samples were checked against ({"max_positions", "adaptors"},
-    None when unchecked), so a reader can tell whether its model takes every sample."""
+    None when unchecked), so a reader can tell whether its model takes every sample. `image_codes`
+    records the VQ tokenizer image codes were made with (`assets.image_codes`: fingerprint, grid)."""
     manifest = {
         "format": MANIFEST_FORMAT,
         "task": task,
@@ -81,6 +83,8 @@ def build_manifest(
     }
     if limits is not None:
         manifest["limits"] = dict(limits)
+    if image_codes is not None:
+        manifest["assets"]["image_codes"] = dict(image_codes)
     return manifest
 
 

@@ -62,7 +62,6 @@ from ofasys.data.rows import MaterialisedRow, RowMaterialiser, RowRejected, samp
 from ofasys.data.shards import SHARD_RE, ShardInfo, ShardWriter, sample_key
 from ofasys.instruction.ast import Instruction
 from ofasys.instruction.errors import InstructionError
-from ofasys.modalities import MODALITIES
 from ofasys.vocab import UnifiedVocab
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -97,6 +96,9 @@ class MaterialiseConfig:
     """Recorded in the manifest; seeds evaluation-time masking so evaluation is reproducible."""
     progress: bool = True
     """Show a tqdm bar per split (only on a terminal)."""
+    image_codes_path: str | os.PathLike | None = None
+    """The VQ image tokenizer file (`ofasys.vq.save_vq`) that IMAGE slots with
+    `preprocess=image_vqgan` are encoded with; its fingerprint and grid go into the manifest."""
     model: "ModelConfig | None" = None
     """The model that will train on the shards: a sample whose encoder sequence or decoder input
     would be longer than its `max_positions` under any template (embedded slots counted as its
@@ -175,12 +177,38 @@ def _position_check(cfg: MaterialiseConfig, instruction: Instruction, vocab: Uni
                     members: list[MemberSpec]) -> PositionCheck | None:
     if cfg.model is None:
         return None
-    embedded = sorted({m.modality for m in members if not MODALITIES[m.modality].is_token_run(m.attrs.get("preprocess"))})
+    embedded = sorted({m.modality for m in members if not m.handler.token_run})
     missing = [name for name in embedded if name not in cfg.model.adaptors]
     if missing:
         raise ValueError(f"task {cfg.task!r}: the model has no adaptor for {', '.join(missing)} "
                          f"(model.adaptors has {sorted(cfg.model.adaptors)}); add one to count its positions")
     return PositionCheck(instruction, vocab, cfg.model)
+
+
+def _image_codes(cfg: MaterialiseConfig, members: list[MemberSpec], vocab: UnifiedVocab):
+    """The VQ tokenizer when a member stores image codes (None otherwise), checked against the
+    vocabulary's code block before any row is read."""
+    if not any(m.handler.vocab_block == "codes" for m in members):
+        return None
+    from ofasys.vq import load_vq
+
+    if cfg.image_codes_path is None:
+        raise ValueError(f"task {cfg.task!r} stores images as VQ codes (preprocess=image_vqgan) but no VQ tokenizer "
+                         "file was given; run `dvc repro vq` (assets.vq in params) first")
+    tokenizer = load_vq(cfg.image_codes_path)
+    if tokenizer.config.codebook_size != vocab.num_codes:
+        raise ValueError(f"task {cfg.task!r}: the VQ tokenizer has {tokenizer.config.codebook_size} codes but the "
+                         f"vocabulary's code block {vocab.num_codes}; set assets.num_codes to "
+                         f"{tokenizer.config.codebook_size} and rebuild the vocabulary")
+    return tokenizer
+
+
+def image_codes_entry(tokenizer) -> dict[str, Any]:
+    """What a manifest records of the VQ tokenizer its codes were made with: the fingerprint (checked
+    when codes are decoded), the grid (how many codes an image output is) and its image size."""
+    config = tokenizer.config
+    return {"fingerprint": tokenizer.fingerprint, "grid": config.grid, "image_size": config.image_size,
+            "codebook_size": config.codebook_size}
 
 
 def _limits(cfg: MaterialiseConfig, members: list[MemberSpec]) -> dict:
@@ -204,11 +232,13 @@ class _SplitWriter:
         tmpl_members: list[list[str]],
         split: str,
         check: PositionCheck | None,
+        image_codes: Any = None,
     ):
         self.cfg, self.members, self.split, self.check = cfg, members, split, check
         self.tmpl_members = tmpl_members
         # relative media paths: the row's source file's directory (C2), else the raw parquet's
-        self.materialise = RowMaterialiser(members, vocab, cfg.image_size, Path(cfg.raw_splits[split]).resolve().parent)
+        self.materialise = RowMaterialiser(members, vocab, cfg.image_size, Path(cfg.raw_splits[split]).resolve().parent,
+                                           image_codes=image_codes)
 
     def row(self, row: int, values: Mapping[str, Any], labels: dict[str, set[str]] | None):
         """(members for the tar, total length) or raise RowRejected."""
@@ -244,12 +274,13 @@ def materialise_task(cfg: MaterialiseConfig) -> MaterialiseReport:
     if cfg.image_size < 1:
         raise ValueError(f"image_size must be >= 1, got {cfg.image_size}")
     check = _position_check(cfg, instruction, vocab, members)
+    image_codes = _image_codes(cfg, members, vocab)
     out_dir = Path(cfg.out_dir)
     with writing(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
     clean_out_dir(out_dir)
     try:
-        return _write_task(cfg, instruction, members, schemas, vocab, budget, check, out_dir)
+        return _write_task(cfg, instruction, members, schemas, vocab, budget, check, out_dir, image_codes)
     except OutputWriteError:
         # shards without a manifest do not exist; removing them frees the space a re-run needs
         try:
@@ -268,6 +299,7 @@ def _write_task(
     budget: RejectBudget,
     check: PositionCheck | None,
     out_dir: Path,
+    image_codes: Any = None,
 ) -> MaterialiseReport:
     tmpl_members = template_members(instruction)
     splits = sorted(cfg.raw_splits)
@@ -279,7 +311,7 @@ def _write_task(
     needed = list(dict.fromkeys(m.column for m in members))
 
     for split in splits:
-        writer = _SplitWriter(cfg, vocab, members, tmpl_members, split, check)
+        writer = _SplitWriter(cfg, vocab, members, tmpl_members, split, check, image_codes)
         collect = labels if (label_split is None or split == label_split) and labels else None
         columns = needed + [c for c in PROVENANCE_COLUMNS if c in schemas[split]]
         pf = pq.ParquetFile(cfg.raw_splits[split])
@@ -339,6 +371,7 @@ def _write_task(
         rejects_count=len(rejects),
         seed=cfg.seed,
         limits=_limits(cfg, members),
+        image_codes=None if image_codes is None else image_codes_entry(image_codes),
     )
     manifest_path = out_dir / MANIFEST_NAME
     write_manifest(manifest_path, manifest)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ofasys.instruction.ast import Group, Instruction, Slot, Template
 from ofasys.instruction.errors import InstructionError, NotSupportedYetError
-from ofasys.modalities import MODALITIES
+from ofasys.modalities import MODALITIES, Modality
 
 
 class UnsupportedSlotError(NotSupportedYetError):
@@ -30,15 +30,33 @@ class MemberSpec:
     """The slot attributes that shape the stored array (identical across the slots using it)."""
     sides: frozenset[str]
     closed_set: bool
+    preprocess: str | None = None
+    """The slots' `preprocess=` (picks the modality's variant: IMAGE pixels or VQ codes)."""
+
+    @property
+    def handler(self) -> Modality:
+        """The modality object that materialises and reads this array (`Modality.variant`)."""
+        return MODALITIES[self.modality].variant(self.preprocess)
 
     @property
     def name(self) -> str:
         """Sample array key, e.g. "img.image"; the tar member is "<key>.<name>.npy"."""
-        return member_name(self.column, self.modality)
+        return member_name(self.column, self.modality, self.preprocess)
 
 
-def member_name(column: str, modality: str) -> str:
-    return f"{column}.{modality.lower()}"
+def member_name(column: str, modality: str, preprocess: str | None = None) -> str:
+    """"<column>.<tag>": the tag is the modality's, or its variant's ("img.image_codes")."""
+    return f"{column}.{MODALITIES[modality].variant(preprocess).tag}"
+
+
+def slot_handler(slot: Slot) -> Modality:
+    """The modality object that handles `slot` (its variant for the slot's `preprocess=`)."""
+    return MODALITIES[slot.modality].variant(slot.attrs.get("preprocess"))
+
+
+def slot_member(slot: Slot) -> str:
+    """The sample array a slot reads ("<column>.<tag>")."""
+    return member_name(slot.column or "", slot.modality, slot.attrs.get("preprocess"))
 
 
 def _unsupported(template: Template, slot: Slot, what: str, fix: str) -> UnsupportedSlotError:
@@ -70,6 +88,7 @@ def plan_members(instruction: Instruction) -> list[MemberSpec]:
         for side, slot in template.slots():
             mod = slot.modality
             modality = MODALITIES[mod]
+            handler = slot_handler(slot)
             if modality.status is not None:
                 raise _unsupported(template, slot, f"modality {mod}",
                                    f"{mod} is {modality.status}; supported: {', '.join(_supported())}")
@@ -89,15 +108,16 @@ def plan_members(instruction: Instruction) -> list[MemberSpec]:
                     slot.pos,
                     f"bind it to a column of the data, e.g. [{mod}:<column>]",
                 )
-            attrs = {k: slot.attrs[k] for k in modality.materialise_attrs if k in slot.attrs}
-            key = (slot.column, mod)
+            attrs = {k: slot.attrs[k] for k in handler.materialise_attrs if k in slot.attrs}
+            key = (slot.column, mod, handler.tag)
             if key not in found:
-                found[key] = {"attrs": attrs, "sides": {side}, "closed": slot.closed_set, "where": (template, slot)}
+                found[key] = {"attrs": attrs, "sides": {side}, "closed": slot.closed_set, "where": (template, slot),
+                              "preprocess": pre}
                 continue
             entry = found[key]
             if entry["attrs"] != attrs:
                 raise InstructionError(
-                    f"column '{slot.column}' is used as {mod} twice with different {sorted(modality.materialise_attrs)}: "
+                    f"column '{slot.column}' is used as {mod} twice with different {sorted(handler.materialise_attrs)}: "
                     f"{entry['attrs']} here vs {attrs}",
                     template.source,
                     slot.pos,
@@ -106,11 +126,12 @@ def plan_members(instruction: Instruction) -> list[MemberSpec]:
             entry["sides"].add(side)
             entry["closed"] |= slot.closed_set
     members = [
-        MemberSpec(col, mod, dict(e["attrs"]), frozenset(e["sides"]), bool(e["closed"])) for (col, mod), e in found.items()
+        MemberSpec(col, mod, dict(e["attrs"]), frozenset(e["sides"]), bool(e["closed"]), e["preprocess"])
+        for (col, mod, _), e in found.items()
     ]
-    for (column, mod), entry in found.items():
+    for (column, mod, _), entry in found.items():
         for need in MODALITIES[mod].needs:
-            have = [m.column for m in members if m.modality == need]
+            have = sorted({m.column for m in members if m.modality == need})
             if len(have) != 1:
                 template, slot = entry["where"]
                 raise InstructionError(
@@ -125,7 +146,7 @@ def plan_members(instruction: Instruction) -> list[MemberSpec]:
 
 def slot_entry(member: MemberSpec, image_size: int) -> dict:
     """The manifest's description of one stored array (readers check shards against it)."""
-    modality = MODALITIES[member.modality]
+    modality = member.handler
     side = "both" if len(member.sides) == 2 else next(iter(member.sides))
     return {
         "column": member.column,
@@ -140,7 +161,8 @@ def slot_entry(member: MemberSpec, image_size: int) -> dict:
 
 def template_members(instruction: Instruction) -> list[list[str]]:
     """Per template, the member name of each slot occurrence (for total token lengths)."""
-    return [[member_name(s.column, s.modality) for _, s in t.slots() if s.column] for t in instruction.templates]
+    return [[slot_member(s) for _, s in t.slots() if s.column] for t in instruction.templates]
 
 
-__all__ = ["MemberSpec", "UnsupportedSlotError", "member_name", "plan_members", "slot_entry", "template_members"]
+__all__ = ["MemberSpec", "UnsupportedSlotError", "member_name", "plan_members", "slot_entry", "slot_handler",
+           "slot_member", "template_members"]

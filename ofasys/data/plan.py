@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ofasys.instruction.ast import Group, Slot, Special, Template, Text
-from ofasys.modalities import MODALITIES, OutputStep
+from ofasys.data.members import slot_handler, slot_member
+from ofasys.modalities import MODALITIES, NO_ASSETS, Modality, OutputStep
 from ofasys.vocab import UnifiedVocab
 
 DEFAULT_MAX_TEXT_TOKENS = 64
@@ -66,8 +67,11 @@ class OutputPlan:
         vocab: UnifiedVocab,
         prefix: Sequence[int],
         contexts: Mapping[str, str] | None = None,
+        handlers: Mapping[int, Modality] | None = None,
     ):
         self.steps = tuple(steps)
+        self.handlers = dict(handlers or {})
+        """Step index -> the modality object that decodes it, where it is a variant (IMAGE codes)."""
         self.vocab = vocab
         self.prefix = tuple(int(t) for t in prefix)
         """The forced prefix (`<bos>` first) that goes into decoder_input at inference."""
@@ -98,9 +102,11 @@ class OutputPlan:
         arrays: Mapping[str, Any] | None = None,
         default_max_text: int = DEFAULT_MAX_TEXT_TOKENS,
         text_cache: dict[str, tuple[int, ...]] | None = None,
+        assets: Mapping[str, Any] = NO_ASSETS,
     ) -> "OutputPlan":
         """Plan for `template`'s output side. `arrays` (a sample's arrays, keyed "<column>.<modality>")
-        supplies `no_loss` slots' ids; `closed_sets` the labels of `closed_set` slots."""
+        supplies `no_loss` slots' ids; `closed_sets` the labels of `closed_set` slots; `assets` what
+        the run's assets fix (the VQ grid an image output is generated on)."""
         closed_sets = closed_sets or {}
         cache = text_cache if text_cache is not None else {}
         items = list(template.resolved_outputs())
@@ -139,6 +145,7 @@ class OutputPlan:
                 columns[slot.modality].append(slot.column)
         steps: list[Step] = []
         contexts: dict[str, str] = {}
+        handlers: dict[int, Modality] = {}
         i = 0
         while i < len(merged):
             kind, val = merged[i]
@@ -148,17 +155,18 @@ class OutputPlan:
                 i += 1
                 continue
             slot: Slot = val
-            modality = MODALITIES[slot.modality]
+            modality = slot_handler(slot)
             # the terminator is the next forced token (consumed by a run/closed step), or <eos> at the end
             term = vocab.eos if nxt is None else (nxt[1][0] if nxt[0] == "tokens" else None)
             try:
                 step = modality.output_step(slot.column or "", slot.attrs, vocab, terminator=term,
                                             closed_labels=closed_sets.get(slot.column or ""),
-                                            default_max=default_max_text)
+                                            default_max=default_max_text, assets=assets)
             except NotImplementedError as exc:
                 raise PlanError(f"{exc} (slot at {slot.pos} of {template.source!r})") from None
             except ValueError as exc:
                 raise PlanError(str(exc)) from None
+            handlers[len(steps)] = modality
             steps.append(step)
             for need in modality.needs:
                 if len(columns.get(need, [])) == 1:
@@ -176,7 +184,7 @@ class OutputPlan:
                 rest = nxt[1][1:]
                 if rest:
                     steps.append(Forced(tuple(rest)))
-        return cls(steps, vocab, prefix, contexts)
+        return cls(steps, vocab, prefix, contexts, handlers)
 
     def _range(self, allowed: range | tuple[int, ...]) -> tuple[int, ...]:
         cached = self._allowed.get(allowed)  # ranges hash by value
@@ -290,12 +298,13 @@ class OutputPlan:
                 continue
             context_column = self.contexts.get(step.column)
             context = meta.get(context_column, {}) if context_column else {}
-            result[step.column] = MODALITIES[step.modality].decode_output(outputs.get(k, []), self.vocab, context)
+            handler = self.handlers.get(k) or MODALITIES[step.modality]
+            result[step.column] = handler.decode_output(outputs.get(k, []), self.vocab, context)
         return result
 
 
 def _slot_ids(slot: Slot, arrays: Mapping[str, Any] | None, template: Template) -> tuple[int, ...]:
-    key = f"{slot.column}.{slot.modality.lower()}"
+    key = slot_member(slot)
     if arrays is None or key not in arrays:
         raise PlanError(
             f"the no_loss slot '{slot.column}' at {slot.pos} of {template.source!r} is forced from the sample, "

@@ -61,8 +61,10 @@ class RowMaterialiser:
     """Turns one raw row into the arrays of `members` (shared by the shard writer and inference)."""
 
     def __init__(self, members: list[MemberSpec], vocab: UnifiedVocab, image_size: int, base_dir: Path | None = None,
-                 seed: int = 0):
+                 seed: int = 0, image_codes: Any = None):
         self.members, self.vocab, self.image_size, self.base_dir, self.seed = members, vocab, image_size, base_dir, seed
+        self.image_codes = image_codes
+        """The VQ tokenizer for IMAGE slots with preprocess=image_vqgan (`ofasys.vq.VQTokenizer`)."""
         self.media_base = MediaBase(base_dir)
         needed = {need for m in members for need in MODALITIES[m.modality].needs}
         # what others need first (stable otherwise): a BOX reads its image's original size
@@ -80,10 +82,11 @@ class RowMaterialiser:
         has one (contracts C2), else against `base_dir`. `key` names the row for modalities that draw
         random numbers at materialisation."""
         base_dir = self.media_base(values.get(SOURCE))
-        ctx = RowContext(self.vocab, self.image_size, base_dir, columns=self.columns, seed=self.seed, key=key)
+        ctx = RowContext(self.vocab, self.image_size, base_dir, columns=self.columns, seed=self.seed, key=key,
+                         image_codes=self.image_codes)
         out = MaterialisedRow({}, {}, {}, {}, [], {})
         for m in self.order:
-            modality = MODALITIES[m.modality]
+            modality = m.handler
             try:
                 if m.column not in values:
                     raise RejectRow(f"no value for column '{m.column}'")
@@ -113,6 +116,7 @@ def sample_from_row(
     key: str = "infer-000000000",
     sides: tuple[str, ...] = ("input",),
     base_dir: Path | None = None,
+    image_codes: Any = None,
 ):
     """Materialise one raw row in memory for inference: the columns of the slots on `sides` (outputs
     are to be generated, so by default only inputs are needed). Relative image paths resolve against
@@ -125,7 +129,7 @@ def sample_from_row(
     if isinstance(instruction, str):
         instruction = parse_instruction(instruction)
     members = [m for m in plan_members(instruction) if m.sides & set(sides)]
-    row = RowMaterialiser(members, vocab, image_size, base_dir)(values)
+    row = RowMaterialiser(members, vocab, image_size, base_dir, image_codes=image_codes)(values)
     meta = {"task": task, "split": key.split("-")[0], "row": 0, "lengths": {f"{n}.npy": v for n, v in row.lengths.items()},
             "meta": row.meta, "refs": row.refs, "inputs": row.inputs}
     return Sample(key, meta, row.arrays)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ofasys.data.batch import Batch
-from ofasys.data.collate import Collator, Sample
+from ofasys.data.collate import Collator, Sample, generation_assets
 from ofasys.data.io import npy_load
 from ofasys.data.manifest import ManifestError, ShardIntegrityError, read_manifest, verify_file
 from ofasys.data.plan import DEFAULT_MAX_TEXT_TOKENS, OutputPlan
@@ -68,6 +68,7 @@ class ShardTaskData:
             closed_sets=self.manifest.get("closed_sets", {}),
             seed=int(self.manifest.get("seed", 0)),
             default_max_text=max(max_len, 1) if max_len else DEFAULT_MAX_TEXT_TOKENS,
+            assets=generation_assets(self.manifest),
         )
         self._reset_handles()
 

@@ -14,31 +14,44 @@ and the metrics files all read it, and nothing else dispatches on metric names.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ofasys.metrics import boxes, error_rates, sql, text
+import numpy as np
+
+from ofasys.metrics import boxes, error_rates, images, sql, text
 from ofasys.metrics.common import most_common, normalise
+
+
+_SHARED = {"shared": True}
+"""`EvalData` field metadata: one value for all samples, which a one-sample `EvalData` carries whole."""
 
 
 @dataclass(frozen=True)
 class EvalData:
-    """What a metric sees of one task's evaluation besides the outputs, aligned per sample."""
+    """What a metric sees of one task's evaluation besides the outputs, aligned per sample (but the
+    fields declared with `_SHARED`, which are one value for all samples)."""
 
     references: Sequence[Any]
-    """Each sample's reference output (text, box, label)."""
-    train_references: Sequence[Any] = ()
+    """Each sample's reference output (text, box, label, an image's VQ codes)."""
+    train_references: Sequence[Any] = field(default=(), metadata=_SHARED)
     """The train split's references: what baseline predictors may learn from."""
     masked_inputs: Sequence[str] | None = None
     """Each sample's input as the model saw it with masked spans as `<mask>` (infilling's copy baseline)."""
     databases: Sequence[str] | None = None
     """Each sample's SQLite file (execution accuracy)."""
+    image_decoder: Callable[[np.ndarray], np.ndarray] | None = field(default=None, metadata=_SHARED)
+    """The VQ tokenizer's decoder, one for all samples: an int array N x grid x grid of codes -> N x H x
+    W x 3 uint8 images (pixel error compares decoded images)."""
 
-    def need(self, what: str, metric: str) -> Sequence[Any]:
+    def need(self, what: str, metric: str) -> Any:
         value = getattr(self, what)
         if value is None:
-            raise ValueError(f"{metric} needs {what} for every sample; pass EvalData({what}=...)")
+            shared = next(f for f in dataclasses.fields(self) if f.name == what).metadata.get("shared")
+            raise ValueError(f"{metric} needs {what}{'' if shared else ' for every sample'}; "
+                             f"pass EvalData({what}=...)")
         return value
 
 
@@ -50,19 +63,20 @@ class Metric:
     baseline: Callable[[EvalData], list[Any]]
     """The trivial predictor's outputs for the test samples, scored by `score` like the model's."""
     outputs: tuple[str, ...]
-    """The output kinds it scores (a modality's `output_field`: text, box, phones)."""
+    """The output kinds it scores (a modality's `output_field`: text, box, phones, image)."""
     higher_is_better: bool = True
     companions: tuple[str, ...] = ()
     """Other metrics reported beside it (each with its own baseline), e.g. CIDEr beside BLEU."""
     needs: frozenset[str] = field(default_factory=frozenset)
-    """`EvalData` fields it needs besides the references ("masked_inputs", "databases")."""
+    """`EvalData` fields it needs besides the references ("masked_inputs", "databases", "image_decoder")."""
     description: str = ""
     perfect: float | None = 1.0
     """The score of a perfect output (BLEU 100, an error rate 0; None when unbounded, CIDEr), which
     marks a sample right in the gallery."""
     per_sample: Callable[[Sequence[Any], EvalData], list[float]] | None = None
     """Each output's own score, when it is not the metric of that output alone (CIDEr's document
-    frequencies come from the whole test set)."""
+    frequencies come from the whole test set), or when scoring outputs one at a time would be slow
+    (pixel error decodes images in batches; its per-sample scores are the metric on each output alone)."""
 
 
 def _texts(values: Sequence[Any]) -> list[str | None]:
@@ -94,6 +108,14 @@ def _most_common_query(data: EvalData) -> list[Any]:
     form = most_common(sql.normalise_sql(q) for q in queries)
     answer = min(q for q in queries if sql.normalise_sql(q) == form)
     return [answer] * len(data.references)
+
+
+def _most_common_codes(data: EvalData) -> list[Any]:
+    return [images.most_common_codes(data.train_references)] * len(data.references)
+
+
+def _mean_image(data: EvalData) -> list[Any]:
+    return [images.mean_image(data.train_references, data.need("image_decoder", "pixel_error"))] * len(data.references)
 
 
 def _labels(values: Sequence[Any]) -> list[str | None]:
@@ -148,6 +170,20 @@ METRICS: dict[str, Metric] = {
         _most_common_query, ("text",), companions=("sql_em",), needs=frozenset({"databases"}),
         description="share of queries whose result on the sample's database equals the reference's "
                     "(read-only sqlite3); baseline: the most common training query"),
+    "code_accuracy": Metric(
+        lambda out, d: images.code_accuracy(list(out), list(d.references)), _most_common_codes, ("image",),
+        companions=("pixel_error",),
+        description="share of an image's VQ code positions equal to the reference's (missing codes are "
+                    "wrong), averaged over images; baseline: the per-position most common training code"),
+    "pixel_error": Metric(
+        lambda out, d: images.pixel_error(list(out), list(d.references), d.need("image_decoder", "pixel_error")),
+        _mean_image, ("image",), higher_is_better=False, companions=("code_accuracy",), perfect=0.0,
+        needs=frozenset({"image_decoder"}),
+        per_sample=lambda out, d: images.pixel_errors(list(out), list(d.references),
+                                                      d.need("image_decoder", "pixel_error")),
+        description="mean absolute pixel difference (0-255) between the decoded output and the decoded "
+                    "reference codes (an incomplete output is mid-grey); baseline: the mean decoded "
+                    "training image"),
 }
 """Every metric a task can select (`tasks.<name>.metric`), by name."""
 
@@ -179,14 +215,23 @@ def sample_scores(name: str, outputs: Sequence[Any], data: EvalData) -> list[flo
         return list(m.per_sample(outputs, data))
     scores: list[float | None] = []
     for i, output in enumerate(outputs):
-        one = EvalData(references=[data.references[i]],
-                       masked_inputs=None if data.masked_inputs is None else [data.masked_inputs[i]],
-                       databases=None if data.databases is None else [data.databases[i]])
+        one = _one_sample(data, i)
         try:
             scores.append(m.score([output], one))
         except ValueError:
             scores.append(None)
     return scores
+
+
+def _one_sample(data: EvalData, i: int) -> EvalData:
+    """Sample `i`'s `EvalData`: every per-sample field cut to its `i`th entry (None stays None), the
+    shared fields (`_SHARED`) carried whole, so a field added to `EvalData` reaches `sample_scores`
+    without a change here."""
+    values = {}
+    for f in dataclasses.fields(EvalData):
+        value = getattr(data, f.name)
+        values[f.name] = value if f.metadata.get("shared") or value is None else [value[i]]
+    return EvalData(**values)
 
 
 def gain(name: str, value: float, baseline_value: float) -> float:
@@ -206,8 +251,16 @@ DEGENERATE_SHARE = 0.5
 than twice as common as the most common reference: a model answering the same for most inputs."""
 
 
+def _hashable(value: Any) -> Any:
+    """Lists and arrays (boxes, VQ code lists) as tuples, compared by value; an array's repr would
+    elide the middle of a long code list."""
+    if isinstance(value, np.ndarray):
+        return tuple(value.ravel().tolist())
+    return tuple(value) if isinstance(value, list) else value
+
+
 def _share_of_most_common(values: Sequence[Any]) -> float:
-    counts = collections.Counter(repr(v if not isinstance(v, list) else tuple(v)) for v in values)
+    counts = collections.Counter(repr(_hashable(v)) for v in values)
     return max(counts.values()) / len(values) if values else 0.0
 
 

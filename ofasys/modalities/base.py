@@ -66,6 +66,9 @@ class RowContext:
     """The run seed: for modalities whose materialisation draws random numbers (keyed per row)."""
     key: str = ""
     """The row's stable identity (`<split>-<row>`), for keyed randomness."""
+    image_codes: Any = None
+    """The VQ image tokenizer (`ofasys.vq.VQTokenizer`) that turns an IMAGE with
+    `preprocess=image_vqgan` into codes; None when the task has no such slot."""
 
     def needed_column(self, modality: str) -> str:
         """The one column of `modality` this row's task has (plan_members checked there is one)."""
@@ -137,6 +140,10 @@ def media_path(value: str | Path, base_dir: Path | None, what: str) -> Path:
     return path
 
 
+NO_ASSETS: Mapping[str, Any] = {}
+IMAGE_CODE_GRID = "image_code_grid"
+"""Key of `assets` (see `Modality.output_step`): codes per side of the VQ image tokenizer."""
+
 SUPPORTED = None
 """Value of a `preprocess` / `adaptors` entry that works (any other value is why it doesn't, yet)."""
 
@@ -184,6 +191,23 @@ class Modality:
     vocab_block: ClassVar[str | None] = None
     """The block of the unified vocabulary its tokens live in beyond text ("bins", "codes",
     "phones"), or None."""
+    pictures: ClassVar[bool] = False
+    """Whether its column values are still pictures (IMAGE, as pixels or codes): what the VQ image
+    tokenizer may learn from."""
+    member_tag: ClassVar[str | None] = None
+    """What names its stored array after the column (`<column>.<tag>.npy`); the modality's name in
+    lower case when None. A variant that stores other data (IMAGE as VQ codes: "image_codes") has
+    its own, so one column may be stored both ways in a task."""
+
+    @property
+    def tag(self) -> str:
+        return self.member_tag or self.name.lower()
+
+    def variant(self, preprocess: str | None) -> "Modality":
+        """The object that handles a slot with this `preprocess=`: this one, unless the preprocess
+        makes the slot another kind of data (an IMAGE with `image_vqgan` is a run of VQ code tokens,
+        not pixels, and is handled by its own class in the same file)."""
+        return self
 
     # ----- the instruction language ---------------------------------------------------------------
     def kinds(self, preprocess: str | None) -> frozenset[str]:
@@ -192,7 +216,7 @@ class Modality:
 
     def is_token_run(self, preprocess: str | None) -> bool:
         """Whether a slot with this `preprocess=` is a token run (see `token_run`)."""
-        return self.token_run
+        return self.variant(preprocess).token_run
 
     # ----- materialisation ------------------------------------------------------------------------
     def shape(self, image_size: int) -> list[int | None]:
@@ -259,8 +283,10 @@ class Modality:
 
     # ----- generation -----------------------------------------------------------------------------
     def output_step(self, column: str, attrs: Mapping[str, Any], vocab: UnifiedVocab, *, terminator: int | None,
-                    closed_labels: Sequence[str] | None, default_max: int) -> OutputStep:
-        """The generation constraint of an output slot of this modality."""
+                    closed_labels: Sequence[str] | None, default_max: int,
+                    assets: Mapping[str, Any] = NO_ASSETS) -> OutputStep:
+        """The generation constraint of an output slot of this modality. `assets` holds what the run's
+        assets fix beyond the vocabulary (`IMAGE_CODE_GRID`: the VQ tokenizer's grid side)."""
         raise NotImplementedError(f"generating {self.name} is not supported yet")
 
     def decode_output(self, ids: Sequence[int], vocab: UnifiedVocab, context: Mapping[str, Any]) -> Any:

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ofasys.modalities.base import Materialised, Modality, OutputStep, RejectRow, RowContext, is_missing
+from ofasys.modalities.base import NO_ASSETS, Materialised, Modality, OutputStep, RejectRow, RowContext, is_missing
 from ofasys.vocab import UnifiedVocab
 
 _SEP = re.compile(r"[,\s]+")
@@ -87,7 +87,8 @@ class Box(Modality):
         return Materialised(ids, ref=coords)
 
     def output_step(self, column: str, attrs: Mapping[str, Any], vocab: UnifiedVocab, *, terminator: int | None,
-                    closed_labels: Sequence[str] | None, default_max: int) -> OutputStep:
+                    closed_labels: Sequence[str] | None, default_max: int,
+                    assets: Mapping[str, Any] = NO_ASSETS) -> OutputStep:
         return OutputStep("fixed", column, self.name, allowed=vocab.bin_range, length=4)
 
     def decode_output(self, ids: Sequence[int], vocab: UnifiedVocab, context: Mapping[str, Any]) -> Any:

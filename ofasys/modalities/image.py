@@ -25,7 +25,18 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 from PIL import Image as PILImage
 
-from ofasys.modalities.base import Materialised, Modality, RejectRow, RowContext, is_missing, media_path
+from ofasys.modalities.base import (
+    IMAGE_CODE_GRID,
+    NO_ASSETS,
+    Materialised,
+    Modality,
+    OutputStep,
+    RejectRow,
+    RowContext,
+    is_missing,
+    media_path,
+)
+from ofasys.vocab import UnifiedVocab
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch.nn as nn
@@ -116,6 +127,15 @@ def to_rgb(img: PILImage.Image) -> PILImage.Image:
         raise RejectRow(f"image could not be converted to RGB ({type(exc).__name__}, mode {mode})") from None
 
 
+def square_rgb(img: PILImage.Image, size: int) -> np.ndarray:
+    """`img` as uint8 size x size x 3: 8-bit RGB (see `to_rgb`), squashed square by a bicubic resize.
+    The one resize every image goes through, pixels (`Image`) and VQ codes (`ImageCodes`) alike."""
+    rgb = to_rgb(img)
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), PILImage.Resampling.BICUBIC)
+    return np.asarray(rgb, dtype=np.uint8).copy()
+
+
 VQ_KIND = "IMAGE+image_vqgan"
 """Kind of an IMAGE slot with preprocess=image_vqgan (VQ code tokens, not pixels)."""
 IMAGE_STEMS = ("conv", "patch", "resnet50", "resnet101", "resnet152")
@@ -183,6 +203,7 @@ class Image(Modality):
         }),
     }
     media_files = True
+    pictures = True
     shrink_hint = "lower the task's image_size"
     preprocess = {
         "default": None,
@@ -191,20 +212,22 @@ class Image(Modality):
                     "is not implemented (images are resized once, at materialisation)",
         "imagepretrain": "not supported yet: its per-epoch random resize, crop and RandAugment training "
                          "augmentation is not implemented (images are resized once, at materialisation)",
-        "image_vqgan": "not supported yet: VQ image codes need the vq stage",
+        "image_vqgan": None,
     }
     """OFASys's IMAGE preprocessors (ofasys/preprocessor/default/image.py, image_code.py): `image`, the
-    square bicubic resize, is what materialisation does; the augmenting ones and VQ codes are refused
-    at params load."""
+    square bicubic resize, is what materialisation does; `image_vqgan` turns the image into the codes
+    of the run's VQ tokenizer (`ImageCodes`); the augmenting ones are refused at params load."""
     adaptors = {
         "default": None,
         "image_resnet": None,
         "image_patch_embed": None,
         "image_vit": "not supported yet: there is no ViT image adaptor",
-        "image_vqgan": "not supported yet: VQ image codes need the vq stage",
+        "image_vqgan": None,
     }
     """OFASys's IMAGE adaptors (ofasys/adaptor/image_*.py): `image_resnet` and `image_patch_embed` are
-    stems of ours (`_STEM_OF_ADAPTOR`; which one a model builds is `model.adaptors.IMAGE.stem`)."""
+    stems of ours (`_STEM_OF_ADAPTOR`; which one a model builds is `model.adaptors.IMAGE.stem`);
+    `image_vqgan` is the shared token embedding of the code block (the parser pairs it with
+    `preprocess=image_vqgan`)."""
     adaptor_config = ImageAdaptorConfig
     default_adaptor = True
     legacy_model_keys = {"image_stem": "stem", "image_stem_channels": "stem_channels",
@@ -213,8 +236,8 @@ class Image(Modality):
     def kinds(self, preprocess: str | None) -> frozenset[str]:
         return frozenset({self.name, VQ_KIND}) if preprocess == "image_vqgan" else frozenset({self.name})
 
-    def is_token_run(self, preprocess: str | None) -> bool:
-        return preprocess == "image_vqgan"
+    def variant(self, preprocess: str | None) -> Modality:
+        return IMAGE_CODES if preprocess == "image_vqgan" else self
 
     def adaptor_fits(self, adaptor: str, config: ImageAdaptorConfig) -> str | None:
         """None when the slot's `adaptor=` names the configured stem, else the fix."""
@@ -228,13 +251,8 @@ class Image(Modality):
 
     def materialise(self, value: Any, attrs: Mapping[str, Any], ctx: RowContext) -> Materialised:
         img = open_image(value, ctx.base_dir)
-        width, height = img.width, img.height
-        rgb = to_rgb(img)
-        size = ctx.image_size
-        if rgb.size != (size, size):
-            rgb = rgb.resize((size, size), PILImage.Resampling.BICUBIC)
-        array = np.asarray(rgb, dtype=np.uint8).copy()
-        return Materialised(array, meta={"width": width, "height": height})
+        array = square_rgb(img, ctx.image_size)
+        return Materialised(array, meta={"width": img.width, "height": img.height})
 
     def encoder_positions(self, array: np.ndarray, attrs: Mapping[str, Any], model: "ModelConfig") -> int:
         side = model.adaptor("IMAGE").grid_side(int(array.shape[0]))
@@ -251,6 +269,65 @@ class Image(Modality):
 
     def build_adaptor(self, model: "ModelConfig") -> "nn.Module":
         return _adaptor_class()(model.adaptor("IMAGE"), model.d_model)
+
+
+class ImageCodes(Modality):
+    """An IMAGE slot with `preprocess=image_vqgan`: the image as `grid * grid` VQ code tokens.
+
+    The run's VQ tokenizer (`ofasys.vq`, trained by the `vq` stage or given as a file) encodes the
+    image, resized to its own image_size, once at materialisation; the codes are stored as unified
+    ids of the vocabulary's code block (int32 like every token run: a code id lies past the BPE and
+    the bins, beyond int16 for a large BPE), so they embed, mask and train like any other tokens.
+    Generation emits exactly `grid * grid` code ids; `decode_output` returns the code indices, which
+    the VQ decoder turns into pixels (`ofasys.vq.VQTokenizer.decode`). The reference kept for
+    evaluation is the code indices too.
+    """
+
+    name = "IMAGE"
+    member_tag = "image_codes"
+    doc = "preprocess=image_vqgan: the image as grid x grid VQ code tokens of the run's VQ tokenizer; generated"
+    dtype = "int32"
+    token_run = True
+    media_files = True
+    pictures = True
+    vocab_block = "codes"
+    output_field = "image"
+
+    def materialise(self, value: Any, attrs: Mapping[str, Any], ctx: RowContext) -> Materialised:
+        tokenizer = ctx.image_codes
+        if tokenizer is None:
+            raise RuntimeError("an IMAGE slot with preprocess=image_vqgan needs the VQ tokenizer (assets/vq); "
+                               "none was given to materialisation")
+        if ctx.vocab.num_codes != tokenizer.config.codebook_size:
+            raise RuntimeError(f"the vocabulary has {ctx.vocab.num_codes} code ids but the VQ tokenizer "
+                               f"{tokenizer.config.codebook_size} codes; set assets.num_codes to match")
+        img = open_image(value, ctx.base_dir)
+        pixels = square_rgb(img, tokenizer.config.image_size)
+        codes = tokenizer.encode(pixels[None])[0].reshape(-1).astype(np.int64)
+        ids = (codes + ctx.vocab.code_range.start).astype(np.int32)
+        return Materialised(ids, meta={"width": img.width, "height": img.height}, ref=[int(c) for c in codes])
+
+    def output_step(self, column: str, attrs: Mapping[str, Any], vocab: UnifiedVocab, *, terminator: int | None,
+                    closed_labels: Sequence[str] | None, default_max: int,
+                    assets: Mapping[str, Any] = NO_ASSETS) -> OutputStep:
+        """Exactly grid * grid ids of the code block (the grid is the VQ tokenizer's)."""
+        grid = assets.get(IMAGE_CODE_GRID)
+        if not grid:
+            raise ValueError(f"generating the image codes of '{column}' needs the VQ tokenizer's grid, which the "
+                             "task's manifest records (image_codes); re-materialise the task with this version")
+        if not vocab.num_codes:
+            raise ValueError(f"generating the image codes of '{column}' needs code ids in the vocabulary; "
+                             "set assets.num_codes to the VQ codebook size")
+        return OutputStep("fixed", column, self.name, allowed=vocab.code_range, length=int(grid) ** 2)
+
+    def decode_output(self, ids: Sequence[int], vocab: UnifiedVocab, context: Mapping[str, Any]) -> Any:
+        """The generated code indices, row-major (fewer than grid * grid when generation was cut)."""
+        start = vocab.code_range.start
+        return [int(t) - start for t in ids]
+
+
+IMAGE_CODES = ImageCodes()
+"""The handler of IMAGE slots with `preprocess=image_vqgan` (`Image.variant`)."""
 
 
 # Images arrive as floats in [0, 1]; ImageNet statistics are what ResNet-style stems expect and are

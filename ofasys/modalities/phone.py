@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ofasys.modalities.base import Materialised, Modality, OutputStep, RejectRow, RowContext
+from ofasys.modalities.base import NO_ASSETS, Materialised, Modality, OutputStep, RejectRow, RowContext
 from ofasys.modalities.text import normalise_text, value_to_str
 from ofasys.vocab import UnifiedVocab
 
@@ -90,7 +90,8 @@ class Phone(Modality):
         return Materialised(np.asarray(ids, dtype=np.int32), ref=" ".join(phones))
 
     def output_step(self, column: str, attrs: Mapping[str, Any], vocab: UnifiedVocab, *, terminator: int | None,
-                    closed_labels: Sequence[str] | None, default_max: int) -> OutputStep:
+                    closed_labels: Sequence[str] | None, default_max: int,
+                    assets: Mapping[str, Any] = NO_ASSETS) -> OutputStep:
         return OutputStep("run", column, self.name, allowed=vocab.phone_range, terminator=terminator,
                           max_length=int(attrs.get("max_length") or default_max),
                           min_length=int(attrs.get("min_length") or 0))

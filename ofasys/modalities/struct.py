@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from ofasys.modalities.base import Materialised, Modality, OutputStep, RejectRow, RowContext, is_missing
+from ofasys.modalities.base import NO_ASSETS, Materialised, Modality, OutputStep, RejectRow, RowContext, is_missing
 from ofasys.modalities.text import normalise_text
 from ofasys.vocab import UnifiedVocab
 
@@ -322,7 +322,8 @@ class Struct(Modality):
 
     # ----- generation -----------------------------------------------------------------------------
     def output_step(self, column: str, attrs: Mapping[str, Any], vocab: UnifiedVocab, *, terminator: int | None,
-                    closed_labels: Sequence[str] | None, default_max: int) -> OutputStep:
+                    closed_labels: Sequence[str] | None, default_max: int,
+                    assets: Mapping[str, Any] = NO_ASSETS) -> OutputStep:
         """Text ids until the terminator (a generated table or schema is its linearised text)."""
         return OutputStep("run", column, self.name, allowed=vocab.text_range, terminator=terminator,
                           max_length=int(attrs.get("max_length") or default_max),

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ofasys.modalities.base import Materialised, Modality, OutputStep, RejectRow, RowContext, is_missing
+from ofasys.modalities.base import NO_ASSETS, Materialised, Modality, OutputStep, RejectRow, RowContext, is_missing
 from ofasys.vocab import UnifiedVocab
 
 _SPACE = re.compile(r"\s+")
@@ -105,7 +105,8 @@ class Text(Modality):
         return self.normalise(value, attrs)
 
     def output_step(self, column: str, attrs: Mapping[str, Any], vocab: UnifiedVocab, *, terminator: int | None,
-                    closed_labels: Sequence[str] | None, default_max: int) -> OutputStep:
+                    closed_labels: Sequence[str] | None, default_max: int,
+                    assets: Mapping[str, Any] = NO_ASSETS) -> OutputStep:
         """Text ids until the terminator; a `closed_set` slot follows a trie over its labels."""
         if attrs.get("closed_set"):
             if not closed_labels:

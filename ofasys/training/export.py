@@ -5,6 +5,8 @@ Layout::
     model.safetensors   weights (float tensors as float32, so a bf16-trained model loads on CPU)
     config.json         {"format", "model": ModelConfig dict, "vocab_fingerprint", "tasks": {...}}
     vocab.json          byte copy of the unified vocabulary the model was trained with
+    vq.safetensors      byte copy of the VQ image tokenizer, when a task stores images as VQ codes
+                        (its fingerprint is config.json's "image_codes")
 
 The directory is assembled under a temp name beside `out_dir` and swapped in with renames, so a
 reader sees the old export or the new one, never a mix. Tied weights (the shared embedding and
@@ -29,7 +31,8 @@ EXPORT_FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
-TASK_INFO_KEYS = ("instruction", "image_size", "slots", "closed_sets")
+IMAGE_CODES_FILE = "vq.safetensors"
+TASK_INFO_KEYS = ("instruction", "image_size", "slots", "closed_sets", "assets")
 """The manifest keys the inference side needs to rebuild a task's inputs and decode its outputs."""
 
 
@@ -44,6 +47,16 @@ def vocab_fingerprint_of_manifests(manifests: Mapping[str, Mapping[str, Any]]) -
     distinct = {fp for fp in found.values() if fp is not None}
     if len(distinct) > 1:
         raise ValueError(f"tasks were materialised with different vocabularies: {found}")
+    return distinct.pop() if distinct else None
+
+
+def image_codes_of_manifests(manifests: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The one VQ tokenizer fingerprint the manifests' image codes were made with (None when no task
+    stores image codes); an error if tasks used different ones."""
+    found = {name: m.get("assets", {}).get("image_codes", {}).get("fingerprint") for name, m in manifests.items()}
+    distinct = {fp for fp in found.values() if fp is not None}
+    if len(distinct) > 1:
+        raise ValueError(f"tasks were materialised with different VQ image tokenizers: {found}; re-materialise them")
     return distinct.pop() if distinct else None
 
 
@@ -72,12 +85,15 @@ def _portable_state(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.
 
 def save_pretrained(model: torch.nn.Module | Mapping[str, torch.Tensor], model_config: Mapping[str, Any],
                     vocab_path: str | os.PathLike, tasks_info: Mapping[str, Any],
-                    out_dir: str | os.PathLike, *, vocab_fingerprint: str | None = None) -> Path:
+                    out_dir: str | os.PathLike, *, vocab_fingerprint: str | None = None,
+                    image_codes_path: str | os.PathLike | None = None) -> Path:
     """Write the pretrained dir for `model` (a module or a state dict) to `out_dir`, atomically.
 
     The vocabulary is loaded (which verifies the fingerprint it records); `vocab_fingerprint`, when
     given (e.g. from the task manifests), must match it, so an export can never pair weights with
-    the wrong vocabulary.
+    the wrong vocabulary. When a task stores images as VQ codes (`image_codes` in its manifest), the
+    VQ file at `image_codes_path` is checked against that fingerprint and copied beside the weights,
+    so the export decodes its image outputs with the tokenizer that made its training codes.
     """
     from ofasys.vocab import UnifiedVocab  # lazily: the export format does not need tokenizers
 
@@ -93,6 +109,15 @@ def save_pretrained(model: torch.nn.Module | Mapping[str, torch.Tensor], model_c
         "vocab_fingerprint": vocab.fingerprint,
         "tasks": dict(tasks_info),
     }
+    codes_fingerprint = image_codes_of_manifests(tasks_info)
+    if codes_fingerprint is not None:
+        from ofasys.vq import load_vq
+
+        if image_codes_path is None:
+            raise ValueError("a task stores images as VQ codes, so the export needs the VQ tokenizer file "
+                             "(image_codes_path) to decode them")
+        load_vq(image_codes_path, expect_fingerprint=codes_fingerprint)
+        config["image_codes"] = codes_fingerprint
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
@@ -105,6 +130,8 @@ def save_pretrained(model: torch.nn.Module | Mapping[str, torch.Tensor], model_c
         (tmp / CONFIG_FILE).write_text(json.dumps(config, sort_keys=True, indent=1, allow_nan=False) + "\n",
                                        encoding="utf-8")
         shutil.copyfile(vocab_path, tmp / VOCAB_FILE)
+        if codes_fingerprint is not None:
+            shutil.copyfile(image_codes_path, tmp / IMAGE_CODES_FILE)
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())

@@ -218,7 +218,8 @@ class Trainer:
                  *, vocab_path: str | os.PathLike | None = None,
                  model_config: Mapping[str, Any] | None = None,
                  export_dir: str | os.PathLike | None = None, record_samples: bool = False,
-                 valid_tasks: Sequence[TaskData] = ()) -> None:
+                 valid_tasks: Sequence[TaskData] = (),
+                 image_codes_path: str | os.PathLike | None = None) -> None:
         if not hasattr(model, "loss"):
             raise TypeError(f"{type(model).__name__} has no loss(batch, label_smoothing) method")
         names = [t.name for t in tasks]
@@ -232,6 +233,8 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.log_fn = log_fn
         self.vocab_path = None if vocab_path is None else Path(vocab_path)
+        self.image_codes_path = image_codes_path
+        """The VQ image tokenizer file, exported beside the weights when a task stores image codes."""
         self.manifests = {t.name: t.manifest for t in tasks if isinstance(getattr(t, "manifest", None), Mapping)}
         self.model_config: dict[str, Any] | None = None
         if self.vocab_path is not None:  # fail now, not after hours of training, if the export can't work
@@ -388,7 +391,8 @@ class Trainer:
                      self._best.score)
         return save_pretrained(state, self.model_config or {}, self.vocab_path,
                                tasks_info_from_manifests(self.manifests), self.export_dir,
-                               vocab_fingerprint=vocab_fingerprint_of_manifests(self.manifests))
+                               vocab_fingerprint=vocab_fingerprint_of_manifests(self.manifests),
+                               image_codes_path=self.image_codes_path)
 
 
 def _model_config_dict(model: nn.Module) -> dict[str, Any]:

@@ -9,6 +9,9 @@ the PNG photos bundled in scikit-image (loaded offline; the JPEG ones are left o
 vary with the JPEG library). Digit *instances* are partitioned once, by a fixed permutation stratified
 by class, into train/valid/test pools, so the test split shows the model digits it never saw.
 
+`named_scene` is the other kind of scene, for generating images: one large digit centred on a fixed
+crop of a named photo, so a caption naming the digit and the photo nearly determines the image.
+
 A box is the tight box of the pasted ink in pixel edges: `(x0, y0, x1, y1)` covers the pixels
 `x0 <= x < x1`, `y0 <= y < y1`; every pixel the paste changed lies inside it.
 """
@@ -128,6 +131,14 @@ def background(rng: np.random.Generator) -> np.ndarray:
     side = CANVAS * k
     y = int(rng.integers(h - side + 1))
     x = int(rng.integers(w - side + 1))
+    return _crop(integral, k, y, x)
+
+
+def _crop(integral: np.ndarray, k: int, y: int, x: int) -> np.ndarray:
+    """The CANVAS x CANVAS float crop whose top-left is `(y, x)`, area-downscaled by `k`, contrast cut.
+
+    Shared by the random and the named backgrounds, so both have the same look (and the same cut).
+    """
     ys = y + k * np.arange(CANVAS + 1)
     xs = x + k * np.arange(CANVAS + 1)
     block = integral[ys[:, None], xs[None, :]]  # (CANVAS+1) x (CANVAS+1) x 3 corner sums
@@ -243,10 +254,7 @@ def render(
         h, w = ink.shape
         alpha = np.zeros((CANVAS, CANVAS))
         alpha[y : y + h, x : x + w] = ink
-        # Black or white ink, whichever stands out more from the background under the digit
-        # (decided on integers, so no float summation order can flip it between machines).
-        region = _to_uint8(bg[y : y + h, x : x + w]).astype(np.int64)
-        color = 0.0 if int(region.sum()) >= 128 * region.size else 255.0
+        color = _ink_color(bg[y : y + h, x : x + w])
         canvas = canvas * (1 - alpha[:, :, None]) + color * alpha[:, :, None]
         digits.append(Digit(label, index, (x, y, x + w, y + h)))
         alphas.append(alpha)
@@ -257,6 +265,105 @@ def render(
         digits=tuple(digits[i] for i in order),
         alphas=tuple(alphas[i] for i in order),
     )
+
+
+@dataclass(frozen=True)
+class NamedCrop:
+    """A fixed view of a bundled photo: top-left `(top, left)` in the photo, area-downscaled by `scale`."""
+
+    photo: str
+    scale: int
+    top: int
+    left: int
+
+
+NAMED_CROPS = (
+    NamedCrop("camera", 2, 248, 40),  # the cameraman's dark coat: dark grey, mean ~85
+    NamedCrop("moon", 2, 336, 224),  # flat grey surface with dark specks: mid grey, ~114
+    NamedCrop("page", 2, 24, 256),  # lines of printed text: bright grey, ~162
+    NamedCrop("coffee", 2, 64, 240),  # the cup seen from above: orange-brown, ~(161, 131, 105)
+    NamedCrop("stereo_motorcycle", 1, 176, 352),  # the red tank: red, ~(159, 104, 103)
+    NamedCrop("chelsea", 2, 128, 184),  # the cat's nose and fur: tan, ~(136, 116, 101)
+)
+"""The backgrounds of `named_scene`, one fixed crop per photo (independent of seed and split).
+
+Text-to-image and image infilling work on 8x8 VQ codes of a 32 px downscale, with a tiny model
+trained for a few hundred CPU steps: the image must follow from the caption. So each named photo is
+one fixed crop, and the crops were picked (among crops of 1-2x scale with visible texture) so that
+their mean colours after the contrast cut stay >= 25 apart in RGB at 32 px, both over the whole
+crop and over the ring outside the digit: three greys of clearly different brightness plus three
+warm colours (orange, red, tan), each also with its own texture (coat folds, specks, text lines, cup
+rim, tank edge, fur). Grey textures of similar mean (brick, grass, gravel, coins) were left out:
+after the contrast cut they would differ only in fine texture a 32 px, 8x8-code model barely sees.
+"""
+NAMED_PHOTOS = tuple(crop.photo for crop in NAMED_CROPS)
+"""The photo names `named_scene` accepts (in `NAMED_CROPS` order)."""
+NAMED_DIGIT_SIZE = 40
+"""Side of the square a `named_scene` digit's 8x8 cell spans: large, so its shape survives 8x8 codes."""
+
+
+def photo_word(photo: str) -> str:
+    """The readable name a caption uses for a photo ("stereo_motorcycle" -> "stereo motorcycle")."""
+    return photo.replace("_", " ")
+
+
+def pick_digit(rng: np.random.Generator, split: str) -> tuple[int, int]:
+    """A random `(label, load_digits index)` from `split`'s pool (uniform class, then instance)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    return _pick(rng, split, set())
+
+
+@functools.cache
+def named_background(photo: str) -> np.ndarray:
+    """The fixed CANVAS x CANVAS x 3 uint8 background of `photo` (see `NAMED_CROPS`), read-only."""
+    crops = {crop.photo: crop for crop in NAMED_CROPS}
+    if photo not in crops:
+        raise ValueError(f"photo must be one of {', '.join(NAMED_PHOTOS)}, got {photo!r}")
+    crop = crops[photo]
+    image = _to_uint8(_crop(_photos()[PHOTOS.index(photo)], crop.scale, crop.top, crop.left))
+    image.flags.writeable = False
+    return image
+
+
+@functools.cache
+def _named_ink_color(photo: str) -> float:
+    """`render`'s black-or-white rule, applied to the fixed centred digit cell of the photo's crop.
+
+    A fixed region (not each digit's own ink box) makes the ink colour a function of the photo
+    alone, so the caption determines it.
+    """
+    start = (CANVAS - NAMED_DIGIT_SIZE) // 2
+    cell = slice(start, start + NAMED_DIGIT_SIZE)
+    return _ink_color(named_background(photo)[cell, cell])
+
+
+def named_scene(photo: str, label: int, index: int) -> np.ndarray:
+    """`load_digits` digit `index` (of class `label`) at `NAMED_DIGIT_SIZE`, its ink box centred on
+    the fixed crop of `photo`: CANVAS x CANVAS x 3 uint8.
+
+    Only the handwriting varies between two scenes of the same (photo, label): the position, size,
+    background and ink colour are fixed, so a caption naming the digit and photo nearly determines
+    the image, and everything outside the centred ink box is the photo's crop pixel for pixel.
+    """
+    if int(_digits()[1][index]) != label:
+        raise ValueError(f"load_digits index {index} is a {WORDS[int(_digits()[1][index])]}, not a {WORDS[label]}")
+    ink = _ink(index, NAMED_DIGIT_SIZE)
+    h, w = ink.shape
+    y, x = (CANVAS - h) // 2, (CANVAS - w) // 2
+    alpha = np.zeros((CANVAS, CANVAS))
+    alpha[y : y + h, x : x + w] = ink
+    canvas = named_background(photo) * (1 - alpha[:, :, None]) + _named_ink_color(photo) * alpha[:, :, None]
+    return _to_uint8(canvas)
+
+
+def _ink_color(region: np.ndarray) -> float:
+    """Black or white ink, whichever stands out more from the background `region` under a digit.
+
+    Decided on integers, so no float summation order can flip it between machines.
+    """
+    pixels = _to_uint8(region).astype(np.int64)
+    return 0.0 if int(pixels.sum()) >= 128 * pixels.size else 255.0
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:

@@ -172,8 +172,31 @@ def asr(split: str, size: int, seed: int, corrupt: int = 0) -> pa.Table:
                   **{f"corrupt_{kind}_rows": rows for kind, rows in by_kind.items()})
 
 
+def text_to_image(split: str, size: int, seed: int, corrupt: int = 0) -> pa.Table:
+    """`img` (PNG), `cap`: "a handwritten three on the coffee photo" (see `images.named_scene`).
+
+    For generating images (caption -> image codes) and image infilling: the caption fixes the photo
+    crop, the digit's class, size, place and ink colour, so only the handwriting is left to guess
+    and a model can clearly beat the per-position most common code. Digits come from the split's
+    pool, so test images show handwriting never seen in training.
+    """
+    _check(split, size, corrupt)
+    rng = _rng(seed, "text_to_image", split)
+    bad = set(_corrupt_rows(seed, "text_to_image", split, size, corrupt))
+    imgs, caps = [], []
+    for row in range(size):
+        photo = images.NAMED_PHOTOS[int(rng.integers(len(images.NAMED_PHOTOS)))]
+        label, index = images.pick_digit(rng, split)
+        png = images.png_bytes(images.named_scene(photo, label, index))
+        imgs.append(_truncated(png) if row in bad else png)
+        caps.append(f"{describe([images.WORDS[label]])} on the {images.photo_word(photo)} photo")
+    return _table({"img": pa.array(imgs, pa.binary()), "cap": pa.array(caps, pa.string())},
+                  "text_to_image", split, size, seed, sorted(bad), photos=list(images.NAMED_PHOTOS))
+
+
 GENERATORS: dict[str, Callable[..., pa.Table]] = {
     "caption": caption,
+    "text_to_image": text_to_image,
     "grounding": grounding,
     "vqa": vqa,
     "infill": infill,

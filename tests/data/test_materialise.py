@@ -190,8 +190,8 @@ def test_columns_checked_before_any_work(tmp_path, png, parquet, vocab_path):
 @pytest.mark.parametrize(
     "instruction,needle",
     [
-        ("[IMAGE:img,preprocess=image_vqgan] -> [TEXT:cap]", "preprocess=image_vqgan is not supported yet"),
-        ("[TEXT:cap] -> [IMAGE:img,preprocess=image_vqgan,adaptor=image_vqgan]", "not supported yet"),
+        ("[IMAGE:img,preprocess=imagepretrain] -> [TEXT:cap]", "preprocess=imagepretrain is not supported yet"),
+        ("[TEXT:cap] -> [IMAGE:img,adaptor=image_vit]", "adaptor=image_vit is not supported yet"),
         ("[TEXT:cap] -> [AUDIO:img]", "generating AUDIO is not supported yet"),
         ("[IMAGE:img] -> ([TEXT:cap])*", "repeat groups"),
         ("[IMAGE:img] -> [TEXT]", "names no column"),

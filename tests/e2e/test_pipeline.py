@@ -41,13 +41,13 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return proc
 
 
-def _fresh_repro(work: Path) -> tuple[Path, dict, str]:
+def _fresh_repro(work: Path, params: Path = ROOT / "tests/e2e/params_tiny.yaml") -> tuple[Path, dict, str]:
     """Copy the checkout (tracked and untracked, not ignored: no data, no DVC cache) and `dvc repro`."""
     for rel in _repo_files():
         dest = work / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, dest)
-    shutil.copy(ROOT / "tests/e2e/params_tiny.yaml", work / "params.yaml")
+    shutil.copy(params, work / "params.yaml")
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["TORCH_EXTENSIONS_DIR"] = env.get("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache/torch_extensions"))

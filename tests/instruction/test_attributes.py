@@ -241,7 +241,7 @@ def test_the_fix_of_a_refused_value_names_what_works_instead():
     with pytest.raises(NotSupportedYetError) as info:
         parse_instruction("[IMAGE:img,adaptor=image_vit] -> [TEXT:cap]")
     assert info.value.fix == "leave adaptor out (the default is supported), or use adaptor=image_resnet or " \
-                             "adaptor=image_patch_embed"
+                             "adaptor=image_patch_embed or adaptor=image_vqgan"
 
 
 def test_a_value_of_the_other_choice_attribute_points_there():

@@ -64,7 +64,7 @@ CASES = [
     ("[IMAGE:img,preprocess=image_resnet] -> [TEXT:b]", "image_resnet", "'image_resnet' is not a valid value of 'preprocess'", "did you mean adaptor=image_resnet?"),
     ("[TEXT:a] -> [TEXT:b,adaptor=txt]", "txt", "'txt' is not a valid value of 'adaptor'", "did you mean text? adaptor of TEXT slots is one of: default, text"),
     # valid, but not supported yet (OFASys's names): refused at the value, after every other check
-    ("[IMAGE:img,preprocess=image_vqgan] -> [TEXT:b]", "image_vqgan", "preprocess=image_vqgan is not supported yet: VQ image codes need the vq stage", "leave preprocess out"),
+    ("[IMAGE:img,preprocess=imagepretrain] -> [TEXT:b]", "imagepretrain", "preprocess=imagepretrain is not supported yet: its per-epoch random resize", "leave preprocess out (the default is supported), or use preprocess=image or preprocess=image_vqgan"),
     ("[IMAGE:img,adaptor=image_vit] -> [TEXT:b]", "image_vit", "adaptor=image_vit is not supported yet", "use adaptor=image_resnet or adaptor=image_patch_embed"),
     ("[IMAGE:img,preprocess=imagenet] -> [TEXT:b]", "imagenet", "preprocess=imagenet is not supported yet: its per-epoch RandAugment", "or use preprocess=image"),
     ("[TEXT:a] -> [TEXT:b,preprocess=category]", "category", "preprocess=category is not supported yet on TEXT slots: write the label column as a [CATEGORY:<column>] slot", "leave preprocess out"),
@@ -192,22 +192,23 @@ def test_instruction_error_is_a_value_error_and_pickles():
 
 
 def test_not_supported_yet_is_an_instruction_error_and_a_not_implemented_error():
-    text = "[TEXT:a] -> [IMAGE,preprocess=image_vqgan,adaptor=image_vqgan]"
+    text = "[IMAGE:img,preprocess=imagenet,adaptor=image_vit] -> [TEXT:a]"
     with pytest.raises(NotSupportedYetError) as info:
         parse_instruction(text)
     err = info.value
     assert isinstance(err, InstructionError) and isinstance(err, NotImplementedError)
-    assert err.column == text.index("image_vqgan")  # the first refused value, preprocess=
+    assert err.column == text.index("imagenet")  # the first refused value, preprocess= (not adaptor=)
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is NotSupportedYetError and str(back) == str(err)
-    assert parse_instruction(text, allow_unsupported=True).templates[0].outputs[0].preprocess == "image_vqgan"
+    slot = parse_instruction(text, allow_unsupported=True).templates[0].inputs[0]
+    assert (slot.preprocess, slot.attrs["adaptor"]) == ("imagenet", "image_vit")
 
 
 @pytest.mark.parametrize(
     "text,marker",
     [
-        ("[IMAGE:img,preprocess=image_vqgan] -> [TEXT:b,max_length=x]", "x]"),
-        ("[IMAGE:img,preprocess=image_vqgan] -> [TEXT:b] ||| [TEXT:a] -> [TEXT:b", "[TEXT:b"),
+        ("[IMAGE:img,preprocess=imagepretrain] -> [TEXT:b,max_length=x]", "x]"),
+        ("[IMAGE:img,preprocess=imagepretrain] -> [TEXT:b] ||| [TEXT:a] -> [TEXT:b", "[TEXT:b"),
     ],
 )
 def test_a_malformed_part_is_reported_before_a_value_not_supported_yet(text, marker):

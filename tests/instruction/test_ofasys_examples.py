@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import pytest
 
+from ofasys.data.members import UnsupportedSlotError, plan_members
 from ofasys.instruction import InstructionError, NotSupportedYetError, Slot, parse_instruction
 
 README_NEW = "OFA-Sys/OFASys README.md@0b7c74d"
@@ -132,13 +133,41 @@ def test_ofasys_instruction_is_accepted_or_refused_as_not_supported_yet(source, 
         assert " is not supported yet" in err.message and err.fix
 
 
-def test_not_supported_yet_is_what_refuses_ofasys_vq_images():
-    refused = {task for _, task, text in OFASYS_INSTRUCTIONS if "image_vqgan" in text}
-    assert refused == {"text-to-image", "image_gen", "image_infilling"}
-    for _, task, text in OFASYS_INSTRUCTIONS:
-        if task in refused:
-            with pytest.raises(NotSupportedYetError, match="preprocess=image_vqgan is not supported yet"):
-                parse_instruction(text)
+def test_ofasys_vq_images_parse_and_plan_by_default():
+    """preprocess=image_vqgan / adaptor=image_vqgan are supported: OFASys's VQ image instructions parse
+    without allow_unsupported, and materialisation plans them where nothing else stops it."""
+    vq = {task: text for _, task, text in OFASYS_INSTRUCTIONS if "image_vqgan" in text}
+    assert set(vq) == {"text-to-image", "image_gen", "image_infilling"}
+    for text in vq.values():
+        instruction = parse_instruction(text)
+        assert instruction == parse_instruction(text, allow_unsupported=True)
+        (out,) = instruction.templates[0].outputs
+        assert (out.modality, out.preprocess, out.attrs["adaptor"]) == ("IMAGE", "image_vqgan", "image_vqgan")
+    # image_gen binds every slot: a TEXT input and an IMAGE output stored as VQ codes
+    members = plan_members(parse_instruction(vq["image_gen"]))
+    assert [(m.column, m.modality, m.sides, m.preprocess) for m in members] == [
+        ("text", "TEXT", frozenset({"input"}), None),
+        ("code", "IMAGE", frozenset({"output"}), "image_vqgan"),
+    ]
+    # the README's text-to-image output slot names no column: there is nothing to materialise it from
+    text = vq["text-to-image"]
+    with pytest.raises(InstructionError) as info:
+        plan_members(parse_instruction(text))
+    assert not isinstance(info.value, NotSupportedYetError)
+    assert info.value.message == "this IMAGE slot names no column, so there is nothing to materialise"
+    assert info.value.column == text.index("[IMAGE,")
+    # image_infilling binds its columns, but masks its pixel IMAGE input, which materialisation refuses;
+    # its VQ output is not what is refused (without the mask it is planned)
+    text = vq["image_infilling"]
+    with pytest.raises(UnsupportedSlotError) as info:
+        plan_members(parse_instruction(text))
+    assert info.value.message == "mask_ratio on IMAGE is not supported yet by materialisation"
+    assert info.value.column == text.index("[IMAGE:img")
+    members = plan_members(parse_instruction(text.replace(",mask_ratio=0.5", "")))
+    assert [(m.column, m.modality, m.sides, m.preprocess) for m in members] == [
+        ("img", "IMAGE", frozenset({"input"}), None),
+        ("code", "IMAGE", frozenset({"output"}), "image_vqgan"),
+    ]
 
 
 def test_table_covers_each_modality_and_key_attributes():

@@ -86,10 +86,16 @@ def test_slot_without_column():
 
 
 def test_allow_unsupported_parses_the_whole_ofasys_language():
-    src = "[TEXT:t] -> [IMAGE,preprocess=image_vqgan,adaptor=image_vqgan,length=256]"
+    src = "[IMAGE:img,preprocess=imagepretrain,adaptor=image_vit] -> [AUDIO:fbank,adaptor=audio_tgt_fbank]"
     with pytest.raises(NotSupportedYetError):
         parse_instruction(src)
     t = parse_instruction(src, allow_unsupported=True).templates[0]
+    assert t.inputs[0] == Slot("IMAGE", "img", {"preprocess": "imagepretrain", "adaptor": "image_vit"}, 0)
+    assert t.outputs[0] == Slot("AUDIO", "fbank", {"adaptor": "audio_tgt_fbank"}, src.index("[AUDIO"))
+    # VQ image codes are supported: they parse by default, the same as with allow_unsupported
+    src = "[TEXT:t] -> [IMAGE,preprocess=image_vqgan,adaptor=image_vqgan,length=256]"
+    t = parse_instruction(src).templates[0]
+    assert t == parse_instruction(src, allow_unsupported=True).templates[0]
     assert t.outputs[0] == Slot("IMAGE", None, {"preprocess": "image_vqgan", "adaptor": "image_vqgan", "length": 256},
                                 src.index("[IMAGE"))
     assert t.outputs[0].is_text_like  # VQ codes are tokens

@@ -28,12 +28,13 @@ def test_committed_params_load():
 
 def test_the_full_demo_params_add_one_task_per_remaining_modality_to_the_default_ones():
     """params-full.yaml (documented in the README) keeps the default tasks as they are declared and
-    adds video, table, SQL and motion tasks; its runs go to their own experiment and model name, so
+    adds video, table, SQL, motion and image-generation tasks; its runs go to their own experiment and model name, so
     its champion is never compared with the six-task demo's."""
     from pipeline.demo import GENERATORS
 
     default, full = load_params(ROOT / "params.yaml"), load_params(ROOT / "params-full.yaml")
-    assert set(full.tasks) - set(default.tasks) == {"video_caption", "table_to_text", "text_to_sql", "motion_label"}
+    assert set(full.tasks) - set(default.tasks) == {"video_caption", "table_to_text", "text_to_sql", "motion_label",
+                                                    "text_to_image", "image_infill"}
     assert {t.source.generator for t in full.tasks.values()} == set(GENERATORS)
     for name, task in default.tasks.items():
         assert (full.tasks[name].instruction, full.tasks[name].source) == (task.instruction, task.source)

@@ -74,7 +74,7 @@ def test_adding_a_task_outside_the_vocabulary_tasks_changes_no_existing_slice(ra
     other["tasks"]["captions_again"] = copy.deepcopy(raw["tasks"]["caption"])
     after = stage_slices(parse_params(other), _fingerprint)
     assert set(after) - set(before) == {"ingest/captions_again.json", "vocab_text/captions_again.json",
-                                        "materialise/captions_again.json"}
+                                        "vq_images/captions_again.json", "materialise/captions_again.json"}
     assert after["vocab_text/captions_again.json"] == {"in_vocab": False}
     assert {k for k in before if before[k] != after[k]} == {"train.json", "evaluate.json"}
 

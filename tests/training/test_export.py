@@ -66,8 +66,9 @@ def test_manifest_helpers():
         "b": {"instruction": "x", "image_size": 64, "slots": [1], "closed_sets": {}, "splits": {}, "assets": {"vocab": "f"}},
         "a": {"instruction": "y", "assets": {"vocab": "f"}},
     }
-    assert tasks_info_from_manifests(manifests) == {
-        "a": {"instruction": "y"}, "b": {"instruction": "x", "image_size": 64, "slots": [1], "closed_sets": {}}}
+    assert tasks_info_from_manifests(manifests) == {  # the assets say which VQ grid an image output is made on
+        "a": {"instruction": "y", "assets": {"vocab": "f"}},
+        "b": {"instruction": "x", "image_size": 64, "slots": [1], "closed_sets": {}, "assets": {"vocab": "f"}}}
     assert vocab_fingerprint_of_manifests(manifests) == "f"
     with pytest.raises(ValueError, match="different vocabularies"):
         vocab_fingerprint_of_manifests({**manifests, "c": {"assets": {"vocab": "g"}}})
