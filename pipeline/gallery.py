@@ -3,7 +3,8 @@
 Numbers say how often a model is right; a page of examples says how it is wrong. For each of the
 first samples of the test split: the picture the model saw (when an input is an image, as stored in
 the shard) with the predicted box in red and the reference box in green, the other inputs as text
-(a question, a media path), the prediction beside the reference, and the sample's score. One
+(a question, a media path), the prediction beside the reference (as pictures when the output is an
+image: its VQ codes decoded), and the sample's score. One
 self-contained HTML file (images inline as PNG data), logged to MLflow by the evaluate stage.
 """
 
@@ -40,6 +41,9 @@ class Example:
     original_size: tuple[int, int] | None = None
     """(width, height) of the original picture, which boxes are expressed in."""
     extras: dict[str, Any] = field(default_factory=dict)
+    output_pictures: dict[str, np.ndarray] = field(default_factory=dict)
+    """For an image output: "prediction" / "reference" -> its decoded H x W x 3 uint8 picture, shown
+    instead of the codes."""
 
 
 def is_box(value: Any) -> bool:
@@ -54,6 +58,26 @@ def picture_of(arrays: Mapping[str, np.ndarray]) -> tuple[str, np.ndarray] | Non
         if a.dtype == np.uint8 and a.ndim == 3 and a.shape[-1] == 3:
             return name.split(".")[0], a
     return None
+
+
+def _picture_png(picture: np.ndarray, scale: int) -> str:
+    from PIL import Image
+
+    h, w = picture.shape[:2]
+    buf = io.BytesIO()
+    Image.fromarray(picture).resize((w * scale, h * scale), Image.Resampling.NEAREST).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _output(example: Example, which: str) -> str:
+    """A prediction or reference line: its decoded picture for an image output, else its text."""
+    picture = example.output_pictures.get(which)
+    if picture is None:
+        value = example.prediction if which == "prediction" else example.reference
+        return f"<div><b>{which}</b>: {_text(value)}</div>"
+    scale = max(1, 96 // max(picture.shape[:2]))
+    return (f'<div><b>{which}</b>:<img src="data:image/png;base64,{_picture_png(picture, scale)}" '
+            f'alt="{which}"></div>')
 
 
 def _png(example: Example) -> str:
@@ -93,8 +117,7 @@ def gallery_html(task: str, metric: str, examples: Sequence[Example]) -> str:
         cards.append(
             f'<div class="card {"right" if ex.right else "wrong"}">{picture}'
             f'<div class="id">{html.escape(ex.key)} (id {html.escape(ex.row_id)}) {score}</div>{inputs}'
-            f'<div><b>prediction</b>: {_text(ex.prediction)}</div>'
-            f'<div><b>reference</b>: {_text(ex.reference)}</div></div>')
+            f'{_output(ex, "prediction")}{_output(ex, "reference")}</div>')
     legend = ("<p>Boxes: <span style='color:#e60000'>predicted</span>, "
               "<span style='color:#00c800'>reference</span>.</p>") if any(is_box(e.reference) for e in examples) else ""
     return f"""<!doctype html>

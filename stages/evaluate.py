@@ -46,9 +46,24 @@ def masked_inputs(task_data, indices) -> list[str]:
     return out
 
 
-def write_gallery(name, metric, test, preds, column, scores) -> Path:
+def decoded_pictures(output, reference, image_decoder) -> dict:
+    """An image output's generated and reference codes decoded to pictures (a grid cut short is left
+    out); empty without a decoder or for other outputs."""
+    import numpy as np
+
+    pictures = {}
+    if image_decoder is None or not isinstance(reference, list):
+        return pictures
+    side = int(round(len(reference) ** 0.5))
+    for which, codes in (("prediction", output), ("reference", reference)):
+        if isinstance(codes, list) and len(codes) == side * side:
+            pictures[which] = image_decoder(np.asarray(codes, dtype=np.int64).reshape(1, side, side))[0]
+    return pictures
+
+
+def write_gallery(name, metric, test, preds, column, scores, image_decoder=None) -> Path:
     """metrics/gallery/<task>.html: the first test samples with their picture, inputs, prediction,
-    reference and score (`pipeline.gallery`)."""
+    reference and score (`pipeline.gallery`); image outputs are shown decoded by `image_decoder`."""
     from ofasys.metrics import registry
     from pipeline.gallery import GALLERY_SAMPLES, Example, gallery_html, picture_of
 
@@ -64,7 +79,8 @@ def write_gallery(name, metric, test, preds, column, scores) -> Path:
         perfect = registry.metric(metric).perfect
         right = output == reference or (perfect is not None and scores[i] == perfect)  # e.g. a box's IoU hit
         examples.append(Example(pred.key, pred.row_id, pred.inputs, output, reference, scores[i], right,
-                                None if found is None else found[1], size))
+                                None if found is None else found[1], size,
+                                output_pictures=decoded_pictures(output, reference, image_decoder)))
     out = OUT / "gallery" / f"{name}.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -115,10 +131,11 @@ def evaluate_task(name, task, model, vocab, params, work: Path, image_decoder=No
     outputs = [p.outputs.get(column) for p in preds]
     entry = {"column": column, **registry.report(task.metric, outputs, data)}
     if "image" in registry.metric(task.metric).outputs:
-        entry.update(vq_figures())
+        entry.update(vq_figures())  # what the codes lose before any model generates them
     scores = registry.sample_scores(task.metric, outputs, data)
     add_column(OUT / "predictions" / f"{name}.parquet", "score", scores)
-    write_gallery(name, task.metric, test, preds, column, scores)
+    image_output = "image" in registry.metric(task.metric).outputs
+    write_gallery(name, task.metric, test, preds, column, scores, image_decoder if image_output else None)
     log.info("%s: %s %.3f (baseline %.3f, %s is better) on %d samples%s", name, task.metric, entry[task.metric],
              entry[f"{task.metric}_baseline"], "higher" if entry["higher_is_better"] else "lower",
              entry["num_samples"], "; DEGENERATE: one output for most inputs" if entry["degenerate"] else "")

@@ -61,3 +61,19 @@ def test_gallery_draws_boxes_on_the_picture_and_escapes_text():
     assert tuple(img[29, 20]) == (0, 200, 0)  # reference box (bottom-right quarter) in green
     text_only = gallery_html("asr", "wer", [Example("k", "1", {"wav": "a.flac"}, "a b", "a b", 0.0, right=True)])
     assert "<img" not in text_only and "a.flac" in text_only and 'class="card right"' in text_only
+
+
+def test_an_image_output_is_shown_as_its_decoded_pictures_not_its_codes():
+    from stages.evaluate import decoded_pictures
+
+    decode = lambda codes: np.repeat(np.repeat(codes[..., None] * 60, 4, 1), 4, 2).repeat(3, -1).astype(np.uint8)  # noqa: E731
+    pictures = decoded_pictures([0, 1, 2, 3], [3, 2, 1, 0], decode)
+    assert set(pictures) == {"prediction", "reference"} and pictures["prediction"].shape == (8, 8, 3)
+    assert set(decoded_pictures([0, 1], [3, 2, 1, 0], decode)) == {"reference"}  # a grid cut short is left out
+    assert decoded_pictures("a caption", "a caption", decode) == {}
+    ex = Example("k", "1", {"cap": "a three"}, [0, 1, 2, 3], [3, 2, 1, 0], 0.25, output_pictures=pictures)
+    page = gallery_html("text_to_image", "code_accuracy", [ex])
+    shown = re.findall(r'data:image/png;base64,([^"]+)" alt="(prediction|reference)"', page)
+    assert [which for _, which in shown] == ["prediction", "reference"] and "[0, 1, 2, 3]" not in page
+    img = np.asarray(Image.open(io.BytesIO(base64.b64decode(shown[0][0]))).convert("RGB"))
+    assert img.shape == (96, 96, 3) and img[0, 0, 0] == 0 and img[0, 95, 0] == 60  # code 0 left, code 1 right
