@@ -123,7 +123,9 @@ def predict_to_parquet(
         pq.write_table(table, tmp)
         os.replace(tmp, part)
         tables.append(table)
-    table = pa.concat_tables(tables) if tables else pa.table({"key": pa.array([], pa.string())})
+    # chunks may type a column differently (a chunk whose detections are all empty lists has list<null>)
+    table = (pa.concat_tables(tables, promote_options="permissive") if tables
+             else pa.table({"key": pa.array([], pa.string())}))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_suffix(".tmp")
     pq.write_table(table, tmp)

@@ -64,10 +64,11 @@ def predict(
         plans = [task_data.plan(s) for s in samples]
         with torch.inference_mode():
             generated = model.generate(batch, plans, beam_size=beam_size)
-        for sample, plan, tokens in zip(samples, plans, generated):
+            logprobs = scored_tokens(model, batch, plans, generated)
+        for sample, plan, tokens, scores in zip(samples, plans, generated, logprobs):
             yield SamplePrediction(
                 key=sample.key,
-                outputs=plan.decode(tokens, sample.meta),
+                outputs=plan.decode(tokens, sample.meta, scores),
                 refs=dict(sample.meta.get("refs", {})),
                 tokens=list(tokens),
                 inputs=dict(sample.meta.get("inputs", {})),
@@ -76,6 +77,14 @@ def predict(
             )
         if progress is not None:
             progress(len(samples))
+
+
+def scored_tokens(model: torch.nn.Module, batch: Any, plans: Sequence[Any], generated: Sequence[Sequence[int]]):
+    """Per sample, each generated id's log-probability when a plan decodes objects that carry a score
+    (a repeat group: detection), else None per sample (nothing needs them)."""
+    if not any(step.kind == "repeat" for plan in plans for step in plan.steps):
+        return [None] * len(generated)
+    return model.token_logprobs(batch, generated)
 
 
 def primary_output(task_data: Any) -> str:

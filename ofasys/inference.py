@@ -24,9 +24,30 @@ from ofasys.instruction import Instruction, parse_instruction
 from ofasys.model import ModelConfig, UniversalModel, build_model
 from ofasys.model.checkpoint_compat import fresh_modalities, load_model_state, upgrade_state_dict
 from ofasys.training.export import IMAGE_CODES_FILE, WEIGHTS_FILE, load_pretrained_config, load_pretrained_state
-from ofasys.data.members import slot_handler
+from ofasys.data.members import output_fields
+from ofasys.evaluation import scored_tokens
 from ofasys.modalities import MODALITIES
 from ofasys.vocab import UnifiedVocab
+
+
+@dataclass(frozen=True)
+class DetectedObject:
+    """One object of a detection output: its box in the input image's pixels, label and score."""
+
+    box: list[float] | None
+    label: str | None
+    score: float | None
+
+
+def detected_objects(objects: Sequence[Mapping[str, Any]] | None) -> list[DetectedObject]:
+    """A repeat group's decoded objects as `DetectedObject`s: an object's box is its value of 4
+    numbers, its label its text value (the group's columns, whatever they are named)."""
+    out = []
+    for obj in objects or ():
+        box = next((v for k, v in obj.items() if k != "score" and isinstance(v, list) and len(v) == 4), None)
+        label = next((v for k, v in obj.items() if isinstance(v, str)), None)
+        out.append(DetectedObject(box, label, obj.get("score")))
+    return out
 
 
 @dataclass(frozen=True)
@@ -60,6 +81,13 @@ class Prediction:
     def box(self) -> list[float] | None:
         """The first BOX output as [x0, y0, x1, y1] in the input image's pixels."""
         return self._first("box")
+
+    @property
+    def objects(self) -> list[DetectedObject] | None:
+        """The first repeat-group output as objects (box in the input image's pixels, label, score:
+        the probability of the object's tokens), in the order generated."""
+        found = self._first("objects")
+        return None if found is None else detected_objects(found)
 
     @property
     def image(self):
@@ -151,11 +179,13 @@ class OFASys:
                 return info
         return {}
 
-    def _collator(self, instruction: Instruction, closed_sets: Mapping[str, Sequence[str]]) -> Collator:
+    def _collator(self, instruction: Instruction, closed_sets: Mapping[str, Sequence[str]],
+                  task: Mapping[str, Any]) -> Collator:
         key = instruction.source + repr(sorted((k, tuple(v)) for k, v in closed_sets.items()))
         if key not in self._collators:
-            assets = {} if self.image_codes is None else generation_assets(
-                {"assets": {"image_codes": {"grid": self.image_codes.config.grid}}})
+            assets = generation_assets(task)  # a trained task's largest repeat count, its VQ grid
+            if self.image_codes is not None:
+                assets.update(generation_assets({"assets": {"image_codes": {"grid": self.image_codes.config.grid}}}))
             self._collators[key] = Collator(instruction, self.vocab, "inference", closed_sets=dict(closed_sets),
                                             assets=assets)
         return self._collators[key]
@@ -187,11 +217,11 @@ class OFASys:
         size = image_size or int(task.get("image_size", 64))
         sets = dict(task.get("closed_sets", {}))
         sets.update(closed_sets or {})
-        collator = self._collator(ins, sets)
+        collator = self._collator(ins, sets, task)
         outputs = [(slot.column or f"output{i}", slot) for i, (side, slot) in enumerate(ins.templates[0].slots())
                    if side == "output"]
         modalities = {column: slot.modality for column, slot in outputs}
-        fields = {column: slot_handler(slot).output_field for column, slot in outputs}
+        fields = output_fields(ins.templates[0])
         image_columns = [column for column, name in fields.items() if name == "image"]
         results: list[Prediction] = []
         for start in range(0, len(rows), batch_size):
@@ -205,7 +235,9 @@ class OFASys:
             plans = [collator.plan(s) for s in samples]
             with torch.inference_mode():
                 generated = self.model.generate(batch, plans, beam_size=beam_size, max_new_tokens=max_new_tokens)
-            decoded = [plan.decode(tokens, sample.meta) for sample, plan, tokens in zip(samples, plans, generated)]
+                logprobs = scored_tokens(self.model, batch, plans, generated)
+            decoded = [plan.decode(tokens, sample.meta, scores)
+                       for sample, plan, tokens, scores in zip(samples, plans, generated, logprobs)]
             rendered = {column: self.render_images([d.get(column) for d in decoded]) for column in image_columns}
             for i, (outs, tokens) in enumerate(zip(decoded, generated)):
                 images = {column: rendered[column][i] for column in image_columns}

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from ofasys.data.members import slot_handler
+from ofasys.data.members import output_fields, slot_handler
 from ofasys.instruction import parse_instruction
 from ofasys.metrics.registry import METRICS, needs
 from ofasys.modalities import MODALITIES
@@ -51,7 +51,7 @@ def check_metric_fits(name: str, task: TaskParams) -> None:
     if not outputs:
         return  # nothing to evaluate; the evaluate stage says so
     scores = METRICS[task.metric].outputs
-    field = MODALITIES[outputs[0].modality].variant(outputs[0].attrs.get("preprocess")).output_field
+    field = output_fields(parse_instruction(task.instruction).templates[0])[outputs[0].column]
     if field not in scores:
         fitting = [m for m, spec in METRICS.items() if field in spec.outputs]
         raise ParamsError(f"tasks.{name}.metric: {task.metric} scores {' or '.join(scores)} outputs, but the "

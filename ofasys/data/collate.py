@@ -29,9 +29,10 @@ import torch
 
 from ofasys.data.batch import TOKENS, Batch, EncoderSegment
 from ofasys.data.masking import key_rng, span_mask, token_noise
-from ofasys.data.plan import DEFAULT_MAX_TEXT_TOKENS, OutputPlan, special_id
+from ofasys.data.plan import DEFAULT_MAX_TEXT_TOKENS, MAX_REPEATS, OutputPlan, special_id
 from ofasys.instruction.ast import Group, Instruction, Slot, Special, Template, Text
 from ofasys.data.members import slot_handler, slot_member
+from ofasys.data.rows import REPEAT_LENGTHS
 from ofasys.modalities import IMAGE_CODE_GRID, NO_ASSETS
 from ofasys.vocab import UnifiedVocab
 
@@ -67,9 +68,14 @@ def _pad(rows: Sequence[Sequence[int]], dtype=torch.long) -> tuple[torch.Tensor,
 
 def generation_assets(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """What a task's manifest (or its entry in an export's config) fixes for generation: the grid of
-    the VQ tokenizer its image codes were made with."""
+    the VQ tokenizer its image codes were made with, and how many repetitions a repeat group may make."""
+    assets: dict[str, Any] = {}
     codes = manifest.get("assets", {}).get("image_codes")
-    return {IMAGE_CODE_GRID: int(codes["grid"])} if codes else {}
+    if codes:
+        assets[IMAGE_CODE_GRID] = int(codes["grid"])
+    if manifest.get("max_repeats") is not None:  # one more than training saw, so a crowded image is not cut short
+        assets[MAX_REPEATS] = int(manifest["max_repeats"]) + 1
+    return assets
 
 
 class Collator:
@@ -97,10 +103,11 @@ class Collator:
         self._text_cache: dict[str, tuple[int, ...]] = {}
         self._plans: dict[int, OutputPlan] = {}
         for template in instruction.templates:
-            for item in (*template.inputs, *template.outputs):
+            for item in template.inputs:
                 if isinstance(item, Group):
                     raise NotImplementedError(
-                        f"repeat groups are not yet supported in collation (at {item.pos} of {template.source!r})"
+                        f"repeat groups on the input side are not supported in collation (at {item.pos} of "
+                        f"{template.source!r})"
                     )
 
     # ----- pieces ---------------------------------------------------------------------------------
@@ -208,6 +215,9 @@ class Collator:
                 seq.append(ids)
                 noisy.append(token_noise(ids, noise, rng, self.vocab.text_range) if train and noise > 0 else ids)
                 flags.append(np.full(len(ids), not item.no_loss, bool))
+            elif isinstance(item, Group):
+                for ids, loss in self.repetitions(item, sample):
+                    seq.append(ids), noisy.append(ids), flags.append(np.full(len(ids), loss, bool))
             else:
                 raise NotImplementedError(f"collation of output item {item!r} is not yet supported")
         s = np.concatenate(seq) if seq else np.zeros(0, np.int64)
@@ -218,6 +228,29 @@ class Collator:
             n = np.concatenate([[self.vocab.bos], n]).astype(np.int64)
             f = np.concatenate([[False], f])
         return s, n, f
+
+    def repetitions(self, group: Group, sample: Sample) -> list[tuple[np.ndarray, bool]]:
+        """A repeat group's output pieces for one sample, (ids, carries loss), repetition by repetition:
+        each slot's element `r` of its stored run (cut by the element lengths in meta), prompt text
+        (no loss) and specials (loss) once per repetition. Zero elements: nothing."""
+        runs: dict[int, list[np.ndarray]] = {}
+        count = None
+        for k, item in enumerate(group.items):
+            if isinstance(item, Slot):
+                ids = np.asarray(sample.arrays[array_key(item)], dtype=np.int64)
+                lengths = sample.meta.get("meta", {}).get(item.column, {}).get(REPEAT_LENGTHS, [])
+                runs[k] = np.split(ids, np.cumsum(lengths)[:-1]) if lengths else []
+                count = len(runs[k])
+        pieces: list[tuple[np.ndarray, bool]] = []
+        for r in range(count or 0):
+            for k, item in enumerate(group.items):
+                if isinstance(item, Text):
+                    pieces.append((np.asarray(self.text_ids(item.text), dtype=np.int64), False))
+                elif isinstance(item, Special):
+                    pieces.append((np.asarray([special_id(self.vocab, item)], dtype=np.int64), True))
+                else:
+                    pieces.append((runs[k][r], True))
+        return pieces
 
     # ----- batches --------------------------------------------------------------------------------
     def collate(

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ofasys.data.plan import special_id
-from ofasys.data.rows import RowRejected
-from ofasys.instruction.ast import Instruction, Slot, Special, Template, Text
+from ofasys.data.rows import REPEAT_LENGTHS, RowRejected
+from ofasys.instruction.ast import Group, Instruction, Slot, Special, Template, Text
 from ofasys.data.members import slot_handler, slot_member
 from ofasys.vocab import UnifiedVocab
 
@@ -62,7 +62,9 @@ class PositionCounter:
             ids = self._text[text] = tuple(self.vocab.encode_text(text)) if text.strip() else ()
         return ids
 
-    def count(self, template: Template, arrays: Mapping[str, np.ndarray]) -> Positions:
+    def count(self, template: Template, arrays: Mapping[str, np.ndarray],
+              meta: Mapping[str, Mapping] | None = None) -> Positions:
+        """`meta` (the sample's per-column meta) gives a repeat group's number of repetitions."""
         slots: list[tuple[str, Slot, int]] = []
         encoder = 0
         for item in template.resolved_inputs():
@@ -86,6 +88,8 @@ class PositionCounter:
                 ids = arrays[_key(item)]
                 head, n = (int(ids[0]) if len(ids) else None), len(ids)
                 slots.append(("output", item, n))
+            elif isinstance(item, Group):  # its slots' runs hold every repetition; its prompt text repeats
+                head, n = self._group_positions(item, arrays, meta or {}, slots)
             else:  # not materialisable, refused by plan_members before any row is read
                 raise NotImplementedError(f"counting positions of output item {item!r}")
             if first is None and n:
@@ -95,9 +99,33 @@ class PositionCounter:
             seq += 1  # the collator prepends <bos>
         return Positions(encoder, max(seq - 1, 0), tuple(slots))
 
-    def counts(self, arrays: Mapping[str, np.ndarray]) -> list[Positions]:
+    def _group_positions(self, group: Group, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Mapping],
+                         slots: list) -> tuple[int | None, int]:
+        """(first id, positions) of a repeat group: every slot's stored run (all repetitions) plus the
+        group's prompt text and specials once per repetition."""
+        members = [i for i in group.items if isinstance(i, Slot)]
+        runs = [arrays[_key(s)] for s in members]
+        repetitions = len(meta.get(members[0].column, {}).get(REPEAT_LENGTHS, [])) if members else 0
+        n = sum(len(r) for r in runs)
+        for s, r in zip(members, runs):
+            slots.append(("output", s, len(r)))
+        fixed = sum(len(self._text_ids(i.text)) if isinstance(i, Text) else 1
+                    for i in group.items if isinstance(i, (Text, Special)))
+        head = None
+        if repetitions:
+            first = group.items[0]
+            if isinstance(first, Text):
+                ids = self._text_ids(first.text)
+                head = ids[0] if ids else None
+            elif isinstance(first, Special):
+                head = special_id(self.vocab, first)
+            else:
+                head = int(runs[0][0]) if len(runs[0]) else None
+        return head, n + fixed * repetitions
+
+    def counts(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Mapping] | None = None) -> list[Positions]:
         """`Positions` under each template, in template order."""
-        return [self.count(t, arrays) for t in self.instruction.templates]
+        return [self.count(t, arrays, meta) for t in self.instruction.templates]
 
 
 def _key(slot: Slot) -> str:
@@ -116,10 +144,10 @@ class PositionCheck:
         self.counter = PositionCounter(instruction, vocab, model)
         self.templates = len(instruction.templates)
 
-    def __call__(self, arrays: Mapping[str, np.ndarray]) -> list[Positions]:
+    def __call__(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Mapping] | None = None) -> list[Positions]:
         """The per-template counts of `arrays`, or RowRejected naming the side, the count, the limit
         and the fix (the largest TEXT-like slot of that side, with the max_length that would fit)."""
-        counts = self.counter.counts(arrays)
+        counts = self.counter.counts(arrays, meta)
         for side in ("encoder", "decoder"):
             worst = max(range(len(counts)), key=lambda i: getattr(counts[i], side))
             n = getattr(counts[worst], side)

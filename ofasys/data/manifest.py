@@ -62,12 +62,14 @@ def build_manifest(
     seed: int,
     limits: Mapping[str, Any] | None = None,
     image_codes: Mapping[str, Any] | None = None,
+    max_repeats: int | None = None,
 ) -> dict:
     """Assemble the manifest dict (see contracts: shard sample format). `splits[split]` holds
     num_samples, num_rejects, shards (list of dicts), lengths (stats), lengths_file, lengths_sha256.
     `limits` records the model limit samples were checked against ({"max_positions", "adaptors"},
     None when unchecked), so a reader can tell whether its model takes every sample. `image_codes`
-    records the VQ tokenizer image codes were made with (`assets.image_codes`: fingerprint, grid)."""
+    records the VQ tokenizer image codes were made with (`assets.image_codes`: fingerprint, grid);
+    `max_repeats` the most repetitions of a repeat group in the train split (what generation may emit)."""
     manifest = {
         "format": MANIFEST_FORMAT,
         "task": task,
@@ -85,6 +87,8 @@ def build_manifest(
         manifest["limits"] = dict(limits)
     if image_codes is not None:
         manifest["assets"]["image_codes"] = dict(image_codes)
+    if max_repeats is not None:
+        manifest["max_repeats"] = int(max_repeats)
     return manifest
 
 

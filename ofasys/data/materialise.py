@@ -58,7 +58,7 @@ from ofasys.data.members import (
 )
 from ofasys.data.provenance import PROVENANCE_COLUMNS, Provenance, data_columns
 from ofasys.data.rejects import Reject, RejectBudget, RejectBudgetExceeded, write_rejects
-from ofasys.data.rows import MaterialisedRow, RowMaterialiser, RowRejected, sample_from_row
+from ofasys.data.rows import REPEAT_LENGTHS, MaterialisedRow, RowMaterialiser, RowRejected, sample_from_row
 from ofasys.data.shards import SHARD_RE, ShardInfo, ShardWriter, sample_key
 from ofasys.instruction.ast import Instruction
 from ofasys.instruction.errors import InstructionError
@@ -239,15 +239,20 @@ class _SplitWriter:
         # relative media paths: the row's source file's directory (C2), else the raw parquet's
         self.materialise = RowMaterialiser(members, vocab, cfg.image_size, Path(cfg.raw_splits[split]).resolve().parent,
                                            image_codes=image_codes)
+        self.groups = sorted({m.group for m in members if m.group})
+        self.max_repeats = 0
+        """The most repetitions a kept row's repeat group holds (the manifest's generation cap)."""
 
     def row(self, row: int, values: Mapping[str, Any], labels: dict[str, set[str]] | None):
         """(members for the tar, total length) or raise RowRejected."""
         out = self.materialise(values, key=sample_key(self.split, row))
         if self.check is not None:
-            self.check(out.arrays)
+            self.check(out.arrays, out.meta)
         if labels is not None:  # only rows that are kept contribute labels
             for column, label in out.labels:
                 labels.setdefault(column, set()).add(label)
+        for group in self.groups:
+            self.max_repeats = max(self.max_repeats, len(out.meta[group[0]][REPEAT_LENGTHS]))
         total = max((sum(out.lengths[n] for n in names) for names in self.tmpl_members), default=0)
         info = {
             "task": self.cfg.task,
@@ -309,6 +314,7 @@ def _write_task(
     reports: dict[str, SplitReport] = {}
     split_entries: dict[str, dict] = {}
     needed = list(dict.fromkeys(m.column for m in members))
+    max_repeats: dict[str, int] = {}
 
     for split in splits:
         writer = _SplitWriter(cfg, vocab, members, tmpl_members, split, check, image_codes)
@@ -340,6 +346,7 @@ def _write_task(
                     row += 1
                 bar.update(batch.num_rows)
         infos = shards.close()
+        max_repeats[split] = writer.max_repeats
         lengths_arr = np.asarray(lengths, dtype=np.int32)
         lengths_path = out_dir / lengths_file_name(split)
         atomic_write_bytes(lengths_path, npy_bytes(lengths_arr))
@@ -372,6 +379,8 @@ def _write_task(
         seed=cfg.seed,
         limits=_limits(cfg, members),
         image_codes=None if image_codes is None else image_codes_entry(image_codes),
+        max_repeats=(max_repeats.get(CLOSED_SET_SPLIT, max(max_repeats.values(), default=0))
+                     if any(m.group for m in members) else None),
     )
     manifest_path = out_dir / MANIFEST_NAME
     write_manifest(manifest_path, manifest)

@@ -32,6 +32,9 @@ class MemberSpec:
     closed_set: bool
     preprocess: str | None = None
     """The slots' `preprocess=` (picks the modality's variant: IMAGE pixels or VQ codes)."""
+    group: tuple[str, ...] | None = None
+    """The columns of the repeat group `( ... )*` this column is in, or None: each of them holds a
+    list, one element per repetition (an object's box and its label), all of equal length."""
 
     @property
     def handler(self) -> Modality:
@@ -54,6 +57,20 @@ def slot_handler(slot: Slot) -> Modality:
     return MODALITIES[slot.modality].variant(slot.attrs.get("preprocess"))
 
 
+def output_fields(template: Template) -> dict[str, str | None]:
+    """Output column -> the typed field its decoded value is (`text`, `box`, `image`, ...): a repeat
+    group's first column is its `objects` (one dict per repetition), its other columns `list`s."""
+    fields: dict[str, str | None] = {}
+    for i, item in enumerate(template.outputs):
+        if isinstance(item, Group):
+            slots = [s for s in item.items if isinstance(s, Slot) and s.column]
+            for k, slot in enumerate(slots):
+                fields[slot.column] = "objects" if k == 0 else "list"
+        elif isinstance(item, Slot):
+            fields[item.column or f"output{i}"] = slot_handler(item).output_field
+    return fields
+
+
 def slot_member(slot: Slot) -> str:
     """The sample array a slot reads ("<column>.<tag>")."""
     return member_name(slot.column or "", slot.modality, slot.attrs.get("preprocess"))
@@ -67,6 +84,42 @@ def _groups(items) -> list[Group]:
     return [i for i in items if isinstance(i, Group)]
 
 
+def _group_columns(template: Template) -> dict[int, tuple[str, ...]]:
+    """id(slot) -> the columns of its repeat group, for every slot in a group of `template`, after
+    checking the groups can be materialised: on the output side, not nested, of token slots only
+    (each repetition is a run of vocabulary ids: an object's 4 bins and its label)."""
+    for group in _groups(template.inputs):
+        raise UnsupportedSlotError(
+            "repeat groups '( ... )*' on the input side are not supported yet by materialisation",
+            template.source,
+            group.pos,
+            "write the list as one text column on the input side (e.g. joined with ' ; ')",
+        )
+    found: dict[int, tuple[str, ...]] = {}
+    for group in _groups(template.outputs):
+        if _groups(group.items):
+            raise UnsupportedSlotError("a repeat group inside a repeat group is not supported yet by materialisation",
+                                       template.source, _groups(group.items)[0].pos,
+                                       "flatten the inner group into the outer one")
+        slots = [i for i in group.items if isinstance(i, Slot)]
+        if not slots or any(s.column is None for s in slots):
+            raise InstructionError("each slot of a repeat group must name its list column, and a group needs one",
+                                   template.source, group.pos, "e.g. ( [BOX:boxes] [TEXT:labels] )*")
+        for slot in slots:
+            if not slot_handler(slot).token_run:
+                raise _unsupported(template, slot, f"an embedded {slot.modality} slot in a repeat group",
+                                   "repeat groups hold token slots (TEXT, BOX, CATEGORY, PHONE, ...)")
+            if slot.no_loss:
+                raise _unsupported(template, slot, "a no_loss slot in a repeat group", "remove no_loss")
+        columns = tuple(s.column for s in slots)
+        if len(set(columns)) != len(columns):
+            raise InstructionError("a repeat group uses a column twice", template.source, group.pos,
+                                   "bind each slot of the group to its own list column")
+        for slot in slots:
+            found[id(slot)] = columns
+    return found
+
+
 def _supported() -> list[str]:
     return [name for name, m in MODALITIES.items() if m.status is None]
 
@@ -78,13 +131,7 @@ def plan_members(instruction: Instruction) -> list[MemberSpec]:
     """
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for template in instruction.templates:
-        for group in _groups(template.inputs) + _groups(template.outputs):
-            raise UnsupportedSlotError(
-                "repeat groups '( ... )*' are not supported yet by materialisation",
-                template.source,
-                group.pos,
-                "write the list-valued columns as one text column, or drop the group from this task",
-            )
+        in_group = _group_columns(template)
         for side, slot in template.slots():
             mod = slot.modality
             modality = MODALITIES[mod]
@@ -110,11 +157,20 @@ def plan_members(instruction: Instruction) -> list[MemberSpec]:
                 )
             attrs = {k: slot.attrs[k] for k in handler.materialise_attrs if k in slot.attrs}
             key = (slot.column, mod, handler.tag)
+            group = in_group.get(id(slot))
             if key not in found:
                 found[key] = {"attrs": attrs, "sides": {side}, "closed": slot.closed_set, "where": (template, slot),
-                              "preprocess": pre}
+                              "preprocess": pre, "group": group}
                 continue
             entry = found[key]
+            if entry["group"] != group:
+                raise InstructionError(
+                    f"column '{slot.column}' is used inside a repeat group and outside one (or in two groups): a "
+                    "column holds either one value or a list of one value per repetition",
+                    template.source,
+                    slot.pos,
+                    "use the list column only inside its group, and another column for a single value",
+                )
             if entry["attrs"] != attrs:
                 raise InstructionError(
                     f"column '{slot.column}' is used as {mod} twice with different {sorted(handler.materialise_attrs)}: "
@@ -126,7 +182,7 @@ def plan_members(instruction: Instruction) -> list[MemberSpec]:
             entry["sides"].add(side)
             entry["closed"] |= slot.closed_set
     members = [
-        MemberSpec(col, mod, dict(e["attrs"]), frozenset(e["sides"]), bool(e["closed"]), e["preprocess"])
+        MemberSpec(col, mod, dict(e["attrs"]), frozenset(e["sides"]), bool(e["closed"]), e["preprocess"], e["group"])
         for (col, mod, _), e in found.items()
     ]
     for (column, mod, _), entry in found.items():
@@ -156,6 +212,7 @@ def slot_entry(member: MemberSpec, image_size: int) -> dict:
         "shape": modality.shape(image_size),
         "side": side,
         "attrs": dict(member.attrs, **({"closed_set": True} if member.closed_set else {})),
+        **({"group": list(member.group)} if member.group else {}),
     }
 
 

@@ -15,10 +15,19 @@ a trailing `<EOS>` is consumed by the slot it ends (that is what a model trained
 `<bos> ids <eos>` emits). `generated` never includes the forced prefix. Decoding a slot's ids into
 its typed value is its modality's `decode_output`, given the meta of the column it `needs` (BOX:
 its image's original size).
+
+A repeat group `( ... )*` is a `Repeat` step: its items' steps once per repetition, any number of
+times up to `max_count`; before each repetition the decoder may start another (the first ids of the
+repetition) or leave the group (the ids that may follow it, e.g. `<eos>`), so the two must differ. A
+run or closed slot at the end of a repetition has no terminator of its own: it ends where the next
+repetition or the group's exit begins (an object's label ends at the next box's first bin). A group
+decodes to one list per column, and, under its first column, to objects: one dict per repetition with
+every column's value (and a `score` when the tokens' log-probabilities are given).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +54,34 @@ class Forced:
     column: str | None = None
 
 
-Step = Forced | OutputStep
+@dataclass(frozen=True)
+class Repeat:
+    """A repeat group's plan: `steps` once per repetition, at most `max_count` repetitions."""
+
+    steps: tuple[Any, ...]
+    first: tuple[int, ...]
+    """Ids that start a repetition."""
+    exit: tuple[int, ...]
+    """Ids that may follow the group (not consumed by it)."""
+    max_count: int
+    columns: tuple[str, ...]
+    handlers: Mapping[int, Modality]
+    kind: str = "repeat"
+
+    @property
+    def column(self) -> str:
+        return self.columns[0]
+
+
+Step = Forced | OutputStep | Repeat
+
+DEFAULT_MAX_REPEATS = 16
+"""Generation cap on a repeat group's repetitions when nothing better is known (the train split's
+largest count, recorded in the manifest, is passed as `assets[MAX_REPEATS]`)."""
+MAX_REPEATS = "max_repeats"
+SPAN = "span"
+"""Key of a walked repetition: (start, end) of its ids in `generated` (its score's ids)."""
+"""Key of `assets`: the largest number of repetitions a repeat group may generate."""
 
 
 def _text_ids(vocab: UnifiedVocab, cache: dict[str, tuple[int, ...]], text: str) -> tuple[int, ...]:
@@ -70,26 +106,16 @@ class OutputPlan:
         handlers: Mapping[int, Modality] | None = None,
     ):
         self.steps = tuple(steps)
-        self.handlers = dict(handlers or {})
-        """Step index -> the modality object that decodes it, where it is a variant (IMAGE codes)."""
         self.vocab = vocab
         self.prefix = tuple(int(t) for t in prefix)
         """The forced prefix (`<bos>` first) that goes into decoder_input at inference."""
         self.contexts = dict(contexts or {})
         """Output column -> the column whose meta its decoding needs (a BOX's image)."""
+        self.handlers = dict(handlers or {})
+        """Step index -> the modality object that decodes it, where it is a variant (IMAGE codes)."""
         self._allowed: dict[Any, tuple[int, ...]] = {}
         self._with_term: dict[tuple[Any, int | None], tuple[int, ...]] = {}
-        total = 0
-        for s in self.steps:
-            if s.kind == "forced":
-                total += len(s.tokens)
-            elif s.kind == "run":
-                total += s.max_length + 1
-            elif s.kind == "fixed":
-                total += s.length
-            elif s.kind == "closed":
-                total += s.trie.depth() + 1
-        self.max_new_tokens = total
+        self.max_new_tokens = _max_tokens(self.steps)
 
     # ----- building -------------------------------------------------------------------------------
     @classmethod
@@ -106,85 +132,18 @@ class OutputPlan:
     ) -> "OutputPlan":
         """Plan for `template`'s output side. `arrays` (a sample's arrays, keyed "<column>.<modality>")
         supplies `no_loss` slots' ids; `closed_sets` the labels of `closed_set` slots; `assets` what
-        the run's assets fix (the VQ grid an image output is generated on)."""
-        closed_sets = closed_sets or {}
-        cache = text_cache if text_cache is not None else {}
-        items = list(template.resolved_outputs())
-        # a list of ("tokens", ids) | ("slot", Slot)
-        seq: list[tuple[str, Any]] = []
-        for item in items:
-            if isinstance(item, Text):
-                ids = _text_ids(vocab, cache, item.text)
-                if ids:
-                    seq.append(("tokens", ids))
-            elif isinstance(item, Special):
-                seq.append(("tokens", (special_id(vocab, item),)))
-            elif isinstance(item, Slot):
-                if item.no_loss:
-                    seq.append(("tokens", _slot_ids(item, arrays, template)))
-                else:
-                    seq.append(("slot", item))
-            elif isinstance(item, Group):
-                raise PlanError(f"repeat groups are not yet supported in generation (at {item.pos} of {template.source!r})")
-        # flatten neighbouring forced tokens
-        merged: list[tuple[str, Any]] = []
-        for kind, val in seq:
-            if kind == "tokens" and merged and merged[-1][0] == "tokens":
-                merged[-1] = ("tokens", merged[-1][1] + tuple(val))
-            else:
-                merged.append((kind, tuple(val) if kind == "tokens" else val))
+        the run's assets fix (the VQ grid an image output is generated on, a group's largest count)."""
+        builder = _Builder(template, vocab, closed_sets or {}, arrays, default_max_text,
+                           text_cache if text_cache is not None else {}, assets)
+        merged = builder.merge(template.resolved_outputs())
         # forced prefix = everything before the first slot to generate, starting with <bos>
         prefix: tuple[int, ...] = ()
         if merged and merged[0][0] == "tokens":
             prefix = merged.pop(0)[1]
         if not prefix or prefix[0] != vocab.bos:
             prefix = (vocab.bos,) + prefix
-        columns: dict[str, list[str]] = {}
-        for _, slot in template.slots():
-            if slot.column and slot.column not in columns.setdefault(slot.modality, []):
-                columns[slot.modality].append(slot.column)
-        steps: list[Step] = []
-        contexts: dict[str, str] = {}
-        handlers: dict[int, Modality] = {}
-        i = 0
-        while i < len(merged):
-            kind, val = merged[i]
-            nxt = merged[i + 1] if i + 1 < len(merged) else None
-            if kind == "tokens":
-                steps.append(Forced(tuple(val)))
-                i += 1
-                continue
-            slot: Slot = val
-            modality = slot_handler(slot)
-            # the terminator is the next forced token (consumed by a run/closed step), or <eos> at the end
-            term = vocab.eos if nxt is None else (nxt[1][0] if nxt[0] == "tokens" else None)
-            try:
-                step = modality.output_step(slot.column or "", slot.attrs, vocab, terminator=term,
-                                            closed_labels=closed_sets.get(slot.column or ""),
-                                            default_max=default_max_text, assets=assets)
-            except NotImplementedError as exc:
-                raise PlanError(f"{exc} (slot at {slot.pos} of {template.source!r})") from None
-            except ValueError as exc:
-                raise PlanError(str(exc)) from None
-            handlers[len(steps)] = modality
-            steps.append(step)
-            for need in modality.needs:
-                if len(columns.get(need, [])) == 1:
-                    contexts[slot.column or ""] = columns[need][0]
-            i += 1
-            if step.kind == "fixed":
-                continue  # its length ends it; what follows stays a step of its own
-            if term is None:
-                raise PlanError(
-                    f"the {slot.modality} slot at {slot.pos} of {template.source!r} is followed directly by another slot "
-                    f"to generate; put <EOS> or prompt text between them so generation knows where it ends"
-                )
-            if nxt is not None:
-                i += 1
-                rest = nxt[1][1:]
-                if rest:
-                    steps.append(Forced(tuple(rest)))
-        return cls(steps, vocab, prefix, contexts, handlers)
+        steps, handlers = builder.steps(merged, exit_ids=None)
+        return cls(steps, vocab, prefix, builder.contexts, handlers)
 
     def _range(self, allowed: range | tuple[int, ...]) -> tuple[int, ...]:
         cached = self._allowed.get(allowed)  # ranges hash by value
@@ -207,14 +166,20 @@ class OutputPlan:
         """Consume `generated`: returns (finished, allowed-next, {step index: ids}) .
 
         Raises ValueError when `generated` leaves the plan."""
-        pos = 0
+        complete, _, allowed, outputs = self._walk_steps(self.steps, generated, 0, ())
+        return complete, allowed, outputs
+
+    def _walk_steps(self, steps: Sequence[Step], generated: Sequence[int], pos: int, follow: tuple[int, ...]):
+        """Walk `steps` from `pos`: (complete, position after, allowed next when incomplete, outputs).
+        `follow`: the ids that end an open run/closed step (one without a terminator) without being
+        consumed: inside a repetition, what may come after it."""
         n = len(generated)
-        outputs: dict[int, list[int]] = {}
-        for k, step in enumerate(self.steps):
+        outputs: dict[int, Any] = {}
+        for k, step in enumerate(steps):
             if step.kind == "forced":
                 for t in step.tokens:
                     if pos == n:
-                        return False, [t], outputs
+                        return False, pos, [t], outputs
                     if int(generated[pos]) != t:
                         raise ValueError(f"generated id {generated[pos]} at {pos}, the plan forces {t}")
                     pos += 1
@@ -222,7 +187,7 @@ class OutputPlan:
                 ids = outputs.setdefault(k, [])
                 for _ in range(step.length):
                     if pos == n:
-                        return False, self._range(step.allowed), outputs
+                        return False, pos, self._range(step.allowed), outputs
                     t = int(generated[pos])
                     if t not in step.allowed:
                         raise ValueError(f"generated id {t} at {pos} is not allowed in '{step.column}' ({step.modality})")
@@ -230,35 +195,62 @@ class OutputPlan:
                     pos += 1
             elif step.kind == "run":
                 ids = outputs.setdefault(k, [])
+                open_end = step.terminator is None
                 while True:
+                    may_end = len(ids) >= step.min_length or len(ids) >= step.max_length
                     if pos == n:
-                        may_end = len(ids) >= step.min_length or len(ids) >= step.max_length
+                        ends = follow if open_end else (step.terminator,)
                         if len(ids) >= step.max_length:
-                            return False, (step.terminator,), outputs
-                        return False, self._run_choices(step) if may_end else self._range(step.allowed), outputs
+                            return False, pos, ends, outputs
+                        if not may_end:
+                            return False, pos, self._range(step.allowed), outputs
+                        return False, pos, (self._range(step.allowed) + tuple(follow) if open_end
+                                            else self._run_choices(step)), outputs
                     t = int(generated[pos])
+                    if may_end and open_end and t in follow:
+                        break  # the next repetition or the group's exit begins: not consumed here
                     pos += 1
-                    if t == step.terminator and (len(ids) >= step.min_length or len(ids) >= step.max_length):
+                    if may_end and not open_end and t == step.terminator:
                         break
                     if t not in step.allowed or len(ids) >= step.max_length:
                         raise ValueError(f"generated id {t} at {pos - 1} is not allowed in the text of '{step.column}'")
                     ids.append(t)
             elif step.kind == "closed":
                 ids = outputs.setdefault(k, [])
+                open_end = step.terminator is None
                 node = step.trie
                 while True:
                     if pos == n:
-                        nxt = sorted(node.children)
-                        return False, nxt + ([step.terminator] if node.end else []), outputs
+                        ends = (list(follow) if open_end else [step.terminator]) if node.end else []
+                        return False, pos, sorted(node.children) + ends, outputs
                     t = int(generated[pos])
+                    if node.end and open_end and t in follow:
+                        break
                     pos += 1
-                    if node.end and t == step.terminator:
+                    if node.end and not open_end and t == step.terminator:
                         break
                     if t not in node.children:
                         raise ValueError(f"generated id {t} at {pos - 1} is not in the closed set of '{step.column}'")
                     ids.append(t)
                     node = node.children[t]
-        return True, [], outputs
+            elif step.kind == "repeat":
+                reps = outputs.setdefault(k, [])
+                while True:
+                    if pos == n:
+                        return False, pos, (step.first + step.exit if len(reps) < step.max_count else step.exit), outputs
+                    t = int(generated[pos])
+                    if t in step.exit:
+                        break  # what follows the group consumes it
+                    if len(reps) >= step.max_count or t not in step.first:
+                        raise ValueError(f"generated id {t} at {pos} neither starts another repetition of "
+                                         f"({', '.join(step.columns)}) nor ends the group")
+                    start = pos
+                    complete, pos, allowed, rep = self._walk_steps(step.steps, generated, pos, step.first + step.exit)
+                    if not complete:
+                        return False, pos, allowed, outputs
+                    rep[SPAN] = (start, pos)
+                    reps.append(rep)
+        return True, pos, [], outputs
 
     def allowed(self, generated: Sequence[int]) -> Sequence[int] | None:
         """Ids allowed next (the `<eos>` id once the plan is complete)."""
@@ -271,11 +263,14 @@ class OutputPlan:
         except ValueError:
             return True
 
-    def decode(self, generated: Sequence[int], meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def decode(self, generated: Sequence[int], meta: Mapping[str, Any] | None = None,
+               logprobs: Sequence[float] | None = None) -> dict[str, Any]:
         """{column: value} for every generated slot, typed by its modality's `decode_output` (TEXT ->
         str, BOX -> [x0, y0, x1, y1] in the original image's pixels or None when incomplete). `meta`
         is the sample json (or its "meta"): a BOX needs {its image column: {"width", "height"}}.
-        Tolerates a trailing `<eos>` and truncation."""
+        A repeat group gives each column's list, and under its first column the objects (see module
+        doc), each scored by the mean `logprobs` (one per generated id) of its ids, as a probability.
+        Tolerates a trailing `<eos>` and truncation (a repetition cut short is left out)."""
         generated = list(generated)
         try:
             _, _, outputs = self._walk(generated)
@@ -296,11 +291,176 @@ class OutputPlan:
         for k, step in enumerate(self.steps):
             if step.kind == "forced" or step.column is None:
                 continue
-            context_column = self.contexts.get(step.column)
-            context = meta.get(context_column, {}) if context_column else {}
-            handler = self.handlers.get(k) or MODALITIES[step.modality]
-            result[step.column] = handler.decode_output(outputs.get(k, []), self.vocab, context)
+            if step.kind == "repeat":
+                result.update(self._decode_group(step, outputs.get(k, []), meta, generated, logprobs))
+                continue
+            result[step.column] = self._decode_step(self.handlers.get(k), step, outputs.get(k, []), meta)
         return result
+
+    def _decode_step(self, handler: Modality | None, step: OutputStep, ids: list[int], meta: Mapping[str, Any]) -> Any:
+        context_column = self.contexts.get(step.column)
+        context = meta.get(context_column, {}) if context_column else {}
+        return (handler or MODALITIES[step.modality]).decode_output(ids, self.vocab, context)
+
+    def _decode_group(self, step: Repeat, reps: list[dict], meta: Mapping[str, Any], generated: list[int],
+                      logprobs: Sequence[float] | None) -> dict[str, Any]:
+        objects = []
+        for rep in reps:
+            obj = {}
+            for j, sub in enumerate(step.steps):
+                if sub.kind != "forced" and sub.column is not None:
+                    obj[sub.column] = self._decode_step(step.handlers.get(j), sub, rep.get(j, []), meta)
+            objects.append(obj)
+        if logprobs is not None:  # a repetition's probability: exp of the mean log-probability of its ids
+            for obj, rep in zip(objects, reps):
+                chunk = [float(x) for x in logprobs[rep[SPAN][0] : rep[SPAN][1]]]
+                obj["score"] = float(math.exp(sum(chunk) / len(chunk))) if chunk else 0.0
+        out: dict[str, Any] = {c: [obj.get(c) for obj in objects] for c in step.columns[1:]}
+        out[step.column] = objects
+        return out
+
+
+def _max_tokens(steps: Sequence[Step]) -> int:
+    total = 0
+    for s in steps:
+        if s.kind == "forced":
+            total += len(s.tokens)
+        elif s.kind == "run":
+            total += s.max_length + 1
+        elif s.kind == "fixed":
+            total += s.length
+        elif s.kind == "closed":
+            total += s.trie.depth() + 1
+        elif s.kind == "repeat":
+            total += s.max_count * _max_tokens(s.steps) + 1
+    return total
+
+
+def _first_ids(step: Step) -> tuple[int, ...]:
+    """The ids a step may start with."""
+    if step.kind == "forced":
+        return (step.tokens[0],)
+    if step.kind in ("fixed", "run"):
+        return tuple(step.allowed)
+    if step.kind == "closed":
+        return tuple(sorted(step.trie.children))
+    return step.first
+
+
+class _Builder:
+    """Turns a template's resolved output items into steps (see `OutputPlan.build`)."""
+
+    def __init__(self, template, vocab, closed_sets, arrays, default_max_text, cache, assets):
+        self.template, self.vocab, self.closed_sets, self.arrays = template, vocab, closed_sets, arrays
+        self.default_max_text, self.cache, self.assets = default_max_text, cache, assets
+        self.contexts: dict[str, str] = {}
+        self.columns: dict[str, list[str]] = {}
+        for _, slot in template.slots():
+            if slot.column and slot.column not in self.columns.setdefault(slot.modality, []):
+                self.columns[slot.modality].append(slot.column)
+
+    def merge(self, items) -> list[tuple[str, Any]]:
+        """("tokens", ids) | ("slot", Slot) | ("group", Group), neighbouring forced tokens joined."""
+        seq: list[tuple[str, Any]] = []
+        for item in items:
+            if isinstance(item, Text):
+                ids = _text_ids(self.vocab, self.cache, item.text)
+                if ids:
+                    seq.append(("tokens", ids))
+            elif isinstance(item, Special):
+                seq.append(("tokens", (special_id(self.vocab, item),)))
+            elif isinstance(item, Slot):
+                if item.no_loss:
+                    seq.append(("tokens", _slot_ids(item, self.arrays, self.template)))
+                else:
+                    seq.append(("slot", item))
+            elif isinstance(item, Group):
+                seq.append(("group", item))
+        merged: list[tuple[str, Any]] = []
+        for kind, val in seq:
+            if kind == "tokens" and merged and merged[-1][0] == "tokens":
+                merged[-1] = ("tokens", merged[-1][1] + tuple(val))
+            else:
+                merged.append((kind, tuple(val) if kind == "tokens" else val))
+        return merged
+
+    def steps(self, merged: list[tuple[str, Any]], exit_ids: tuple[int, ...] | None):
+        """(steps, handlers). `exit_ids` None: the template's top level (a run at the end stops at
+        `<eos>`); else the ids that follow a repetition, where a final run/closed step ends open."""
+        steps: list[Step] = []
+        handlers: dict[int, Modality] = {}
+        i = 0
+        while i < len(merged):
+            kind, val = merged[i]
+            nxt = merged[i + 1] if i + 1 < len(merged) else None
+            if kind == "tokens":
+                steps.append(Forced(tuple(val)))
+                i += 1
+                continue
+            if kind == "group":
+                steps.append(self.repeat(val, nxt))
+                i += 1
+                continue
+            slot: Slot = val
+            modality = slot_handler(slot)
+            # the terminator is the next forced token (consumed by a run/closed step), <eos> at the end of
+            # the template, none at the end of a repetition (the next one, or the group's exit, begins)
+            if nxt is None:
+                term = self.vocab.eos if exit_ids is None else None
+            else:
+                term = nxt[1][0] if nxt[0] == "tokens" else None
+            try:
+                step = modality.output_step(slot.column or "", slot.attrs, self.vocab, terminator=term,
+                                            closed_labels=self.closed_sets.get(slot.column or ""),
+                                            default_max=self.default_max_text, assets=self.assets)
+            except NotImplementedError as exc:
+                raise PlanError(f"{exc} (slot at {slot.pos} of {self.template.source!r})") from None
+            except ValueError as exc:
+                raise PlanError(str(exc)) from None
+            handlers[len(steps)] = modality
+            steps.append(step)
+            for need in modality.needs:
+                if len(self.columns.get(need, [])) == 1:
+                    self.contexts[slot.column or ""] = self.columns[need][0]
+            i += 1
+            if step.kind == "fixed" or (term is None and nxt is None):
+                continue  # its length ends it (or, last in a repetition, what follows it)
+            if term is None:
+                raise PlanError(
+                    f"the {slot.modality} slot at {slot.pos} of {self.template.source!r} is followed directly by another "
+                    f"slot to generate; put <EOS> or prompt text between them so generation knows where it ends"
+                )
+            if nxt is not None:
+                i += 1
+                rest = nxt[1][1:]
+                if rest:
+                    steps.append(Forced(tuple(rest)))
+        return steps, handlers
+
+    def repeat(self, group: Group, nxt: tuple[str, Any] | None) -> Repeat:
+        """The Repeat step of `group`, given what follows it (its exit: forced ids, or <eos> at the end)."""
+        where = f"the repeat group at {group.pos} of {self.template.source!r}"
+        if nxt is not None and nxt[0] != "tokens":
+            raise PlanError(f"{where} is followed directly by a slot to generate; put <EOS> or prompt text after it "
+                            "so generation knows where the list ends")
+        exit_ids = (nxt[1][0],) if nxt is not None else (self.vocab.eos,)
+        inner = self.merge(group.items)
+        steps, handlers = self.steps(inner, exit_ids)
+        if not steps:
+            raise PlanError(f"{where} generates nothing")
+        first = _first_ids(steps[0])
+        if set(first) & set(exit_ids):
+            raise PlanError(f"{where} may start with the id that ends it ({exit_ids[0]}); begin the group with a slot "
+                            "or prompt text")
+        last = steps[-1]
+        if last.kind in ("run", "closed") and last.terminator is None:
+            clash = set(_first_ids(last)) & (set(first) | set(exit_ids))
+            if clash:
+                raise PlanError(f"{where} ends with a {last.modality} slot whose ids may also start the next "
+                                "repetition; start each repetition with another modality (a BOX) or prompt text")
+        columns = tuple(s.column for s in steps if s.kind != "forced" and s.column is not None)
+        max_count = int(self.assets.get(MAX_REPEATS) or DEFAULT_MAX_REPEATS)
+        return Repeat(tuple(steps), tuple(first), exit_ids, max_count, columns, handlers)
 
 
 def _slot_ids(slot: Slot, arrays: Mapping[str, Any] | None, template: Template) -> tuple[int, ...]:

@@ -8,6 +8,7 @@ the shard writer records in rejects.jsonl and inference raises to the caller.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,9 @@ class RowMaterialiser:
             try:
                 if m.column not in values:
                     raise RejectRow(f"no value for column '{m.column}'")
+                if m.group:
+                    self._repeated(m, values[m.column], ctx, out)
+                    continue
                 res = modality.materialise(values[m.column], m.attrs, ctx)
             except RejectRow as exc:
                 raise RowRejected(m.column, exc.reason) from None
@@ -102,8 +106,63 @@ class RowMaterialiser:
                 out.refs[m.column] = res.ref
             if m.closed_set:
                 out.labels.append((m.column, modality.label(values[m.column], m.attrs)))
+        self._check_groups(out)
         out.inputs = {c: input_display(values[c]) for c in self.input_columns if c in values}
         return out
+
+    def _repeated(self, m: MemberSpec, value: Any, ctx: RowContext, out: MaterialisedRow) -> None:
+        """A repeat-group column: each element materialised as its modality does, the runs stored as
+        one array with each element's length in meta (`REPEAT_LENGTHS`), the refs as a list."""
+        modality = m.handler
+        arrays, refs = [], []
+        for i, element in enumerate(list_value(value)):
+            try:
+                res = modality.materialise(element, m.attrs, ctx)
+            except RejectRow as exc:
+                raise RejectRow(f"element {i}: {exc.reason}") from None
+            arrays.append(np.asarray(res.array))
+            refs.append(res.ref)
+            if m.closed_set:
+                out.labels.append((m.column, modality.label(element, m.attrs)))
+        array = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.dtype(modality.dtype))
+        out.arrays[m.name] = array
+        out.lengths[m.name] = int(sum(modality.token_length(a) for a in arrays))
+        out.meta.setdefault(m.column, {})[REPEAT_LENGTHS] = [int(len(a)) for a in arrays]
+        if m.column in self.output_columns:
+            out.refs[m.column] = refs
+
+    def _check_groups(self, out: MaterialisedRow) -> None:
+        """Every column of a repeat group must hold as many elements as the others (an object needs a
+        box and a label): a row where they differ is rejected, naming the counts."""
+        for group in {m.group for m in self.members if m.group}:
+            counts = {c: len(out.meta.get(c, {}).get(REPEAT_LENGTHS, [])) for c in group}
+            if len(set(counts.values())) > 1:
+                shown = ", ".join(f"{c} {n}" for c, n in counts.items())
+                raise RowRejected(group[0], f"the repeat group's columns hold different numbers of elements ({shown}); "
+                                            "each repetition needs one value of each")
+            if group[0] in out.refs:  # the reference objects, as generation decodes them (see ofasys.data.plan)
+                out.refs[group[0]] = [dict(zip(group, values)) for values in zip(*(out.refs[c] for c in group))]
+
+
+REPEAT_LENGTHS = "repeat_lengths"
+"""Meta key of a repeat-group column: the token length of each element, in order (how collation and
+generation split the stored run back into repetitions)."""
+
+
+def list_value(value: Any) -> list:
+    """A repeat-group cell as a list: a list, tuple or 1-D array, or JSON text of a list (CSV sources)."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise RejectRow("a repeat-group cell holds text that is not a JSON list") from None
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if value is None or (isinstance(value, float) and value != value):
+        raise RejectRow("missing list (a repeat-group column needs a list, [] for none)")
+    raise RejectRow(f"a repeat-group column needs a list of values, one per repetition, got {type(value).__name__}")
 
 
 def sample_from_row(

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ofasys.metrics import boxes, error_rates, images, sql, text
+from ofasys.metrics import boxes, detection, error_rates, images, sql, text
 from ofasys.metrics.common import most_common, normalise
 
 
@@ -63,7 +63,8 @@ class Metric:
     baseline: Callable[[EvalData], list[Any]]
     """The trivial predictor's outputs for the test samples, scored by `score` like the model's."""
     outputs: tuple[str, ...]
-    """The output kinds it scores (a modality's `output_field`: text, box, phones, image)."""
+    """The output kinds it scores (a modality's `output_field`: text, box, phones, image; or objects, a
+    repeat group's list of objects per sample, see `ofasys.metrics.detection`)."""
     higher_is_better: bool = True
     companions: tuple[str, ...] = ()
     """Other metrics reported beside it (each with its own baseline), e.g. CIDEr beside BLEU."""
@@ -118,6 +119,12 @@ def _mean_image(data: EvalData) -> list[Any]:
     return [images.mean_image(data.train_references, data.need("image_decoder", "pixel_error"))] * len(data.references)
 
 
+def _mean_object(data: EvalData) -> list[Any]:
+    """One object per test image: the mean training box with the majority training label, score 1."""
+    obj = detection.mean_object(data.train_references)
+    return [[dict(obj)] for _ in data.references]
+
+
 def _labels(values: Sequence[Any]) -> list[str | None]:
     return [None if v is None else str(v).strip() for v in values]
 
@@ -146,6 +153,18 @@ METRICS: dict[str, Metric] = {
     "iou_acc": Metric(
         lambda out, d: boxes.iou_accuracy(list(out), list(d.references)), _mean_box, ("box",),
         description="share of boxes with IoU >= 0.5; baseline: the mean training box"),
+    "map50": Metric(
+        lambda out, d: detection.map50(list(out), list(d.references)), _mean_object, ("objects",),
+        companions=("map",),
+        description="COCO AP at IoU 0.5 (0-1), pycocotools, averaged over the labels with reference objects "
+                    "(an image without any has no score of its own); baseline: on every image one object, "
+                    "the mean training box with the most common training label"),
+    "map": Metric(
+        lambda out, d: detection.mean_ap(list(out), list(d.references)), _mean_object, ("objects",),
+        companions=("map50",),
+        description="COCO AP averaged over IoU 0.5:0.95 (0-1), pycocotools, and over the labels with "
+                    "reference objects (an image without any has no score of its own); baseline: on every "
+                    "image one object, the mean training box with the most common training label"),
     "token_accuracy": Metric(
         lambda out, d: text.token_accuracy(_texts(out), _texts(d.references)), _copy_input, ("text", "phones"),
         needs=frozenset({"masked_inputs"}),

@@ -262,6 +262,36 @@ class UniversalModel(nn.Module):
         finally:
             self.train(was_training)
 
+    @torch.no_grad()
+    def token_logprobs(self, batch: Batch, generated: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Per sample, the model's log-probability of each id of `generated[i]` after its forced prefix
+        (`batch.decoder_input`), teacher-forced in one pass: what scores each object of a detection
+        (the search keeps only a sequence's total)."""
+        was_training = self.training
+        self.eval()
+        try:
+            pad = self.config.pad_id
+            lengths = (batch.decoder_input != pad).sum(1).tolist()
+            prefixes = [row[:n].tolist() for row, n in zip(batch.decoder_input, lengths)]
+            seqs = [p + [int(t) for t in g] for p, g in zip(prefixes, generated)]
+            width = max(1, max(len(s) for s in seqs) - 1)
+            tokens = torch.full((len(seqs), width), pad, dtype=torch.long, device=batch.decoder_input.device)
+            for i, s in enumerate(seqs):
+                tokens[i, : len(s) - 1] = torch.as_tensor(s[:-1], dtype=torch.long)
+            memory, mask = self.encode(batch)
+            logp = F.log_softmax(self.output_logits(self.decode(tokens, memory, mask)).float(), dim=-1)
+            out = []
+            for i, (p, g) in enumerate(zip(prefixes, generated)):
+                if not len(g):
+                    out.append([])
+                    continue
+                pos = torch.arange(len(p) - 1, len(p) - 1 + len(g), device=logp.device)
+                ids = torch.as_tensor([int(t) for t in g], dtype=torch.long, device=logp.device)
+                out.append(logp[i, pos, ids].tolist())
+            return out
+        finally:
+            self.train(was_training)
+
     def generate(self, batch: Batch, plans: Sequence[OutputConstraint], beam_size: int = 1,
                  max_new_tokens: int | None = None) -> list[list[int]]:
         """Per sample, the ids generated after its forced prefix (`batch.decoder_input` up to its

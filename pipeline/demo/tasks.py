@@ -4,14 +4,17 @@ Every generator has the signature `(split, size, seed, corrupt=0) -> pyarrow.Tab
 its own random stream derived from `(seed, generator name, split)`, so tasks and splits never share
 randomness and changing one size does not change another split. Columns are plain strings or PNG
 bytes (no integer columns: a box is the string "x0,y0,x1,y1", a count is a word), so the instruction
-decides what each column means.
+decides what each column means; the one exception, detection, has list<string> columns (one element
+per object, for a repeat group `( ... )*`).
 
 `corrupt` damages that many rows at seed-determined positions so the materialiser's reject path can
 be shown: images become truncated PNGs; for grounding every second damaged row keeps its image but
-gets a box outside the 64x64 image instead; infill text becomes null; speech audio becomes, in turn,
-a file cut inside its header, a WAV with zero frames, or a float WAV holding NaN samples; the video,
-table and motion generators damage rows their own way (see their modules). The damaged row indices
-are in the table's schema metadata under `ofasys.demo` (json), with the generator, split, size and seed.
+gets a box outside the 64x64 image instead; for detection every second damaged row keeps its image
+but has one label fewer than boxes (an unequal-length repeat group); infill text becomes null;
+speech audio becomes, in turn, a file cut inside its header, a WAV with zero frames, or a float WAV
+holding NaN samples; the video, table and motion generators damage rows their own way (see their
+modules). The damaged row indices are in the table's schema metadata under `ofasys.demo` (json),
+with the generator, split, size and seed.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ COUNTS = (1, 2, 3)
 """Digits per image for counting VQA (answers are the words one/two/three)."""
 CAPTION_COUNTS = (1, 2)
 """Digits per image for captioning and grounding (SETUP.md calibration: 1-2 learns)."""
+DETECTION_COUNTS = (0, 1, 2, 3)
+"""Digits per detection image (zero included: the model must also learn to emit no object)."""
+DETECTION_TENTHS = (1, 3, 3, 3)
+"""Chance of each of `DETECTION_COUNTS`, in tenths (drawn as an integer, so exact on every CPU)."""
 META_KEY = b"ofasys.demo"
 
 
@@ -144,6 +151,48 @@ def vqa(split: str, size: int, seed: int, corrupt: int = 0) -> pa.Table:
                   "vqa", split, size, seed, sorted(bad))
 
 
+def _detection_count(rng: np.random.Generator) -> int:
+    """A count from `DETECTION_COUNTS` with `DETECTION_TENTHS` chances: one integer draw in 0..9."""
+    tenth = int(rng.integers(sum(DETECTION_TENTHS)))
+    return int(np.searchsorted(np.cumsum(DETECTION_TENTHS), tenth, side="right"))
+
+
+def detection(split: str, size: int, seed: int, corrupt: int = 0) -> pa.Table:
+    """`img` (PNG), `boxes`: list<string>, one tight ink box "x0,y0,x1,y1" (pixel edges of the 64x64
+    image, as grounding writes) per digit, `labels`: list<string>, the digit words in the same order.
+
+    For object detection, `( [BOX:boxes] [TEXT:labels,closed_set] )*`: 0-3 digits per image (chances
+    0.1/0.3/0.3/0.3, see `DETECTION_TENTHS`), placed anywhere without overlap. The objects are listed
+    in a deterministic order, left to right by box x0 then y0, so a decoder learns one order rather
+    than having to guess among permutations.
+
+    Damage alternates two kinds: a truncated PNG (`corrupt_image_rows`), and a row whose `labels` is
+    one shorter than its `boxes` (`corrupt_label_rows`; materialisation must reject a repeat group of
+    unequal lengths). A label row always has at least one box: if its own scene drew no digit, it
+    shows a 1-3 digit scene from a separate stream instead, so the damage never changes the clean rows.
+    """
+    _check(split, size, corrupt)
+    rng = _rng(seed, "detection", split)
+    spare = _rng(seed, "detection", split, "corrupt_scenes")  # scenes for label rows that drew none
+    bad = _corrupt_rows(seed, "detection", split, size, corrupt)
+    bad_img, bad_label = set(bad[0::2]), set(bad[1::2])
+    imgs, boxes, labels = [], [], []
+    for row in range(size):
+        scene = images.render(rng, split, _detection_count(rng), in_a_row=False)
+        if row in bad_label and not scene.digits:
+            scene = images.render(spare, split, int(spare.integers(1, 4)), in_a_row=False)
+        png = images.png_bytes(scene.image)
+        imgs.append(_truncated(png) if row in bad_img else png)
+        boxes.append([",".join(str(v) for v in d.box) for d in scene.digits])
+        words = [d.word for d in scene.digits]
+        labels.append(words[:-1] if row in bad_label else words)
+    return _table({"img": pa.array(imgs, pa.binary()),
+                   "boxes": pa.array(boxes, pa.list_(pa.string())),
+                   "labels": pa.array(labels, pa.list_(pa.string()))},
+                  "detection", split, size, seed, bad,
+                  corrupt_image_rows=sorted(bad_img), corrupt_label_rows=sorted(bad_label))
+
+
 def infill(split: str, size: int, seed: int, corrupt: int = 0) -> pa.Table:
     """`text`: 6-10 consecutive words of Python's documentation, all among its 300 most frequent
     words. Masking is the instruction's job (`mask_ratio`), applied at training time."""
@@ -199,6 +248,7 @@ GENERATORS: dict[str, Callable[..., pa.Table]] = {
     "text_to_image": text_to_image,
     "grounding": grounding,
     "vqa": vqa,
+    "detection": detection,
     "infill": infill,
     "asr": asr,
     "video_caption": video.caption,

@@ -16,7 +16,7 @@ def data(refs, train=(), **kw):
 def test_every_metric_has_a_description_known_outputs_and_registered_companions():
     for name, spec in r.METRICS.items():
         assert spec.description, name
-        assert set(spec.outputs) <= {"text", "box", "phones", "image"}, name
+        assert set(spec.outputs) <= {"text", "box", "phones", "image", "objects"}, name
         assert all(c in r.METRICS and c != name for c in spec.companions), name
         for companion in spec.companions:  # a companion scores whatever the metric scores
             assert set(spec.outputs) <= set(r.METRICS[companion].outputs), (name, companion)

@@ -24,7 +24,7 @@ T2I = '<BOS> what does " [TEXT:cap] " look like? <EOS> -> <BOS> [IMAGE:img,prepr
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     work = tmp_path_factory.mktemp("images")
-    return _fresh_repro(work, ROOT / "tests/e2e/params_images.yaml")
+    return _fresh_repro(work, ROOT / "tests/e2e/params_generate.yaml")
 
 
 def test_the_vq_stage_reports_its_codes_against_the_mean_image(run):
@@ -86,3 +86,39 @@ def test_adding_a_task_without_images_retrains_no_vq_and_a_local_vq_file_replace
     _run(["dvc", "repro", "vq"], work, env)
     report = json.loads((work / "assets/vq/report.json").read_text())
     assert report["path"] == str(own) and report["reconstruction_error"] > 0
+
+
+DETECT = ("[IMAGE:img] <BOS> what are the objects in the image? <EOS> -> <BOS> ( [BOX:boxes] [TEXT:labels,closed_set] )* "
+          "<EOS>")
+
+
+def test_detection_materialises_lists_rejects_unequal_ones_and_scores_map(run):
+    work, _, _ = run
+    rejects = [json.loads(line) for line in (work / "data/shards/detection/rejects.jsonl").read_text().splitlines()]
+    reasons = {r["reason"] for r in rejects}
+    assert any("different numbers of elements" in reason for reason in reasons) and len(rejects) == 2
+    manifest = json.loads((work / "data/shards/detection/manifest.json").read_text())
+    assert manifest["max_repeats"] == 3 and manifest["closed_sets"]["labels"]
+    entry = json.loads((work / "metrics/metrics.json").read_text())["detection"]
+    assert entry["metric"] == "map50" and {"map50_baseline", "map", "map_baseline"} <= set(entry)
+    rows = pq.read_table(work / "predictions/detection.parquet").to_pylist()
+    assert len(rows) == 8 and all(isinstance(r["prediction"], list) for r in rows)
+    assert all(isinstance(o["boxes"], list) and isinstance(o["labels"], str) for r in rows for o in r["reference"])
+
+
+def test_the_python_api_returns_typed_objects(run):
+    import numpy as np
+
+    from ofasys.inference import OFASys
+
+    work, _, _ = run
+    model = OFASys.from_pretrained(work / "checkpoints/final")
+    pred = model.inference(DETECT, data={"img": np.zeros((40, 60, 3), np.uint8)})
+    assert isinstance(pred.objects, list)
+    for obj in pred.objects:  # whatever the untrained model emits is typed: a box in the 60 x 40 image, a label
+        assert len(obj.box) == 4 and 0 <= obj.box[2] <= 60 and 0 <= obj.box[3] <= 40
+        assert obj.label in manifest_labels(work) and 0 < obj.score <= 1
+
+
+def manifest_labels(work) -> list[str]:
+    return json.loads((work / "data/shards/detection/manifest.json").read_text())["closed_sets"]["labels"]
