@@ -28,9 +28,10 @@ class FieldTypeError(ValueError):
     """A value does not have its field's type; the message names the key and the expected type."""
 
 
-def check_known_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
-    """Raise UnknownKeyError for the first key of `data` that is not an init field of `cls`."""
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
+def check_known_keys(cls: type, data: Mapping[str, Any], where: str, extra: tuple[str, ...] = ()) -> None:
+    """Raise UnknownKeyError for the first key of `data` that is not an init field of `cls` (or one of
+    `extra`, keys a section adds to the class's)."""
+    names = [f.name for f in dataclasses.fields(cls) if f.init] + list(extra)
     for key in data:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)

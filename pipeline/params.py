@@ -60,9 +60,10 @@ class TaskParams:
 class VQParams:
     """`assets.vq`: the VQ image tokenizer IMAGE slots with `preprocess=image_vqgan` are coded with.
 
-    The `vq` stage trains it on the train-split images of `tasks` (fields as `ofasys.vq.VQConfig`,
-    seeded by the top-level seed), or, with `path`, checks and uses a local VQ file instead (then
-    the shape fields are the file's: any given must agree with it)."""
+    Besides `tasks` and `path`, its keys are `ofasys.vq_config.VQConfig`'s (image_size, grid,
+    codebook_size, steps, ...; its seed is the top-level one), checked at load by building it. The
+    `vq` stage trains on the train-split images of `tasks`, or, with `path`, checks and uses a local
+    VQ file instead (then the shape keys are the file's: any given must agree with it)."""
 
     tasks: tuple[str, ...] | None = None
     """The tasks whose train images the tokenizer learns (any IMAGE column of theirs); absent = the
@@ -70,20 +71,8 @@ class VQParams:
     not retrain it, nor re-code every task's images."""
     path: str = ""
     """A local VQ file (`ofasys.vq.save_vq` format, safetensors) to use instead of training one."""
-    image_size: int = 32
-    """Side images are resized to before coding, in pixels."""
-    grid: int = 8
-    """Codes per side: an image is grid * grid tokens (image_size / grid a power of two >= 2)."""
-    codebook_size: int = 256
-    """Distinct codes; `assets.num_codes` must equal it (the vocabulary's code block)."""
-    code_dim: int = 32
-    channels: int = 64
-    steps: int = 1500
-    """Training updates."""
-    batch_size: int = 64
-    lr: float = 0.002
-    commitment: float = 0.25
-    ema_decay: float = 0.99
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The VQConfig keys written in params (defaults for the rest)."""
 
     SHAPE_FIELDS = ("image_size", "grid", "codebook_size", "code_dim", "channels")
 
@@ -96,11 +85,23 @@ class VQParams:
         """The `ofasys.vq_config.VQConfig` the vq stage trains with."""
         from ofasys.vq_config import VQConfig
 
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("tasks", "path")}
-        try:
-            return VQConfig(seed=seed, **fields)
-        except ValueError as err:
-            raise ValueError(str(err)) from None
+        return VQConfig(seed=seed, **self.settings)
+
+
+def _build_vq(raw: Any) -> VQParams:
+    """`assets.vq`: `tasks` and `path`, the rest VQConfig's keys (typed and range-checked by it)."""
+    from ofasys.vq_config import VQConfig
+
+    raw = dict(_mapping(raw, "assets.vq"))
+    if "seed" in raw:
+        raise ParamsError("assets.vq.seed: the VQ tokenizer is seeded by the top-level `seed:`; remove it")
+    own = {k: raw.pop(k) for k in ("tasks", "path") if k in raw}
+    try:
+        check_known_keys(VQConfig, {**raw, **own}, "assets.vq", extra=("tasks", "path"))
+        check_field_types(VQConfig, raw, "assets.vq")
+    except (UnknownKeyError, FieldTypeError) as err:
+        raise ParamsError(str(err)) from None
+    return _build(VQParams, {**own, "settings": raw}, "assets.vq")
 
 
 @dataclass(frozen=True)
@@ -402,7 +403,7 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
         section = raw.get(key)
         if key == "assets" and isinstance(section, Mapping) and section.get("vq") is not None:
             section = dict(section)
-            section["vq"] = _build(VQParams, section["vq"], "assets.vq")
+            section["vq"] = _build_vq(section["vq"])
         built[key] = _build(cls, section, key)
     built["model"] = _check_model(raw.get("model"))
     built["train"] = _check_train(raw.get("train"), seed)

@@ -67,6 +67,8 @@ def test_a_slot_length_must_be_the_grids_codes(raw):
     ({"tasks": ["t2j"]}, "assets.vq.tasks: 't2j' is not a task; did you mean 't2i'?"),
     ({"tasks": ["infill"]}, "assets.vq.tasks: task 'infill' has no IMAGE column"),
     ({"steps": 0}, "assets.vq: steps must be a positive integer"),
+    ({"grid": "8"}, "assets.vq.grid: expected an integer"),
+    ({"seed": 3}, "assets.vq.seed: the VQ tokenizer is seeded by the top-level `seed:`"),
 ])
 def test_vq_settings_are_checked_with_their_key(raw, vq, expected):
     raw["assets"]["vq"].update(vq)
