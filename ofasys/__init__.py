@@ -6,11 +6,13 @@ model-side API (`OFASys`, `Trainer`, `Task`) is imported on first use.
 
 from ofasys.instruction import Instruction, InstructionError, parse_instruction
 
-__all__ = ["Instruction", "InstructionError", "parse_instruction", "OFASys", "Trainer", "Task", "Prediction"]
+__all__ = ["Instruction", "InstructionError", "parse_instruction", "OFASys", "Trainer", "Task", "Prediction",
+           "DetectedObject"]
 
 _LAZY = {
     "OFASys": ("ofasys.inference", "OFASys"),
     "Prediction": ("ofasys.inference", "Prediction"),
+    "DetectedObject": ("ofasys.inference", "DetectedObject"),
     "Trainer": ("ofasys.training", "Trainer"),
     "Task": ("ofasys.task", "Task"),
 }

@@ -79,6 +79,14 @@ def add_column(path: str | os.PathLike, name: str, values: Sequence[Any]) -> Non
     os.replace(tmp, path)
 
 
+def concat_chunks(tables: Sequence[pa.Table]) -> pa.Table:
+    """The chunks' rows as one table. Chunks may type a column differently (a chunk whose detections
+    are all empty lists has `list<null>`, another `list<struct<...>>`): types are unified, not refused."""
+    if not tables:
+        return pa.table({"key": pa.array([], pa.string())})
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
 def _fingerprint(model: torch.nn.Module, task_data: Any, cfg: BatchInferenceConfig) -> str:
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -123,9 +131,7 @@ def predict_to_parquet(
         pq.write_table(table, tmp)
         os.replace(tmp, part)
         tables.append(table)
-    # chunks may type a column differently (a chunk whose detections are all empty lists has list<null>)
-    table = (pa.concat_tables(tables, promote_options="permissive") if tables
-             else pa.table({"key": pa.array([], pa.string())}))
+    table = concat_chunks(tables)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_suffix(".tmp")
     pq.write_table(table, tmp)

@@ -31,8 +31,7 @@ from ofasys.data.batch import TOKENS, Batch, EncoderSegment
 from ofasys.data.masking import key_rng, span_mask, token_noise
 from ofasys.data.plan import DEFAULT_MAX_TEXT_TOKENS, MAX_REPEATS, OutputPlan, special_id
 from ofasys.instruction.ast import Group, Instruction, Slot, Special, Template, Text
-from ofasys.data.members import slot_handler, slot_member
-from ofasys.data.rows import REPEAT_LENGTHS
+from ofasys.data.members import REPEAT_LENGTHS, slot_handler, slot_member
 from ofasys.modalities import IMAGE_CODE_GRID, NO_ASSETS
 from ofasys.vocab import UnifiedVocab
 

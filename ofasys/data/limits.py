@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ofasys.data.plan import special_id
-from ofasys.data.rows import REPEAT_LENGTHS, RowRejected
+from ofasys.data.members import REPEAT_LENGTHS, slot_handler, slot_member
+from ofasys.data.rows import RowRejected
 from ofasys.instruction.ast import Group, Instruction, Slot, Special, Template, Text
-from ofasys.data.members import slot_handler, slot_member
 from ofasys.vocab import UnifiedVocab
 
 if TYPE_CHECKING:  # pragma: no cover - typing only

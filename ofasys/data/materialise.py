@@ -49,6 +49,7 @@ from ofasys.data.manifest import (
     write_manifest,
 )
 from ofasys.data.members import (
+    REPEAT_LENGTHS,
     MemberSpec,
     UnsupportedSlotError,
     member_name,
@@ -58,7 +59,7 @@ from ofasys.data.members import (
 )
 from ofasys.data.provenance import PROVENANCE_COLUMNS, Provenance, data_columns
 from ofasys.data.rejects import Reject, RejectBudget, RejectBudgetExceeded, write_rejects
-from ofasys.data.rows import REPEAT_LENGTHS, MaterialisedRow, RowMaterialiser, RowRejected, sample_from_row
+from ofasys.data.rows import MaterialisedRow, RowMaterialiser, RowRejected, sample_from_row
 from ofasys.data.shards import SHARD_RE, ShardInfo, ShardWriter, sample_key
 from ofasys.instruction.ast import Instruction
 from ofasys.instruction.errors import InstructionError

@@ -16,6 +16,11 @@ from ofasys.instruction.errors import InstructionError, NotSupportedYetError
 from ofasys.modalities import MODALITIES, Modality
 
 
+REPEAT_LENGTHS = "repeat_lengths"
+"""Meta key of a repeat-group column: the token length of each element, in order (how collation and
+generation split the stored run back into repetitions)."""
+
+
 class UnsupportedSlotError(NotSupportedYetError):
     """The instruction is valid, but this code can't materialise one of its slots yet."""
 

@@ -32,8 +32,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ofasys.instruction.ast import Group, Slot, Special, Template, Text
 from ofasys.data.members import slot_handler, slot_member
+from ofasys.instruction.ast import Group, Slot, Special, Template, Text
 from ofasys.modalities import MODALITIES, NO_ASSETS, Modality, OutputStep
 from ofasys.vocab import UnifiedVocab
 

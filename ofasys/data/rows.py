@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ofasys.data.members import MemberSpec, plan_members
+from ofasys.data.members import REPEAT_LENGTHS, MemberSpec, plan_members
 from ofasys.data.provenance import SOURCE, MediaBase
 from ofasys.instruction.ast import Instruction
 from ofasys.modalities import MODALITIES, RejectRow, RowContext
@@ -142,11 +142,6 @@ class RowMaterialiser:
                                             "each repetition needs one value of each")
             if group[0] in out.refs:  # the reference objects, as generation decodes them (see ofasys.data.plan)
                 out.refs[group[0]] = [dict(zip(group, values)) for values in zip(*(out.refs[c] for c in group))]
-
-
-REPEAT_LENGTHS = "repeat_lengths"
-"""Meta key of a repeat-group column: the token length of each element, in order (how collation and
-generation split the stored run back into repetitions)."""
 
 
 def list_value(value: Any) -> list:

@@ -227,6 +227,23 @@ def test_beam_score_is_the_models_and_not_worse_than_greedy():
             assert abs(float(logp) - h.logprob) < 1e-3
 
 
+def test_token_logprobs_are_the_models_own_and_sum_to_the_beams_logprob():
+    """What scores a detection's objects: each generated id's log-probability, one teacher-forced pass
+    for the whole batch (samples of different prefix and output lengths), equal to the search's."""
+    model, batch = random_model(3), generation_batch(3)
+    plans = [AnyPlan(max_new_tokens=m) for m in (6, 3, 5)]
+    hyps = model.search(batch, plans, beam_size=2)
+    per_token = model.token_logprobs(batch, [h.tokens for h in hyps])
+    assert [len(lp) for lp in per_token] == [len(h.tokens) for h in hyps]
+    assert all(x <= 0 for lp in per_token for x in lp)
+    # a hypothesis cut at max_new_tokens has no final <eos>: the search's total is exactly its ids' sum
+    cut = [(h, lp) for h, lp, plan in zip(hyps, per_token, plans) if len(h.tokens) == plan.max_new_tokens]
+    assert cut  # this seed has such a case
+    for h, lp in cut:
+        assert abs(sum(lp) - h.logprob) < 1e-3
+    assert model.token_logprobs(batch, [[], [], []]) == [[], [], []]
+
+
 def test_state_dict_round_trips_through_safetensors():
     """The export format (model.safetensors + config) rebuilds an identical model; the tied
     embedding is stored once, so safetensors does not refuse aliased tensors."""
