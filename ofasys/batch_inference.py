@@ -1,13 +1,14 @@
 """Resumable batch prediction over a materialised split, written to one parquet file.
 
 Predictions are produced in fixed-size chunks; each finished chunk is written atomically to a work
-directory keyed by everything that determines it (model weights, manifest, split, decoding options).
-A killed run restarts at the first missing chunk, and the final parquet is assembled (atomically)
-only when every chunk exists, so a reader never sees a half-written file.
+directory keyed by everything that determines it (the library's code, model weights, manifest, split,
+decoding options). A killed run restarts at the first missing chunk, and the final parquet is
+assembled (atomically) only when every chunk exists, so a reader never sees a half-written file.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -87,8 +88,19 @@ def concat_chunks(tables: Sequence[pa.Table]) -> pa.Table:
     return pa.concat_tables(tables, promote_options="permissive")
 
 
-def _fingerprint(model: torch.nn.Module, task_data: Any, cfg: BatchInferenceConfig) -> str:
+@functools.cache
+def code_fingerprint() -> str:
+    """sha256 of the library's own source: generation and decoding are code, so a finished chunk made
+    by other code (a decoding fix) must not be reused as if it were this code's."""
+    root = Path(__file__).resolve().parent
     h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def _fingerprint(model: torch.nn.Module, task_data: Any, cfg: BatchInferenceConfig) -> str:
+    h = hashlib.sha256(code_fingerprint().encode())
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())

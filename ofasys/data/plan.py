@@ -270,8 +270,17 @@ class OutputPlan:
         is the sample json (or its "meta"): a BOX needs {its image column: {"width", "height"}}.
         A repeat group gives each column's list, and under its first column the objects (see module
         doc), each scored by the mean `logprobs` (one per generated id) of its ids, as a probability.
-        Tolerates a trailing `<eos>` and truncation (a repetition cut short is left out)."""
+        Tolerates a trailing `<eos>` and truncation (a repetition cut short is left out). The search
+        returns ids without the `<eos>` that ended them, so that `<eos>` is put back first: only it says
+        that a group's last label is complete (a label could go on with another of its tokens)."""
         generated = list(generated)
+        try:
+            if not generated or generated[-1] != self.vocab.eos:
+                ended = self._walk(generated + [self.vocab.eos])
+                if ended[0]:
+                    generated = generated + [self.vocab.eos]
+        except ValueError:
+            pass  # <eos> cannot come next: decode what there is
         try:
             _, _, outputs = self._walk(generated)
         except ValueError:

@@ -87,5 +87,8 @@ def test_generation_walks_box_label_then_another_object_or_eos(detection, vocab)
     assert [o["labels"] for o in objects] == ["three", "one"] and decoded["labels"] == ["three", "one"]
     assert objects[0]["boxes"] == pytest.approx([0.0, 20 * 3 / 15, 40.0, 20.0])  # bins back to the image's pixels
     assert objects[0]["score"] == pytest.approx(0.5) and objects[1]["score"] == pytest.approx(1.0)
+    searched = generated[:-1]  # what the search returns: the <eos> that ended it left out
+    assert plan.decode(searched, sample.meta)["labels"] == ["three", "one"]
     assert plan.decode([vocab.eos], sample.meta) == {"boxes": [], "labels": []}
+    assert plan.decode([], sample.meta) == {"boxes": [], "labels": []}
     assert plan.decode(box[:2], sample.meta)["boxes"] == []  # an object cut short is left out
