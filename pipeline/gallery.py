@@ -51,6 +51,16 @@ def is_box(value: Any) -> bool:
             and all(isinstance(v, numbers.Real) for v in value))
 
 
+def boxes_of(value: Any) -> list:
+    """The boxes an output holds: itself when it is a box, each object's box when it is a list of
+    objects (a detection: dicts whose box is their value of 4 numbers)."""
+    if is_box(value):
+        return [value]
+    if isinstance(value, list):
+        return [next((v for v in obj.values() if is_box(v)), None) for obj in value if isinstance(obj, Mapping)]
+    return []
+
+
 def picture_of(arrays: Mapping[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
     """The first member that is a picture (H x W x 3 uint8), with its column."""
     for name in sorted(arrays):
@@ -89,10 +99,11 @@ def _png(example: Example) -> str:
     if example.original_size:
         sx, sy = w * SCALE / example.original_size[0], h * SCALE / example.original_size[1]
         draw = ImageDraw.Draw(img)
-        for box, color in ((example.reference, (0, 200, 0)), (example.prediction, (230, 0, 0))):
-            if is_box(box):
-                x0, y0, x1, y1 = box
-                draw.rectangle([x0 * sx, y0 * sy, x1 * sx, y1 * sy], outline=color, width=2)
+        for value, color in ((example.reference, (0, 200, 0)), (example.prediction, (230, 0, 0))):
+            for box in boxes_of(value):
+                if box is not None:
+                    x0, y0, x1, y1 = box
+                    draw.rectangle([x0 * sx, y0 * sy, x1 * sx, y1 * sy], outline=color, width=2)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode("ascii")
@@ -103,6 +114,12 @@ def _text(value: Any) -> str:
         return "<i>(no output)</i>"
     if is_box(value):
         return html.escape("[" + ", ".join(f"{v:.1f}" for v in value) + "]")
+    if isinstance(value, list) and all(isinstance(o, Mapping) for o in value):  # objects: their labels
+        if not value:
+            return "<i>(no objects)</i>"
+        return html.escape(", ".join(
+            " ".join(str(v) for k, v in o.items() if isinstance(v, str)) + (f" ({o['score']:.2f})" if "score" in o else "")
+            for o in value))
     return html.escape(str(value))
 
 
@@ -119,7 +136,7 @@ def gallery_html(task: str, metric: str, examples: Sequence[Example]) -> str:
             f'<div class="id">{html.escape(ex.key)} (id {html.escape(ex.row_id)}) {score}</div>{inputs}'
             f'{_output(ex, "prediction")}{_output(ex, "reference")}</div>')
     legend = ("<p>Boxes: <span style='color:#e60000'>predicted</span>, "
-              "<span style='color:#00c800'>reference</span>.</p>") if any(is_box(e.reference) for e in examples) else ""
+              "<span style='color:#00c800'>reference</span>.</p>") if any(boxes_of(e.reference) for e in examples) else ""
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(task)}: {len(examples)} examples</title>
 <style>

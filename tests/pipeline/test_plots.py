@@ -77,3 +77,17 @@ def test_an_image_output_is_shown_as_its_decoded_pictures_not_its_codes():
     assert [which for _, which in shown] == ["prediction", "reference"] and "[0, 1, 2, 3]" not in page
     img = np.asarray(Image.open(io.BytesIO(base64.b64decode(shown[0][0]))).convert("RGB"))
     assert img.shape == (96, 96, 3) and img[0, 0, 0] == 0 and img[0, 95, 0] == 60  # code 0 left, code 1 right
+
+
+def test_a_detection_draws_every_object_and_lists_labels_with_scores():
+    picture = np.zeros((10, 10, 3), np.uint8)
+    prediction = [{"boxes": [0.0, 0.0, 50.0, 50.0], "labels": "one", "score": 0.9}]
+    reference = [{"boxes": [0.0, 0.0, 50.0, 50.0], "labels": "one"}, {"boxes": [50.0, 50.0, 100.0, 100.0], "labels": "two"}]
+    ex = Example("k", "1", {}, prediction, reference, 0.5, picture=picture, original_size=(100, 100))
+    page = gallery_html("detection", "map50", [ex])
+    assert "one (0.90)" in page and "one, two" in page
+    data = re.search(r'data:image/png;base64,([^"]+)', page).group(1)
+    img = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")).astype(int)
+    assert tuple(img[0, 5]) == (230, 0, 0)  # the predicted object, drawn over the reference's first
+    assert tuple(img[29, 20]) == (0, 200, 0)  # the missed second object, in green
+    assert "(no objects)" in gallery_html("detection", "map50", [Example("k", "1", {}, [], reference, 0.0)])
