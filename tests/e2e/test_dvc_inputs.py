@@ -69,7 +69,9 @@ def _raw_rows(work: Path) -> int:
 def test_data_edits_rerun_exactly_the_stages_that_read_the_data(repo):
     work, env = repo
     first = _run(["dvc", "repro", "materialise@shots"], work, env)
-    assert _ran(first.stdout) == ["resolve", "ingest@shots", "vocab_text@shots", "assets", "materialise@shots"]
+    ran = _ran(first.stdout)
+    assert ran == ["resolve", "ingest@shots", "vocab_text@shots", "vq_images@shots", "vq", "assets",
+                   "materialise@shots"], ran
     manifest = json.loads((work / "data/shards/shots/manifest.json").read_text())
     assert sum(s["num_samples"] for s in manifest["splits"].values()) == 30  # every relative path resolved
     assert (work / "data/shards/shots/rejects.jsonl").read_text() == ""
@@ -189,9 +191,12 @@ def test_params_edits_each_way_change_exactly_their_stages_in_dvc_status(repo):
                                    "source": {**p["tasks"]["shots"]["source"], "path": "sources/shots/other.jsonl"}}
     _edit(work, add_task)
     # only the new task's own stages (upstream of assets, which reads data/vocab_text): never run yet
-    assert _status(work, env, "materialise@shots", "assets") == {"ingest@shots_too", "vocab_text@shots_too"}
+    status = _status(work, env, "materialise@shots", "assets")
+    assert status == {"ingest@shots_too", "vocab_text@shots_too", "vq_images@shots_too"}, status
     added = _run(["dvc", "repro", "materialise@shots_too"], work, env)
-    assert _ran(added.stdout) == ["resolve", "ingest@shots_too", "vocab_text@shots_too", "materialise@shots_too"]
+    ran = _ran(added.stdout)  # its empty vq_images directory leaves the VQ (none here) and the vocabulary alone
+    assert ran == ["resolve", "ingest@shots_too", "vocab_text@shots_too", "vq_images@shots_too",
+                   "materialise@shots_too"], ran
     assert (work / "assets/vocab.json").read_bytes() == vocab
     assert not any((work / "data/vocab_text/shots_too").iterdir())
 
