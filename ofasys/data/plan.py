@@ -25,73 +25,29 @@ decodes to one list per column, and, under its first column, to objects: one dic
 every column's value (and a `score` when the tokens' log-probabilities are given).
 """
 
+
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from ofasys.data.members import slot_handler, slot_member
-from ofasys.instruction.ast import Group, Slot, Special, Template, Text
+from ofasys.data.plan_build import _Builder
+from ofasys.data.plan_steps import (  # noqa: F401 - re-exported: the plan's public vocabulary
+    DEFAULT_MAX_REPEATS,
+    DEFAULT_MAX_TEXT_TOKENS,
+    MAX_REPEATS,
+    SPAN,
+    Forced,
+    PlanError,
+    Repeat,
+    Step,
+    _max_tokens,
+    special_id,
+)
+from ofasys.instruction.ast import Template
 from ofasys.modalities import MODALITIES, NO_ASSETS, Modality, OutputStep
 from ofasys.vocab import UnifiedVocab
-
-DEFAULT_MAX_TEXT_TOKENS = 64
-"""Generation cap for a TEXT output without `max_length` when nothing better is known."""
-
-
-class PlanError(ValueError):
-    """The template's output side can't be generated as a plan (e.g. two slots with no separator)."""
-
-
-@dataclass(frozen=True)
-class Forced:
-    """Ids the plan emits as they are (prompt text, specials, a `no_loss` slot's own ids)."""
-
-    tokens: tuple[int, ...]
-    kind: str = "forced"
-    column: str | None = None
-
-
-@dataclass(frozen=True)
-class Repeat:
-    """A repeat group's plan: `steps` once per repetition, at most `max_count` repetitions."""
-
-    steps: tuple[Any, ...]
-    first: tuple[int, ...]
-    """Ids that start a repetition."""
-    exit: tuple[int, ...]
-    """Ids that may follow the group (not consumed by it)."""
-    max_count: int
-    columns: tuple[str, ...]
-    handlers: Mapping[int, Modality]
-    kind: str = "repeat"
-
-    @property
-    def column(self) -> str:
-        return self.columns[0]
-
-
-Step = Forced | OutputStep | Repeat
-
-DEFAULT_MAX_REPEATS = 16
-"""Generation cap on a repeat group's repetitions when nothing better is known (the train split's
-largest count, recorded in the manifest, is passed as `assets[MAX_REPEATS]`)."""
-MAX_REPEATS = "max_repeats"
-SPAN = "span"
-"""Key of a walked repetition: (start, end) of its ids in `generated` (its score's ids)."""
-"""Key of `assets`: the largest number of repetitions a repeat group may generate."""
-
-
-def _text_ids(vocab: UnifiedVocab, cache: dict[str, tuple[int, ...]], text: str) -> tuple[int, ...]:
-    if text not in cache:
-        cache[text] = tuple(vocab.encode_text(text)) if text.strip() else ()
-    return cache[text]
-
-
-def special_id(vocab: UnifiedVocab, item: Special) -> int:
-    return vocab.bos if item.name == "BOS" else vocab.eos
 
 
 class OutputPlan:
@@ -327,156 +283,3 @@ class OutputPlan:
         out: dict[str, Any] = {c: [obj.get(c) for obj in objects] for c in step.columns[1:]}
         out[step.column] = objects
         return out
-
-
-def _max_tokens(steps: Sequence[Step]) -> int:
-    total = 0
-    for s in steps:
-        if s.kind == "forced":
-            total += len(s.tokens)
-        elif s.kind == "run":
-            total += s.max_length + 1
-        elif s.kind == "fixed":
-            total += s.length
-        elif s.kind == "closed":
-            total += s.trie.depth() + 1
-        elif s.kind == "repeat":
-            total += s.max_count * _max_tokens(s.steps) + 1
-    return total
-
-
-def _first_ids(step: Step) -> tuple[int, ...]:
-    """The ids a step may start with."""
-    if step.kind == "forced":
-        return (step.tokens[0],)
-    if step.kind in ("fixed", "run"):
-        return tuple(step.allowed)
-    if step.kind == "closed":
-        return tuple(sorted(step.trie.children))
-    return step.first
-
-
-class _Builder:
-    """Turns a template's resolved output items into steps (see `OutputPlan.build`)."""
-
-    def __init__(self, template, vocab, closed_sets, arrays, default_max_text, cache, assets):
-        self.template, self.vocab, self.closed_sets, self.arrays = template, vocab, closed_sets, arrays
-        self.default_max_text, self.cache, self.assets = default_max_text, cache, assets
-        self.contexts: dict[str, str] = {}
-        self.columns: dict[str, list[str]] = {}
-        for _, slot in template.slots():
-            if slot.column and slot.column not in self.columns.setdefault(slot.modality, []):
-                self.columns[slot.modality].append(slot.column)
-
-    def merge(self, items) -> list[tuple[str, Any]]:
-        """("tokens", ids) | ("slot", Slot) | ("group", Group), neighbouring forced tokens joined."""
-        seq: list[tuple[str, Any]] = []
-        for item in items:
-            if isinstance(item, Text):
-                ids = _text_ids(self.vocab, self.cache, item.text)
-                if ids:
-                    seq.append(("tokens", ids))
-            elif isinstance(item, Special):
-                seq.append(("tokens", (special_id(self.vocab, item),)))
-            elif isinstance(item, Slot):
-                if item.no_loss:
-                    seq.append(("tokens", _slot_ids(item, self.arrays, self.template)))
-                else:
-                    seq.append(("slot", item))
-            elif isinstance(item, Group):
-                seq.append(("group", item))
-        merged: list[tuple[str, Any]] = []
-        for kind, val in seq:
-            if kind == "tokens" and merged and merged[-1][0] == "tokens":
-                merged[-1] = ("tokens", merged[-1][1] + tuple(val))
-            else:
-                merged.append((kind, tuple(val) if kind == "tokens" else val))
-        return merged
-
-    def steps(self, merged: list[tuple[str, Any]], exit_ids: tuple[int, ...] | None):
-        """(steps, handlers). `exit_ids` None: the template's top level (a run at the end stops at
-        `<eos>`); else the ids that follow a repetition, where a final run/closed step ends open."""
-        steps: list[Step] = []
-        handlers: dict[int, Modality] = {}
-        i = 0
-        while i < len(merged):
-            kind, val = merged[i]
-            nxt = merged[i + 1] if i + 1 < len(merged) else None
-            if kind == "tokens":
-                steps.append(Forced(tuple(val)))
-                i += 1
-                continue
-            if kind == "group":
-                steps.append(self.repeat(val, nxt))
-                i += 1
-                continue
-            slot: Slot = val
-            modality = slot_handler(slot)
-            # the terminator is the next forced token (consumed by a run/closed step), <eos> at the end of
-            # the template, none at the end of a repetition (the next one, or the group's exit, begins)
-            if nxt is None:
-                term = self.vocab.eos if exit_ids is None else None
-            else:
-                term = nxt[1][0] if nxt[0] == "tokens" else None
-            try:
-                step = modality.output_step(slot.column or "", slot.attrs, self.vocab, terminator=term,
-                                            closed_labels=self.closed_sets.get(slot.column or ""),
-                                            default_max=self.default_max_text, assets=self.assets)
-            except NotImplementedError as exc:
-                raise PlanError(f"{exc} (slot at {slot.pos} of {self.template.source!r})") from None
-            except ValueError as exc:
-                raise PlanError(str(exc)) from None
-            handlers[len(steps)] = modality
-            steps.append(step)
-            for need in modality.needs:
-                if len(self.columns.get(need, [])) == 1:
-                    self.contexts[slot.column or ""] = self.columns[need][0]
-            i += 1
-            if step.kind == "fixed" or (term is None and nxt is None):
-                continue  # its length ends it (or, last in a repetition, what follows it)
-            if term is None:
-                raise PlanError(
-                    f"the {slot.modality} slot at {slot.pos} of {self.template.source!r} is followed directly by another "
-                    f"slot to generate; put <EOS> or prompt text between them so generation knows where it ends"
-                )
-            if nxt is not None:
-                i += 1
-                rest = nxt[1][1:]
-                if rest:
-                    steps.append(Forced(tuple(rest)))
-        return steps, handlers
-
-    def repeat(self, group: Group, nxt: tuple[str, Any] | None) -> Repeat:
-        """The Repeat step of `group`, given what follows it (its exit: forced ids, or <eos> at the end)."""
-        where = f"the repeat group at {group.pos} of {self.template.source!r}"
-        if nxt is not None and nxt[0] != "tokens":
-            raise PlanError(f"{where} is followed directly by a slot to generate; put <EOS> or prompt text after it "
-                            "so generation knows where the list ends")
-        exit_ids = (nxt[1][0],) if nxt is not None else (self.vocab.eos,)
-        inner = self.merge(group.items)
-        steps, handlers = self.steps(inner, exit_ids)
-        if not steps:
-            raise PlanError(f"{where} generates nothing")
-        first = _first_ids(steps[0])
-        if set(first) & set(exit_ids):
-            raise PlanError(f"{where} may start with the id that ends it ({exit_ids[0]}); begin the group with a slot "
-                            "or prompt text")
-        last = steps[-1]
-        if last.kind in ("run", "closed") and last.terminator is None:
-            clash = set(_first_ids(last)) & (set(first) | set(exit_ids))
-            if clash:
-                raise PlanError(f"{where} ends with a {last.modality} slot whose ids may also start the next "
-                                "repetition; start each repetition with another modality (a BOX) or prompt text")
-        columns = tuple(s.column for s in steps if s.kind != "forced" and s.column is not None)
-        max_count = int(self.assets.get(MAX_REPEATS) or DEFAULT_MAX_REPEATS)
-        return Repeat(tuple(steps), tuple(first), exit_ids, max_count, columns, handlers)
-
-
-def _slot_ids(slot: Slot, arrays: Mapping[str, Any] | None, template: Template) -> tuple[int, ...]:
-    key = slot_member(slot)
-    if arrays is None or key not in arrays:
-        raise PlanError(
-            f"the no_loss slot '{slot.column}' at {slot.pos} of {template.source!r} is forced from the sample, "
-            f"but the sample has no '{key}' array"
-        )
-    return tuple(int(t) for t in arrays[key])
