@@ -12,11 +12,12 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -46,25 +47,82 @@ INPUT_PREFIX = "input."
 """Prediction columns holding what each input column held (`input.img`, `input.question`)."""
 
 
-def prediction_rows(preds: Sequence[SamplePrediction], column: str) -> list[dict]:
+FRAMES_SUFFIX = ".npy"
+"""Suffix of the files frame outputs (a motion's features, speech's log-mel frames) are kept in."""
+
+
+def save_frames(outputs: Mapping[str, Any], key: str, media_dir: Path) -> dict[str, Any]:
+    """`outputs` with every array (a frame output) saved as `<media_dir>/<key>.<column>.npy` (atomically)
+    and replaced by that path: thousands of numbers per sample belong in a file, not in a table cell."""
+    kept: dict[str, Any] = {}
+    for name, value in outputs.items():
+        if isinstance(value, np.ndarray):
+            media_dir.mkdir(parents=True, exist_ok=True)
+            path = media_dir / f"{key}.{name}{FRAMES_SUFFIX}"
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "wb") as fh:
+                np.save(fh, value, allow_pickle=False)
+            os.replace(tmp, path)
+            value = str(path)
+        kept[name] = value
+    return kept
+
+
+def load_frames(value: Any) -> Any:
+    """A saved frame output (a `.npy` path `save_frames` wrote) as its array, read without pickle; any
+    other value as it is."""
+    if isinstance(value, str) and value.endswith(FRAMES_SUFFIX):
+        return np.load(value, allow_pickle=False)
+    return value
+
+
+def save_frame_outputs(task_data: Any, column: str, values: Sequence[Any], keys: Sequence[str],
+                       out_dir: Path) -> list[str | None]:
+    """A frame output's values (arrays, or the `.npy` paths `save_frames` wrote) written as the files
+    their users open, `<out_dir>/<key>.npz` for a motion, `.wav` for speech (the modality's
+    `save_output`); their paths, None where nothing was generated."""
+    from ofasys.data.members import slot_handler, slot_member
+
+    slot = next(s for side, s in task_data.instruction.templates[0].slots() if side == "output" and s.column == column)
+    handler = slot_handler(slot)
+    stats = dict(task_data.manifest.get("frame_stats", {}).get(slot_member(slot), {}))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: list[str | None] = []
+    for key, value in zip(keys, values):
+        frames = load_frames(value)
+        paths.append(None if frames is None else str(handler.save_output(frames, out_dir / key, stats)))
+    return paths
+
+
+def prediction_rows(preds: Sequence[SamplePrediction], column: str, media_dir: Path | None = None) -> list[dict]:
     """One row per sample: its key and the id a user finds it by (`id`: the source's own id column,
     else its row in the source file), where it came from, what each input held (`input.<column>`),
-    the scored output (`prediction`: text, a box as 4 floats, a label) beside its `reference`, and
-    all decoded outputs as JSON."""
+    the scored output (`prediction`: text, a box as 4 floats, a label, the path of a frame output's
+    `.npy` in `media_dir`) beside its `reference`, and all decoded outputs as JSON."""
     inputs = sorted({name for p in preds for name in p.inputs})
-    return [
-        {
+    rows = []
+    for p in preds:
+        outputs = save_frames(p.outputs, p.key, media_dir) if media_dir is not None else p.outputs
+        rows.append({
             "key": p.key,
             "id": p.row_id,
             "source": p.source.get("source"),
             "source_row": p.source.get("source_row"),
             **{INPUT_PREFIX + name: p.inputs.get(name) for name in inputs},
-            "prediction": _arrow_value(p.outputs.get(column)),
+            "prediction": _arrow_value(outputs.get(column)),
             "reference": _arrow_value(p.refs.get(column)),
-            "outputs": json.dumps(p.outputs, sort_keys=True, default=list),
-        }
-        for p in preds
-    ]
+            "outputs": json.dumps(outputs, sort_keys=True, default=list),
+        })
+    return rows
+
+
+def _media_present(table: pa.Table) -> bool:
+    """Whether every frame-output file a finished chunk names still exists (else it is made again)."""
+    for text in table.column("outputs").to_pylist() if "outputs" in table.column_names else []:
+        for value in json.loads(text).values():
+            if isinstance(value, str) and value.endswith(FRAMES_SUFFIX) and not Path(value).is_file():
+                return False
+    return True
 
 
 def add_column(path: str | os.PathLike, name: str, values: Sequence[Any]) -> None:
@@ -120,9 +178,12 @@ def predict_to_parquet(
     """Predict every sample of `task_data` into `out_path` (parquet), resuming finished chunks.
 
     Returns the path and the predictions made by *this* call plus those read back from finished
-    chunks (as rows: key/prediction/reference/outputs), so callers can score them.
+    chunks (as rows: key/prediction/reference/outputs), so callers can score them. Frame outputs are
+    saved as `.npy` files in `<out_path without suffix>/` and named by path (`load_frames` reads them);
+    a finished chunk whose files are gone is made again.
     """
     out_path = Path(out_path)
+    media = out_path.parent / out_path.stem  # frame outputs' .npy files, beside the table
     column = primary_output(task_data)
     total = len(task_data) if not cfg.max_samples else min(cfg.max_samples, len(task_data))
     parts = Path(work_dir) / f"{task_data.name}-{task_data.split}-{_fingerprint(model, task_data, cfg)}"
@@ -132,13 +193,15 @@ def predict_to_parquet(
         part = parts / f"part-{chunk:06d}.parquet"
         stop = min(start + cfg.chunk_size, total)
         if part.exists():
-            tables.append(pq.read_table(part))
-            if progress is not None:
-                progress(stop - start)
-            continue
+            table = pq.read_table(part)
+            if _media_present(table):
+                tables.append(table)
+                if progress is not None:
+                    progress(stop - start)
+                continue
         preds = list(predict(model, task_data, beam_size=cfg.beam_size, batch_size=cfg.batch_size,
                              indices=range(start, stop), progress=progress))
-        table = pa.Table.from_pylist(prediction_rows(preds, column))
+        table = pa.Table.from_pylist(prediction_rows(preds, column, media))
         tmp = part.with_suffix(".tmp")
         pq.write_table(table, tmp)
         os.replace(tmp, part)

@@ -8,8 +8,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
+from ofasys.generation.frames import generated_frames
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,11 @@ def predict(
         with torch.inference_mode():
             generated = model.generate(batch, plans, beam_size=beam_size)
             logprobs = scored_tokens(model, batch, plans, generated)
-        for sample, plan, tokens, scores in zip(samples, plans, generated, logprobs):
+            frames = generated_frames(model, batch, plans, generated, [s.key for s in samples], task_data.collator)
+        for sample, plan, tokens, scores, made in zip(samples, plans, generated, logprobs, frames):
             yield SamplePrediction(
                 key=sample.key,
-                outputs=plan.decode(tokens, sample.meta, scores),
+                outputs=plan.decode(tokens, sample.meta, scores, made),
                 refs=dict(sample.meta.get("refs", {})),
                 tokens=list(tokens),
                 inputs=dict(sample.meta.get("inputs", {})),
@@ -112,3 +115,75 @@ def sample_databases(task_data: Any, count: int) -> list[str]:
                              "STRUCT schema value a \"database\" (the SQLite file it describes)")
         out.append(found[0])
     return out
+
+
+def _output_slot(task_data: Any, column: str):
+    for side, slot in task_data.instruction.templates[0].slots():
+        if side == "output" and slot.column == column:
+            return slot
+    raise ValueError(f"task {task_data.name!r} has no output column {column!r}")
+
+
+def is_frame_output(task_data: Any, column: str) -> bool:
+    """Whether `column` is generated as frames (MOTION, speech): its reference is the stored array, not
+    a value recorded in the sample's json."""
+    from ofasys.data.members import slot_handler
+
+    return slot_handler(_output_slot(task_data, column)).frame_output
+
+
+def references(task_data: Any, column: str, count: int) -> list[Any]:
+    """The reference of `column` for each of the first `count` samples: the value recorded at
+    materialisation, or for a frame output its stored array in the decoded output's units (a motion's
+    features, speech's log-mel frames), so outputs and references are compared alike."""
+    if not is_frame_output(task_data, column):
+        return [task_data.get(i).meta.get("refs", {}).get(column) for i in range(count)]
+    from ofasys.data.members import slot_handler, slot_member
+
+    slot = _output_slot(task_data, column)
+    handler, member = slot_handler(slot), slot_member(slot)
+    return [handler.decode_frames(task_data.get(i).arrays[member]) for i in range(count)]
+
+
+def input_texts(task_data: Any, count: int) -> list[str | None]:
+    """The text each of the first `count` samples was given (its first TEXT input column, as recorded at
+    materialisation): the label a generated motion is of, the sentence generated speech says."""
+    from ofasys.data.members import slot_handler
+
+    column = next((slot.column for side, slot in task_data.instruction.templates[0].slots()
+                   if side == "input" and slot.column and slot_handler(slot).text_values), None)
+    if column is None:
+        raise ValueError(f"task {task_data.name!r} has no TEXT input; its metric scores outputs against their input text")
+    return [task_data.get(i).meta.get("inputs", {}).get(column) for i in range(count)]
+
+
+def transcriber(model: torch.nn.Module, asr_data: Any, batch_size: int = 64) -> Any:
+    """A function that transcribes raw T x 80 log-mel arrays (generated speech) with `asr_data`'s task
+    (an AUDIO input, a TEXT output): each is normalised per utterance as materialisation does, put in
+    that task's AUDIO slot, and decoded greedily; a missing output (None) is heard as nothing ("")."""
+    from ofasys.data.collate import Sample
+    from ofasys.data.members import slot_handler, slot_member
+    from ofasys.modalities.audio import utterance_normalised
+
+    slot = next((slot for side, slot in asr_data.instruction.templates[0].slots()
+                 if side == "input" and slot_handler(slot).speech), None)
+    if slot is None:
+        raise ValueError(f"task {asr_data.name!r} has no AUDIO input to transcribe speech with")
+    member, column = slot_member(slot), primary_output(asr_data)
+
+    def transcribe(frames: Sequence[Any]) -> list[str]:
+        texts = [""] * len(frames)
+        real = [i for i, f in enumerate(frames) if f is not None and len(f)]
+        for start in range(0, len(real), batch_size):
+            rows = real[start : start + batch_size]
+            samples = [Sample(f"heard-{i:09d}", {}, {member: utterance_normalised(np.asarray(frames[i], np.float32))
+                                                     .astype(np.float16)}) for i in rows]
+            batch = asr_data.collate_for_generation(samples)
+            plans = [asr_data.plan(s) for s in samples]
+            with torch.inference_mode():
+                generated = model.generate(batch, plans)
+            for i, plan, tokens in zip(rows, plans, generated):
+                texts[i] = str(plan.decode(tokens, {}).get(column) or "")
+        return texts
+
+    return transcribe

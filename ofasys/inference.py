@@ -24,9 +24,10 @@ from ofasys.instruction import Instruction, parse_instruction
 from ofasys.model import ModelConfig, UniversalModel, build_model
 from ofasys.model.checkpoint_compat import fresh_modalities, load_model_state, upgrade_state_dict
 from ofasys.training.export import IMAGE_CODES_FILE, WEIGHTS_FILE, load_pretrained_config, load_pretrained_state
-from ofasys.data.members import output_fields
+from ofasys.data.members import output_fields, slot_handler, slot_member
 from ofasys.evaluation import scored_tokens
-from ofasys.modalities import MODALITIES
+from ofasys.generation.frames import generated_frames
+from ofasys.modalities import FRAME_STATS, MODALITIES
 from ofasys.vocab import UnifiedVocab
 
 
@@ -63,13 +64,17 @@ class Prediction:
     """Image outputs (VQ codes) rendered to PIL images by the model's VQ decoder, by column."""
     fields: dict[str, str] = field(default_factory=dict)
     """The typed field (`text`, `box`, `image`, ...) of each output column."""
+    media: dict[str, Any] = field(default_factory=dict)
+    """Frame outputs as what users play or save (`GeneratedMotion`, `GeneratedSpeech`), by column."""
 
     def _first(self, field: str) -> Any:
         """The first output whose typed field is `field` (in output order)."""
         fields = self.fields or {column: MODALITIES[mod].output_field for column, mod in self.modalities.items()}
         for column, name in fields.items():
             if name == field and column in self.outputs:
-                return self.images.get(column, self.outputs[column]) if field == "image" else self.outputs[column]
+                if field == "image":
+                    return self.images.get(column, self.outputs[column])
+                return self.media.get(column, self.outputs[column])
         return None
 
     @property
@@ -94,6 +99,18 @@ class Prediction:
         """The first image output as a PIL image (its VQ codes decoded), or None when generation was
         cut before the grid was complete; the codes themselves are in `outputs`."""
         return self._first("image")
+
+    @property
+    def motion(self):
+        """The first MOTION output as a `GeneratedMotion` (`.features` T x 82, `.frames` DeepMimic T x 44,
+        `.save("clip.npz")`), or None when nothing was generated."""
+        return self._first("motion")
+
+    @property
+    def audio(self):
+        """The first speech output as a `GeneratedSpeech` (`.waveform` at `.sample_rate`, `.fbank` T x 80,
+        `.save("speech.wav")`), or None when nothing was generated."""
+        return self._first("audio")
 
     @property
     def phones(self) -> str | None:
@@ -183,12 +200,39 @@ class OFASys:
                   task: Mapping[str, Any]) -> Collator:
         key = instruction.source + repr(sorted((k, tuple(v)) for k, v in closed_sets.items()))
         if key not in self._collators:
-            assets = generation_assets(task)  # a trained task's largest repeat count, its VQ grid
+            assets = generation_assets(task)  # a trained task's largest repeat count, its VQ grid, frame stats
+            if not assets.get(FRAME_STATS):  # a new instruction: the statistics of a trained task's same output
+                assets.update(self._frame_stats_for(instruction))
             if self.image_codes is not None:
                 assets.update(generation_assets({"assets": {"image_codes": {"grid": self.image_codes.config.grid}}}))
             self._collators[key] = Collator(instruction, self.vocab, "inference", closed_sets=dict(closed_sets),
                                             assets=assets)
         return self._collators[key]
+
+    def _frame_stats_for(self, instruction: Instruction) -> dict[str, Any]:
+        """For an instruction no task was trained with, the frame statistics (`FRAME_STATS`) of a trained
+        task generating the same kind of frames (a motion, speech), filed under this instruction's own
+        output: the model's frames are in those units, whatever the prompt says."""
+        found: dict[str, Any] = {}
+        for side, slot in instruction.templates[0].slots():
+            if side != "output" or not slot_handler(slot).frame_output:
+                continue
+            tag = slot_handler(slot).tag
+            for info in self.tasks.values():
+                match = next((v for k, v in dict(info.get(FRAME_STATS) or {}).items() if k.endswith(f".{tag}")), None)
+                if match:
+                    found[slot_member(slot)] = dict(match)
+                    break
+        return {FRAME_STATS: found} if found else {}
+
+    def frame_stats(self, instruction: Instruction, column: str) -> dict[str, Any]:
+        """The `FRAME_STATS` entry of `column`'s frame output under `instruction` (empty when unknown)."""
+        for side, slot in instruction.templates[0].slots():
+            if side == "output" and slot.column == column:
+                stats = dict(generation_assets(self._task_for(instruction)).get(FRAME_STATS) or {})
+                stats = stats or dict(self._frame_stats_for(instruction).get(FRAME_STATS) or {})
+                return dict(stats.get(slot_member(slot), {}))
+        return {}
 
     def inference(
         self,
@@ -223,6 +267,8 @@ class OFASys:
         modalities = {column: slot.modality for column, slot in outputs}
         fields = output_fields(ins.templates[0])
         image_columns = [column for column, name in fields.items() if name == "image"]
+        handlers = {column: slot_handler(slot) for column, slot in outputs if slot_handler(slot).frame_output}
+        stats = {column: self.frame_stats(ins, column) for column in handlers}
         results: list[Prediction] = []
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
@@ -236,10 +282,13 @@ class OFASys:
             with torch.inference_mode():
                 generated = self.model.generate(batch, plans, beam_size=beam_size, max_new_tokens=max_new_tokens)
                 logprobs = scored_tokens(self.model, batch, plans, generated)
-            decoded = [plan.decode(tokens, sample.meta, scores)
-                       for sample, plan, tokens, scores in zip(samples, plans, generated, logprobs)]
+                frames = generated_frames(self.model, batch, plans, generated, [s.key for s in samples], collator)
+            decoded = [plan.decode(tokens, sample.meta, scores, made)
+                       for sample, plan, tokens, scores, made in zip(samples, plans, generated, logprobs, frames)]
             rendered = {column: self.render_images([d.get(column) for d in decoded]) for column in image_columns}
             for i, (outs, tokens) in enumerate(zip(decoded, generated)):
                 images = {column: rendered[column][i] for column in image_columns}
-                results.append(Prediction(outs, list(tokens), modalities, images, fields))
+                media = {column: handlers[column].typed_output(outs[column], stats[column])
+                         for column in handlers if outs.get(column) is not None}
+                results.append(Prediction(outs, list(tokens), modalities, images, fields, media))
         return results[0] if single else results

@@ -316,9 +316,10 @@ def _check_model(section: Any) -> dict[str, Any]:
         check_field_types(ModelConfig, fields, "model")
         base = PRESETS[preset] if preset else ModelConfig()
         dataclasses.replace(base, **fields)
-        for name, raw in dict(fields.get("adaptors") or {}).items():
-            if not isinstance(raw, Mapping):
-                raise ParamsError(f"model.adaptors.{name}: must be a mapping of that adaptor's settings, got {raw!r}")
+        for key, what in (("adaptors", "adaptor"), ("output_heads", "output head")):
+            for name, raw in dict(fields.get(key) or {}).items():
+                if not isinstance(raw, Mapping):
+                    raise ParamsError(f"model.{key}.{name}: must be a mapping of that {what}'s settings, got {raw!r}")
     except (UnknownKeyError, FieldTypeError) as err:
         raise ParamsError(str(err)) from None
     except ValueError as err:
@@ -416,12 +417,15 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
                 close = difflib.get_close_matches(str(name), list(tasks), n=1)
                 hint = f"did you mean {close[0]!r}?" if close else f"tasks: {', '.join(tasks)}"
                 raise ParamsError(f"{key}: {name!r} is not a task; {hint}")
-    from pipeline.params_checks import check_adaptor_choices, check_image_codes, check_metric_fits
+    from pipeline.params_checks import (check_adaptor_choices, check_image_codes, check_input_text,
+                                        check_metric_fits, check_transcriber)
 
     check_adaptor_choices(params)
     check_image_codes(params, raw.get("assets"))
     for name, task in tasks.items():
         check_metric_fits(name, task)
+        check_input_text(name, task)
+    check_transcriber(params)
     if params.train.get("mixture", "weight") == "weight" and not any(t.weight > 0 for t in tasks.values()):
         raise ParamsError("tasks: every task has weight 0, so the sampler has nothing to draw; "
                           "give at least one task a positive weight")

@@ -69,6 +69,36 @@ def check_metric_fits(name: str, task: TaskParams) -> None:
                 raise ParamsError(f"tasks.{name}.metric: {task.metric} needs {what}")
 
 
+def speech_recognition_tasks(params: Params) -> list[str]:
+    """Tasks that recognise speech: an AUDIO input and the `wer` metric (what scores generated speech)."""
+    found = []
+    for name, task in params.tasks.items():
+        slots = parse_instruction(task.instruction).templates[0].slots()
+        if task.metric == "wer" and any(side == "input" and slot_handler(slot).speech for side, slot in slots):
+            found.append(name)
+    return found
+
+
+def check_transcriber(params: Params) -> None:
+    """A metric that transcribes generated speech (`tts_wer`) needs the run's own recogniser; refused at
+    params load rather than after training."""
+    for name, task in params.tasks.items():
+        if "transcribe" in needs(task.metric) and not speech_recognition_tasks(params):
+            raise ParamsError(f"tasks.{name}.metric: {task.metric} transcribes the generated speech with the run's "
+                              "speech recognition task, and there is none (a task with an AUDIO input and metric "
+                              "wer); add one, or use fbank_l1")
+
+
+def check_input_text(name: str, task: TaskParams) -> None:
+    """A metric that scores outputs against their input text (`motion_match`, `tts_wer`) needs one."""
+    if "input_texts" not in needs(task.metric):
+        return
+    slots = parse_instruction(task.instruction).templates[0].slots()
+    if not any(side == "input" and slot.column and slot_handler(slot).text_values for side, slot in slots):
+        raise ParamsError(f"tasks.{name}.metric: {task.metric} scores each output against the text it was "
+                          "generated from, and the instruction has no TEXT input; add one")
+
+
 def image_code_slots(instruction: str) -> list:
     """The IMAGE slots of an instruction that store the image as VQ codes (`preprocess=image_vqgan`)."""
     return [slot for template in parse_instruction(instruction).templates for _, slot in template.slots()

@@ -27,24 +27,36 @@ def model_config(params: Params, vocab_size: int):
     adaptors = {name: dict(raw) for name, raw in base.adaptors.items()}
     for name, raw in dict(fields.pop("adaptors", None) or {}).items():
         adaptors[name] = {**adaptors.get(name, {}), **dict(raw or {})}
+    fields["output_heads"] = {name: dict(raw or {}) for name, raw in dict(fields.get("output_heads") or {}).items()}
     config = ModelConfig.preset(preset, adaptors=adaptors, **fields) if preset else \
         ModelConfig.from_dict({**fields, "adaptors": adaptors})
-    return config.with_adaptors(embedded_modalities(params))
+    return config.with_adaptors(embedded_modalities(params)).with_output_heads(frame_output_modalities(params))
+
+
+def _slots(params: Params):
+    """(side, slot) of every slot of every template of every task."""
+    from ofasys.instruction import parse_instruction
+
+    for task in params.tasks.values():
+        for template in parse_instruction(task.instruction).templates:
+            yield from template.slots()
 
 
 def embedded_modalities(params: Params) -> list[str]:
-    """The modalities the tasks' slots use that the model embeds with an adaptor of their own."""
-    from ofasys.instruction import parse_instruction
+    """The modalities the tasks' input slots use that the model embeds with an adaptor of their own."""
     from ofasys.modalities import MODALITIES
 
-    found: set[str] = set()
-    for task in params.tasks.values():
-        for template in parse_instruction(task.instruction).templates:
-            for _, slot in template.slots():
-                m = MODALITIES[slot.modality]
-                if m.adaptor_config is not None and not m.is_token_run(slot.attrs.get("preprocess")):
-                    found.add(slot.modality)
+    found = {slot.modality for side, slot in _slots(params) if side == "input"
+             and MODALITIES[slot.modality].adaptor_config is not None
+             and not MODALITIES[slot.modality].is_token_run(slot.attrs.get("preprocess"))}
     return sorted(found)
+
+
+def frame_output_modalities(params: Params) -> list[str]:
+    """The modalities the tasks generate as frames (MOTION, speech), each needing an output head."""
+    from ofasys.data.members import slot_handler
+
+    return sorted({slot.modality for side, slot in _slots(params) if side == "output" and slot_handler(slot).frame_output})
 
 
 def train_config(params: Params):

@@ -9,6 +9,7 @@ baseline); the log says why it moved or not.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -102,12 +103,35 @@ def vq_figures() -> dict:
             "vq_reconstruction_error_baseline": report["mean_image_error"]}
 
 
-def evaluate_task(name, task, model, vocab, params, work: Path, image_decoder=None) -> dict:
+def transcriber_task(params) -> str | None:
+    """The task whose speech recognition scores generated speech (`tts_wer`): the first with an AUDIO
+    input and the `wer` metric (params load checks there is one when a task needs it)."""
+    from pipeline.params_checks import speech_recognition_tasks
+
+    found = speech_recognition_tasks(params)
+    return found[0] if found else None
+
+
+def frame_figures(metric: str, outputs, data, transcribe) -> dict:
+    """What is reported beside a frame output's metric: a motion's mean distance to the test clips of
+    its own label and of the others; for speech, the recogniser's WER on the reference speech itself
+    (the best generated speech can score)."""
+    from ofasys.metrics import error_rates, motion
+
+    if metric == "motion_match":
+        return motion.label_distances(list(outputs), list(data.references), list(data.input_texts))
+    if metric == "tts_wer" and transcribe is not None:
+        return {"tts_wer_reference": error_rates.wer(transcribe(list(data.references)), list(data.input_texts))}
+    return {}
+
+
+def evaluate_task(name, task, model, vocab, params, work: Path, image_decoder=None, transcribe=None) -> dict:
     from tqdm import tqdm
 
-    from ofasys.batch_inference import BatchInferenceConfig, add_column, predict_to_parquet
+    from ofasys.batch_inference import (BatchInferenceConfig, add_column, load_frames, predict_to_parquet,
+                                        save_frame_outputs)
     from ofasys.data.task_data import ShardTaskData
-    from ofasys.evaluation import primary_output, sample_databases
+    from ofasys.evaluation import input_texts, is_frame_output, primary_output, references, sample_databases
     from ofasys.metrics import registry
 
     manifest = Path("data/shards") / name / "manifest.json"
@@ -117,23 +141,33 @@ def evaluate_task(name, task, model, vocab, params, work: Path, image_decoder=No
     cfg = BatchInferenceConfig(beam_size=params.evaluate.beam_size, batch_size=params.evaluate.batch_size,
                                max_samples=params.evaluate.max_samples)
     total = len(test) if not cfg.max_samples else min(len(test), cfg.max_samples)
+    table = OUT / "predictions" / f"{name}.parquet"
     with tqdm(total=total, desc=f"evaluate {name}", unit="sample") as bar:
-        _, preds = predict_to_parquet(model, test, OUT / "predictions" / f"{name}.parquet",
-                                      work, cfg, progress=bar.update)
+        _, preds = predict_to_parquet(model, test, table, work, cfg, progress=bar.update)
     needs = registry.needs(task.metric)
+    frames = is_frame_output(test, column)
     data = registry.EvalData(
-        references=[p.refs.get(column) for p in preds],
-        train_references=[train.get(i).meta["refs"][column] for i in range(len(train))],
+        references=references(test, column, len(preds)) if frames else [p.refs.get(column) for p in preds],
+        train_references=references(train, column, len(train)),
         masked_inputs=masked_inputs(test, range(len(preds))) if "masked_inputs" in needs else None,
         databases=sample_databases(test, len(preds)) if "databases" in needs else None,
         image_decoder=image_decoder if "image_decoder" in needs else None,
+        input_texts=input_texts(test, len(preds)) if "input_texts" in needs else None,
+        transcribe=transcribe if "transcribe" in needs else None,
     )
-    outputs = [p.outputs.get(column) for p in preds]
+    saved = [p.outputs.get(column) for p in preds]
+    outputs = [load_frames(v) for v in saved] if frames else saved
     entry = {"column": column, **registry.report(task.metric, outputs, data)}
     if "image" in registry.metric(task.metric).outputs:
         entry.update(vq_figures())  # what the codes lose before any model generates them
+    if frames:
+        entry.update(frame_figures(task.metric, outputs, data, transcribe))
+        field = registry.metric(task.metric).outputs[0]  # "motion" or "audio": the files a user opens
+        files = save_frame_outputs(test, column, saved, [p.key for p in preds], OUT / "predictions" / name)
+        add_column(table, field, files)
+        preds = [dataclasses.replace(p, outputs={**p.outputs, column: f}) for p, f in zip(preds, files)]
     scores = registry.sample_scores(task.metric, outputs, data)
-    add_column(OUT / "predictions" / f"{name}.parquet", "score", scores)
+    add_column(table, "score", scores)
     image_output = "image" in registry.metric(task.metric).outputs
     write_gallery(name, task.metric, test, preds, column, scores, image_decoder if image_output else None)
     log.info("%s: %s %.3f (baseline %.3f, %s is better) on %d samples%s", name, task.metric, entry[task.metric],
@@ -162,7 +196,7 @@ def main(args, params) -> None:
     import mlflow
 
     from ofasys.inference import OFASys
-    from ofasys.metrics import bleu_signature
+    from ofasys.metrics import bleu_signature, registry
     from pipeline import selection, tracking
     from pipeline.plots import metrics_png
 
@@ -170,7 +204,15 @@ def main(args, params) -> None:
     pretrained = OFASys.from_pretrained("checkpoints/final")
     work = Path(".cache/evaluate")
     decoder = None if pretrained.image_codes is None else pretrained.image_codes.decode
-    results = {name: evaluate_task(name, task, pretrained.model, pretrained.vocab, params, work, decoder)
+    transcribe = None
+    if any("transcribe" in registry.needs(task.metric) for task in params.tasks.values()):
+        from ofasys.data.task_data import ShardTaskData
+        from ofasys.evaluation import transcriber
+
+        asr = ShardTaskData(Path("data/shards") / transcriber_task(params) / "manifest.json",
+                            params.evaluate.split, pretrained.vocab)
+        transcribe = transcriber(pretrained.model, asr, params.evaluate.batch_size)
+    results = {name: evaluate_task(name, task, pretrained.model, pretrained.vocab, params, work, decoder, transcribe)
                for name, task in params.tasks.items()}
     OUT.mkdir(exist_ok=True)
     tmp = OUT / "metrics.json.tmp"

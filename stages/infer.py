@@ -3,8 +3,10 @@
 Every task of `infer.tasks` (default: all) gets its own file, so predicting one task never deletes
 another's. A row holds the sample's key and the id a user finds it by (the source's own `id` column,
 else its row in the source file), what each input held (`input.<column>`: text, or a media path),
-the scored output (`prediction`: text, a box, a label), its `reference`, the per-sample `score` by
-the task's metric, and every decoded output as JSON.
+the scored output (`prediction`: text, a box, a label; for a generated image, motion or speech also
+the path of its `.png`, `.npz` or `.wav` in the `image`, `motion` or `audio` column, beside the `.npy`
+of its raw frames), its `reference`, the per-sample `score` by the task's metric, and every decoded
+output as JSON.
 
 Resumable: finished chunks are kept under .cache/infer and a rerun continues where it stopped.
 `--model models:/<name>@<alias>` is looked up in the store of params `tracking.uri` (a relative sqlite
@@ -57,9 +59,10 @@ def predict_task(pretrained, manifest: Path, split: str, metric: str | None, par
     """Predict one manifest's split into predictions/<task>.parquet and score each row by `metric`."""
     from tqdm import tqdm
 
-    from ofasys.batch_inference import BatchInferenceConfig, add_column, predict_to_parquet
+    from ofasys.batch_inference import (BatchInferenceConfig, add_column, load_frames, predict_to_parquet,
+                                        save_frame_outputs)
     from ofasys.data.task_data import ShardTaskData
-    from ofasys.evaluation import primary_output, sample_databases
+    from ofasys.evaluation import input_texts, is_frame_output, primary_output, references, sample_databases
     from ofasys.metrics import registry
 
     data = ShardTaskData(manifest, split, pretrained.vocab)
@@ -68,16 +71,25 @@ def predict_task(pretrained, manifest: Path, split: str, metric: str | None, par
         path, preds = predict_to_parquet(pretrained.model, data, OUT / f"{data.name}.parquet", Path(".cache/infer"),
                                          cfg, progress=bar.update)
     column = primary_output(data)
-    refs = [p.refs.get(column) for p in preds]
+    frames = is_frame_output(data, column)
+    refs = references(data, column, len(preds)) if frames else [p.refs.get(column) for p in preds]
     outputs = [p.outputs.get(column) for p in preds]
-    if output_field(data, column) == "image":
+    field = output_field(data, column)
+    if field == "image":
         add_column(path, "image", write_pngs(pretrained, outputs, [p.key for p in preds], OUT / data.name))
-    if metric is not None and preds and all(r is not None for r in refs):  # a split with references
-        needs = registry.needs(metric)
+    if frames:  # a motion's .npz, speech's .wav, beside the .npy of the raw frames
+        add_column(path, field, save_frame_outputs(data, column, outputs, [p.key for p in preds], OUT / data.name))
+        outputs = [load_frames(v) for v in outputs]
+    needs = registry.needs(metric) if metric is not None else frozenset()
+    if "transcribe" in needs:
+        log.info("%s: rows not scored: %s transcribes with the speech recognition task (the evaluate stage "
+                 "scores it)", data.name, metric)
+    elif metric is not None and preds and all(r is not None for r in refs):  # a split with references
         decoder = pretrained.image_codes.decode if "image_decoder" in needs and pretrained.image_codes else None
         databases = sample_databases(data, len(preds)) if "databases" in needs else None
+        texts = input_texts(data, len(preds)) if "input_texts" in needs else None
         add_column(path, "score", registry.sample_scores(
-            metric, outputs, registry.EvalData(refs, databases=databases, image_decoder=decoder)))
+            metric, outputs, registry.EvalData(refs, databases=databases, image_decoder=decoder, input_texts=texts)))
     log.info("wrote %d predictions to %s%s", len(preds), path, f", scored by {metric}" if metric else "")
 
 

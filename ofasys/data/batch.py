@@ -42,6 +42,34 @@ class EncoderSegment:
 
 
 @dataclass
+class FrameTargets:
+    """The frame output of a batch (MOTION, AUDIO with `audio_tgt_fbank`; see `Modality.frame_output`):
+    which decoder states predict which frame, and, when training, the frames and the diffusion draws.
+
+    Frame `j` of a sample is predicted by the decoder state at `index[:, j]`: the step whose next-token
+    target is that frame's placeholder (so the state has seen the prompt and the frames before it)."""
+
+    modality: str
+    """The modality whose output head makes the frames (the model's `output_heads` key)."""
+    index: torch.Tensor
+    """B x F long: decoder positions whose states predict frame 0.. of each sample (0 where padding)."""
+    mask: torch.Tensor
+    """B x F bool: True for a real frame."""
+    values: torch.Tensor | None = None
+    """B x F x D float32 targets, normalised by the train split's statistics (None when generating)."""
+    noise: torch.Tensor | None = None
+    """B x F x D standard normal draws for a diffusion head's training (None otherwise): drawn by the
+    collator from the batch's generator, so a resumed run draws the same ones."""
+    level: torch.Tensor | None = None
+    """B noise levels in [0, 1) for a diffusion head's training, drawn with `noise`."""
+
+    def to(self, device: torch.device | str) -> "FrameTargets":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return replace(self, index=move(self.index), mask=move(self.mask), values=move(self.values),
+                       noise=move(self.noise), level=move(self.level))
+
+
+@dataclass
 class Batch:
     """A single-task batch. `target`/`loss_mask` are None at inference time."""
 
@@ -56,6 +84,8 @@ class Batch:
     """B x T bool: True where `target` carries loss (not forced prompt text, not `no_loss`, not pad)."""
     meta: list[dict] = field(default_factory=list)
     """Per-sample metadata from the shard (original image sizes, references) for decoding outputs."""
+    frames: FrameTargets | None = None
+    """The frame output's targets (a template generating MOTION or speech), else None."""
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -67,6 +97,7 @@ class Batch:
             decoder_input=self.decoder_input.to(device),
             target=None if self.target is None else self.target.to(device),
             loss_mask=None if self.loss_mask is None else self.loss_mask.to(device),
+            frames=None if self.frames is None else self.frames.to(device),
         )
 
     def num_target_tokens(self) -> int:

@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ofasys.data.batch import TOKENS, Batch, EncoderSegment
+from ofasys.data.batch import TOKENS, Batch, EncoderSegment, FrameTargets
 from ofasys.data.masking import key_rng, span_mask, token_noise
 from ofasys.data.plan import DEFAULT_MAX_TEXT_TOKENS, MAX_REPEATS, OutputPlan, special_id
 from ofasys.instruction.ast import Group, Instruction, Slot, Special, Template, Text
 from ofasys.data.members import REPEAT_LENGTHS, slot_handler, slot_member
-from ofasys.modalities import IMAGE_CODE_GRID, NO_ASSETS
+from ofasys.modalities import FRAME_STATS, IMAGE_CODE_GRID, NO_ASSETS
 from ofasys.vocab import UnifiedVocab
 
 
@@ -67,11 +67,14 @@ def _pad(rows: Sequence[Sequence[int]], dtype=torch.long) -> tuple[torch.Tensor,
 
 def generation_assets(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """What a task's manifest (or its entry in an export's config) fixes for generation: the grid of
-    the VQ tokenizer its image codes were made with, and how many repetitions a repeat group may make."""
+    the VQ tokenizer its image codes were made with, how many repetitions a repeat group may make, and
+    the statistics its frame outputs are normalised by."""
     assets: dict[str, Any] = {}
     codes = manifest.get("assets", {}).get("image_codes")
     if codes:
         assets[IMAGE_CODE_GRID] = int(codes["grid"])
+    if manifest.get(FRAME_STATS):  # what a frame output is normalised by, and its longest train sample
+        assets[FRAME_STATS] = {k: dict(v) for k, v in manifest[FRAME_STATS].items()}
     if manifest.get("max_repeats") is not None:  # one more than training saw, so a crowded image is not cut short
         assets[MAX_REPEATS] = int(manifest["max_repeats"]) + 1
     return assets
@@ -196,11 +199,16 @@ class Collator:
     # ----- decoder --------------------------------------------------------------------------------
     def decoder_sequence(
         self, template: Template, sample: Sample, rng: np.random.Generator, train: bool
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(seq, noisy seq for decoder input, loss flag per position of seq)."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, np.ndarray] | None]:
+        """(seq, noisy seq for decoder input, loss flag per position of seq, frame output or None).
+
+        A frame output slot (`Modality.frame_output`) is one `<mask>` placeholder per stored frame row,
+        each a target with loss (the model learns to go on, `<mask>`, or stop, `<eos>`); the frame
+        output is (its first placeholder's position in seq, its stored array)."""
         seq: list[np.ndarray] = []
         noisy: list[np.ndarray] = []
         flags: list[np.ndarray] = []
+        frames: tuple[int, np.ndarray] | None = None
         for item in template.resolved_outputs():
             if isinstance(item, Text):
                 ids = np.asarray(self.text_ids(item.text), dtype=np.int64)
@@ -217,6 +225,11 @@ class Collator:
             elif isinstance(item, Group):
                 for ids, loss in self.repetitions(item, sample):
                     seq.append(ids), noisy.append(ids), flags.append(np.full(len(ids), loss, bool))
+            elif isinstance(item, Slot) and slot_handler(item).frame_output:
+                array = sample.arrays[array_key(item)]
+                ids = np.full(slot_handler(item).frame_steps(array), self.vocab.mask, np.int64)
+                frames = (sum(len(x) for x in seq), array)
+                seq.append(ids), noisy.append(ids), flags.append(np.ones(len(ids), bool))
             else:
                 raise NotImplementedError(f"collation of output item {item!r} is not yet supported")
         s = np.concatenate(seq) if seq else np.zeros(0, np.int64)
@@ -226,7 +239,8 @@ class Collator:
             s = np.concatenate([[self.vocab.bos], s]).astype(np.int64)
             n = np.concatenate([[self.vocab.bos], n]).astype(np.int64)
             f = np.concatenate([[False], f])
-        return s, n, f
+            frames = None if frames is None else (frames[0] + 1, frames[1])
+        return s, n, f, frames
 
     def repetitions(self, group: Group, sample: Sample) -> list[tuple[np.ndarray, bool]]:
         """A repeat group's output pieces for one sample, (ids, carries loss), repetition by repetition:
@@ -262,12 +276,13 @@ class Collator:
             raise ValueError("collate needs at least one sample")
         t = self.instruction.templates[self.pick_template(rng) if template is None else template]
         segments = self.encoder_segments(t, samples, rng, train, epoch)
-        inputs, targets, losses = [], [], []
+        inputs, targets, losses, frames = [], [], [], []
         for sample in samples:
-            s, n, f = self.decoder_sequence(t, sample, rng, train)
+            s, n, f, fr = self.decoder_sequence(t, sample, rng, train)
             inputs.append(n[:-1])
             targets.append(s[1:])
             losses.append(f[1:])
+            frames.append(fr)
         decoder_input, _ = _pad(inputs)
         target, valid = _pad(targets)
         loss_mask = torch.zeros_like(valid)
@@ -281,7 +296,54 @@ class Collator:
             target=target,
             loss_mask=loss_mask & valid,
             meta=[s.meta for s in samples],
+            frames=self.frame_targets(t, samples, frames, rng, train),
         )
+
+    def frame_stats(self, member: str) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) the frames of stored array `member` are normalised by: its task's train statistics
+        (`FRAME_STATS`), else none (0, 1) for an instruction no task was trained on."""
+        stats = dict(self.assets.get(FRAME_STATS) or {}).get(member)
+        if not stats:
+            return np.zeros(1, np.float32), np.ones(1, np.float32)
+        return np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
+
+    def frame_slot(self, template: Template) -> Slot | None:
+        """The template's frame output slot (at most one: `plan_members` checks), or None."""
+        for item in template.resolved_outputs():
+            if isinstance(item, Slot) and slot_handler(item).frame_output:
+                return item
+        return None
+
+    def frame_targets(self, template: Template, samples: Sequence[Sample],
+                      frames: Sequence[tuple[int, np.ndarray] | None], rng: np.random.Generator,
+                      train: bool) -> FrameTargets | None:
+        """The batch's `FrameTargets`: frame j of a sample whose placeholders start at seq position p is
+        predicted by decoder position p - 1 + j; values normalised by `frame_stats`; a diffusion head's
+        noise and levels from the batch generator when training, else keyed by sample (reproducible
+        validation losses)."""
+        slot = self.frame_slot(template)
+        if slot is None:
+            return None
+        handler = slot_handler(slot)
+        mean, std = self.frame_stats(array_key(slot))
+        longest = max(len(fr[1]) for fr in frames)
+        width = frames[0][1].shape[1]
+        index = np.zeros((len(samples), longest), np.int64)
+        mask = np.zeros((len(samples), longest), bool)
+        values = np.zeros((len(samples), longest, width), np.float32)
+        for i, (start, array) in enumerate(frames):
+            n = len(array)
+            index[i, :n] = np.arange(start - 1, start - 1 + n)
+            mask[i, :n] = True
+            values[i, :n] = (np.asarray(array, np.float32) - mean) / std
+        noise = level = None
+        if handler.diffusion:
+            draws = [rng if train else key_rng(self.seed, s.key, slot.column or "", "diffusion") for s in samples]
+            noise = np.stack([g.standard_normal((longest, width)).astype(np.float32) for g in draws])
+            level = np.asarray([g.random() for g in draws], np.float32)
+        return FrameTargets(
+            handler.name, torch.from_numpy(index), torch.from_numpy(mask), torch.from_numpy(values),
+            None if noise is None else torch.from_numpy(noise), None if level is None else torch.from_numpy(level))
 
     def plan(self, sample: Sample | None = None, template: int = 0) -> OutputPlan:
         """The generation plan of `template` for `sample`. Shared across samples (built once) unless

@@ -13,8 +13,8 @@ What is counted, exactly as collation builds it:
   the subsampled audio frames). `mask_ratio` span masking only ever shortens a run, so the unmasked
   count is the bound.
 - decoder: the decoder input, `<bos>` (added when the template does not start with it) followed by
-  the output side's tokens; the final token of the sequence (normally `<eos>`) is only ever a
-  target, so it takes no position.
+  the output side's tokens (a frame output: one placeholder per stored frame row); the final token
+  of the sequence (normally `<eos>`) is only ever a target, so it takes no position.
 """
 
 from __future__ import annotations
@@ -87,6 +87,10 @@ class PositionCounter:
             elif isinstance(item, Slot) and _token_run(item):
                 ids = arrays[_key(item)]
                 head, n = (int(ids[0]) if len(ids) else None), len(ids)
+                slots.append(("output", item, n))
+            elif isinstance(item, Slot) and slot_handler(item).frame_output:  # one <mask> step per stored row
+                handler = slot_handler(item)
+                head, n = self.vocab.mask, handler.frame_steps(arrays[_key(item)])
                 slots.append(("output", item, n))
             elif isinstance(item, Group):  # its slots' runs hold every repetition; its prompt text repeats
                 head, n = self._group_positions(item, arrays, meta or {}, slots)

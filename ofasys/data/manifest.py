@@ -63,13 +63,16 @@ def build_manifest(
     limits: Mapping[str, Any] | None = None,
     image_codes: Mapping[str, Any] | None = None,
     max_repeats: int | None = None,
+    frame_stats: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict:
     """Assemble the manifest dict (see contracts: shard sample format). `splits[split]` holds
     num_samples, num_rejects, shards (list of dicts), lengths (stats), lengths_file, lengths_sha256.
     `limits` records the model limit samples were checked against ({"max_positions", "adaptors"},
     None when unchecked), so a reader can tell whether its model takes every sample. `image_codes`
     records the VQ tokenizer image codes were made with (`assets.image_codes`: fingerprint, grid);
-    `max_repeats` the most repetitions of a repeat group in the train split (what generation may emit)."""
+    `max_repeats` the most repetitions of a repeat group in the train split (what generation may emit);
+    `frame_stats` per frame-output array the train split's per-feature mean and std and its most
+    decoder steps (`ofasys.modalities.FRAME_STATS`)."""
     manifest = {
         "format": MANIFEST_FORMAT,
         "task": task,
@@ -89,6 +92,8 @@ def build_manifest(
         manifest["assets"]["image_codes"] = dict(image_codes)
     if max_repeats is not None:
         manifest["max_repeats"] = int(max_repeats)
+    if frame_stats:
+        manifest["frame_stats"] = {k: dict(v) for k, v in frame_stats.items()}
     return manifest
 
 

@@ -178,7 +178,7 @@ def _position_check(cfg: MaterialiseConfig, instruction: Instruction, vocab: Uni
                     members: list[MemberSpec]) -> PositionCheck | None:
     if cfg.model is None:
         return None
-    embedded = sorted({m.modality for m in members if not m.handler.token_run})
+    embedded = sorted({m.modality for m in members if not m.handler.token_run and "input" in m.sides})
     missing = [name for name in embedded if name not in cfg.model.adaptors]
     if missing:
         raise ValueError(f"task {cfg.task!r}: the model has no adaptor for {', '.join(missing)} "
@@ -243,6 +243,9 @@ class _SplitWriter:
         self.groups = sorted({m.group for m in members if m.group})
         self.max_repeats = 0
         """The most repetitions a kept row's repeat group holds (the manifest's generation cap)."""
+        self.frames = {m.name: FrameSums(m.handler, m.column) for m in members
+                       if m.handler.frame_output and "output" in m.sides}
+        """Per frame-output array, the sums its statistics are made of (the manifest's `frame_stats`)."""
 
     def row(self, row: int, values: Mapping[str, Any], labels: dict[str, set[str]] | None):
         """(members for the tar, total length) or raise RowRejected."""
@@ -254,6 +257,8 @@ class _SplitWriter:
                 labels.setdefault(column, set()).add(label)
         for group in self.groups:
             self.max_repeats = max(self.max_repeats, len(out.meta[group[0]][REPEAT_LENGTHS]))
+        for name, sums in self.frames.items():
+            sums.add(out.arrays[name], out.meta.get(sums.column, {}))
         total = max((sum(out.lengths[n] for n in names) for names in self.tmpl_members), default=0)
         info = {
             "task": self.cfg.task,
@@ -268,6 +273,48 @@ class _SplitWriter:
         tar_members = [("json", canonical_json(info).encode("utf-8"))]
         tar_members += [(f"{m.name}.npy", npy_bytes(out.arrays[m.name])) for m in self.members]
         return tar_members, total
+
+
+class FrameSums:
+    """Running sums over one frame-output array's rows, in row order (float64: the same figures on every
+    machine), for the per-feature mean and std the model's frame targets are normalised by."""
+
+    STD_FLOOR = 1e-3
+    """The smallest std recorded: a feature constant over the train split (a padding column) is left
+    as it is rather than blown up."""
+
+    def __init__(self, handler: Any, column: str):
+        self.handler, self.column = handler, column
+        self.count = 0
+        self.total: np.ndarray | None = None
+        self.squares: np.ndarray | None = None
+        self.max_steps = 0
+        self.seconds: list[float] = []
+
+    def add(self, array: np.ndarray, meta: Mapping[str, Any]) -> None:
+        """One kept row's stored array, and its column's meta (a clip's `frame_seconds`)."""
+        if meta.get("frame_seconds"):
+            self.seconds.append(float(meta["frame_seconds"]))
+        rows = np.asarray(array, np.float64)
+        if self.total is None:
+            self.total, self.squares = np.zeros(rows.shape[1]), np.zeros(rows.shape[1])
+        self.count += rows.shape[0]
+        self.total += rows.sum(0)
+        self.squares += (rows * rows).sum(0)
+        self.max_steps = max(self.max_steps, self.handler.frame_steps(array))
+
+    def stats(self) -> dict[str, Any] | None:
+        """{"mean", "std", "max_steps"} rounded to 6 decimals, or None when no row was kept."""
+        if not self.count:
+            return None
+        mean = self.total / self.count
+        std = np.sqrt(np.maximum(self.squares / self.count - mean * mean, 0.0))
+        stats = {"mean": [round(float(x), 6) for x in mean],
+                 "std": [round(float(x), 6) for x in np.maximum(std, self.STD_FLOOR)],
+                 "max_steps": int(self.max_steps)}
+        if self.seconds:  # how long a generated frame lasts (a motion clip's playback rate)
+            stats["frame_seconds"] = round(float(np.median(self.seconds)), 6)
+        return stats
 
 
 def materialise_task(cfg: MaterialiseConfig) -> MaterialiseReport:
@@ -316,6 +363,7 @@ def _write_task(
     split_entries: dict[str, dict] = {}
     needed = list(dict.fromkeys(m.column for m in members))
     max_repeats: dict[str, int] = {}
+    frame_stats: dict[str, dict[str, Any]] = {}
 
     for split in splits:
         writer = _SplitWriter(cfg, vocab, members, tmpl_members, split, check, image_codes)
@@ -348,6 +396,8 @@ def _write_task(
                 bar.update(batch.num_rows)
         infos = shards.close()
         max_repeats[split] = writer.max_repeats
+        if split == (label_split or splits[0]):  # what the frames are normalised by: the train split's
+            frame_stats = {name: sums.stats() for name, sums in writer.frames.items() if sums.stats()}
         lengths_arr = np.asarray(lengths, dtype=np.int32)
         lengths_path = out_dir / lengths_file_name(split)
         atomic_write_bytes(lengths_path, npy_bytes(lengths_arr))
@@ -382,6 +432,7 @@ def _write_task(
         image_codes=None if image_codes is None else image_codes_entry(image_codes),
         max_repeats=(max_repeats.get(CLOSED_SET_SPLIT, max(max_repeats.values(), default=0))
                      if any(m.group for m in members) else None),
+        frame_stats=frame_stats or None,
     )
     manifest_path = out_dir / MANIFEST_NAME
     write_manifest(manifest_path, manifest)

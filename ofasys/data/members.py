@@ -137,6 +137,10 @@ def plan_members(instruction: Instruction) -> list[MemberSpec]:
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for template in instruction.templates:
         in_group = _group_columns(template)
+        frame_slots = [s for side, s in template.slots() if side == "output" and slot_handler(s).frame_output]
+        if len(frame_slots) > 1:
+            raise _unsupported(template, frame_slots[1], "a second frame output (MOTION, speech) in one template",
+                               "generate one of them per task")
         for side, slot in template.slots():
             mod = slot.modality
             modality = MODALITIES[mod]
@@ -148,9 +152,14 @@ def plan_members(instruction: Instruction) -> list[MemberSpec]:
             if pre not in (None, "default") and modality.preprocess.get(pre) is not None:
                 raise _unsupported(template, slot, f"{mod} with preprocess={pre}",
                                    f"{modality.preprocess[pre]}; remove preprocess= (the default is supported)")
-            if side == "output" and not modality.is_token_run(pre):
-                raise _unsupported(template, slot, f"generating {mod}",
+            if side == "output" and not handler.token_run and not handler.frame_output:
+                generated = [p for p in modality.preprocess if modality.variant(p).frame_output]
+                raise _unsupported(template, slot, f"generating {mod}" + (f" with preprocess={pre}" if pre else ""),
+                                   f"write preprocess={generated[0]} on the output slot" if generated else
                                    f"{mod} slots are supported on the input side only")
+            if side == "input" and not handler.input_side:
+                raise InstructionError(f"{mod} with preprocess={pre} is what the model generates, not what it reads",
+                                       template.source, slot.pos, "remove preprocess= from the input slot")
             if not modality.is_token_run(pre) and slot.attrs.get("mask_ratio"):
                 raise _unsupported(template, slot, f"mask_ratio on {mod}", f"remove mask_ratio from the {mod} slot")
             if slot.column is None:

@@ -149,7 +149,7 @@ class OutputPlan:
                         raise ValueError(f"generated id {t} at {pos} is not allowed in '{step.column}' ({step.modality})")
                     ids.append(t)
                     pos += 1
-            elif step.kind == "run":
+            elif step.kind in ("run", "frames"):  # a frame output's placeholders: kept as their positions
                 ids = outputs.setdefault(k, [])
                 open_end = step.terminator is None
                 while True:
@@ -170,7 +170,7 @@ class OutputPlan:
                         break
                     if t not in step.allowed or len(ids) >= step.max_length:
                         raise ValueError(f"generated id {t} at {pos - 1} is not allowed in the text of '{step.column}'")
-                    ids.append(t)
+                    ids.append(t if step.kind == "run" else pos - 1)
             elif step.kind == "closed":
                 ids = outputs.setdefault(k, [])
                 open_end = step.terminator is None
@@ -219,8 +219,24 @@ class OutputPlan:
         except ValueError:
             return True
 
+    def frame_output(self, generated: Sequence[int]) -> tuple[OutputStep, Modality, list[int]] | None:
+        """(the frame output's step, its modality's handler, the positions in `generated` of its
+        placeholders), or None when the plan has no frame output. Generation cut inside the
+        placeholders keeps those it made."""
+        k = next((i for i, step in enumerate(self.steps) if step.kind == "frames"), None)
+        if k is None:
+            return None
+        generated = list(generated)
+        for n in range(len(generated), -1, -1):  # the longest prefix that stays in the plan
+            try:
+                _, _, outputs = self._walk(generated[:n])
+                break
+            except ValueError:
+                continue
+        return self.steps[k], self.handlers.get(k) or MODALITIES[self.steps[k].modality], list(outputs.get(k, []))
+
     def decode(self, generated: Sequence[int], meta: Mapping[str, Any] | None = None,
-               logprobs: Sequence[float] | None = None) -> dict[str, Any]:
+               logprobs: Sequence[float] | None = None, frames: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """{column: value} for every generated slot, typed by its modality's `decode_output` (TEXT ->
         str, BOX -> [x0, y0, x1, y1] in the original image's pixels or None when incomplete). `meta`
         is the sample json (or its "meta"): a BOX needs {its image column: {"width", "height"}}.
@@ -228,7 +244,9 @@ class OutputPlan:
         doc), each scored by the mean `logprobs` (one per generated id) of its ids, as a probability.
         Tolerates a trailing `<eos>` and truncation (a repetition cut short is left out). The search
         returns ids without the `<eos>` that ended them, so that `<eos>` is put back first: only it says
-        that a group's last label is complete (a label could go on with another of its tokens)."""
+        that a group's last label is complete (a label could go on with another of its tokens).
+        A frame output's value is its modality's `decode_frames` of `frames[column]` (what the output
+        head made of the placeholders' states), or None when `frames` lacks it."""
         generated = list(generated)
         try:
             if not generated or generated[-1] != self.vocab.eos:
@@ -258,6 +276,11 @@ class OutputPlan:
                 continue
             if step.kind == "repeat":
                 result.update(self._decode_group(step, outputs.get(k, []), meta, generated, logprobs))
+                continue
+            if step.kind == "frames":
+                made = (frames or {}).get(step.column)
+                handler = self.handlers.get(k) or MODALITIES[step.modality]
+                result[step.column] = None if made is None else handler.decode_frames(made)
                 continue
             result[step.column] = self._decode_step(self.handlers.get(k), step, outputs.get(k, []), meta)
         return result

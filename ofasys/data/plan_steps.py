@@ -75,7 +75,7 @@ def _max_tokens(steps: Sequence[Step]) -> int:
     for s in steps:
         if s.kind == "forced":
             total += len(s.tokens)
-        elif s.kind == "run":
+        elif s.kind in ("run", "frames"):
             total += s.max_length + 1
         elif s.kind == "fixed":
             total += s.length
@@ -90,7 +90,7 @@ def _first_ids(step: Step) -> tuple[int, ...]:
     """The ids a step may start with."""
     if step.kind == "forced":
         return (step.tokens[0],)
-    if step.kind in ("fixed", "run"):
+    if step.kind in ("fixed", "run", "frames"):
         return tuple(step.allowed)
     if step.kind == "closed":
         return tuple(sorted(step.trie.children))

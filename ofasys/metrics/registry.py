@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ofasys.metrics import boxes, detection, error_rates, images, sql, text
+from ofasys.metrics import boxes, detection, error_rates, images, motion, speech, sql, text
 from ofasys.metrics.common import most_common, normalise
 
 
@@ -45,6 +46,11 @@ class EvalData:
     image_decoder: Callable[[np.ndarray], np.ndarray] | None = field(default=None, metadata=_SHARED)
     """The VQ tokenizer's decoder, one for all samples: an int array N x grid x grid of codes -> N x H x
     W x 3 uint8 images (pixel error compares decoded images)."""
+    input_texts: Sequence[str] | None = None
+    """Each sample's input text: what a generated motion or speech is of (its label, its sentence)."""
+    transcribe: Callable[[Sequence[Any]], list[str]] | None = field(default=None, metadata=_SHARED)
+    """The run's own speech recognition: T x 80 log-mel arrays (None for a failed output) -> their
+    transcripts, in one batched call (what generated speech is scored by)."""
 
     def need(self, what: str, metric: str) -> Any:
         value = getattr(self, what)
@@ -125,6 +131,21 @@ def _mean_object(data: EvalData) -> list[Any]:
     return [[dict(obj)] for _ in data.references]
 
 
+def _mean_pose(data: EvalData) -> list[Any]:
+    return [motion.mean_pose_sequence(list(data.train_references))] * len(data.references)
+
+
+def _mean_fbank(data: EvalData) -> list[Any]:
+    return [speech.mean_fbank_sequence(list(data.train_references))] * len(data.references)
+
+
+def _transcript_errors(outputs: Sequence[Any], data: EvalData) -> list[float]:
+    """Each generated speech's WER against its sentence, all transcribed in one call."""
+    heard = data.need("transcribe", "tts_wer")(list(outputs))
+    said = _texts(data.need("input_texts", "tts_wer"))
+    return [error_rates.wer([h], [r]) for h, r in zip(heard, said)]
+
+
 def _labels(values: Sequence[Any]) -> list[str | None]:
     return [None if v is None else str(v).strip() for v in values]
 
@@ -203,6 +224,27 @@ METRICS: dict[str, Metric] = {
         description="mean absolute pixel difference (0-255) between the decoded output and the decoded "
                     "reference codes (an incomplete output is mid-grey); baseline: the mean decoded "
                     "training image"),
+    "motion_match": Metric(
+        lambda out, d: motion.motion_match(list(out), list(d.references), _texts(d.need("input_texts", "motion_match"))),
+        _mean_pose, ("motion",), needs=frozenset({"input_texts"}),
+        per_sample=lambda out, d: motion.motion_match_scores(list(out), list(d.references),
+                                                             _texts(d.need("input_texts", "motion_match"))),
+        description="share of generated clips whose nearest test clip (per-feature mean and spread over time, "
+                    "standardised) is of the clip's own label: nearest-neighbour label retrieval, as text-to-motion "
+                    "papers' R-precision top 1; baseline: the mean training pose sequence for every label"),
+    "tts_wer": Metric(
+        lambda out, d: error_rates.wer(d.need("transcribe", "tts_wer")(list(out)), _texts(d.need("input_texts", "tts_wer"))),
+        _mean_fbank, ("audio",), higher_is_better=False, companions=("fbank_l1",), perfect=0.0,
+        needs=frozenset({"transcribe", "input_texts"}), per_sample=_transcript_errors,
+        description="corpus word error rate of the run's own speech recognition task on the generated speech "
+                    "against the sentence it was to say; baseline: the mean training fbank sequence for every "
+                    "sentence"),
+    "fbank_l1": Metric(
+        lambda out, d: speech.fbank_l1(list(out), list(d.references)), _mean_fbank, ("audio",),
+        higher_is_better=False, perfect=0.0,
+        per_sample=lambda out, d: speech.fbank_l1_scores(list(out), list(d.references)),
+        description="mean absolute log-mel difference to the reference speech, the output resampled to the "
+                    "reference's length; baseline: the mean training fbank sequence"),
 }
 """Every metric a task can select (`tasks.<name>.metric`), by name."""
 
@@ -273,8 +315,8 @@ than twice as common as the most common reference: a model answering the same fo
 def _hashable(value: Any) -> Any:
     """Lists and arrays (boxes, VQ code lists) as tuples, compared by value; an array's repr would
     elide the middle of a long code list."""
-    if isinstance(value, np.ndarray):
-        return tuple(value.ravel().tolist())
+    if isinstance(value, np.ndarray):  # by content: a frame output's thousands of numbers, digested
+        return (value.shape, hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest())
     return tuple(value) if isinstance(value, list) else value
 
 

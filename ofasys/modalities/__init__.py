@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ofasys.modalities.audio import Audio
-from ofasys.modalities.base import IMAGE_CODE_GRID, NO_ASSETS, Materialised, Modality, OutputStep, RejectRow, RowContext
+from ofasys.modalities.base import FRAME_STATS, IMAGE_CODE_GRID, NO_ASSETS, Materialised, Modality, OutputStep, RejectRow, RowContext
 from ofasys.modalities.box import Box
 from ofasys.modalities.category import Category
 from ofasys.modalities.image import Image
@@ -39,4 +39,4 @@ def get(name: str) -> Modality:
         raise KeyError(f"unknown modality {name!r}; known: {', '.join(MODALITIES)}") from None
 
 
-__all__ = ["IMAGE_CODE_GRID", "MODALITIES", "NO_ASSETS", "Materialised", "Modality", "OutputStep", "RejectRow", "RowContext", "get"]
+__all__ = ["FRAME_STATS", "IMAGE_CODE_GRID", "MODALITIES", "NO_ASSETS", "Materialised", "Modality", "OutputStep", "RejectRow", "RowContext", "get"]

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ofasys.modalities.base import Materialised, Modality, RejectRow, RowContext, is_missing, media_path
+from ofasys.modalities.base import NO_ASSETS, Materialised, Modality, RejectRow, RowContext, is_missing, media_path
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch.nn as nn
@@ -112,27 +112,92 @@ def _samples(array: np.ndarray, rate: Any) -> tuple[np.ndarray, int]:
     return data, int(rate)
 
 
-def fbank(samples: np.ndarray, rate: int) -> np.ndarray:
-    """T x 80 float32 utterance-normalised log-mel filterbank of mono float samples at `rate` Hz."""
+def raw_fbank(samples: np.ndarray, rate: int) -> np.ndarray:
+    """T x 80 float32 Kaldi log-mel filterbank of mono float samples at `rate` Hz, not normalised: what
+    speech is generated as (`audio_tgt_fbank`), since a waveform can be recovered only from absolute
+    levels."""
     import torch
     import torchaudio
 
     wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))[None]
     if rate != SAMPLE_RATE:
         wave = torchaudio.functional.resample(wave, rate, SAMPLE_RATE)
-    feats = torchaudio.compliance.kaldi.fbank(
+    return torchaudio.compliance.kaldi.fbank(
         wave * 32768.0,  # Kaldi's features are defined on 16-bit sample values
         num_mel_bins=NUM_MEL_BINS, frame_length=FRAME_LENGTH_MS, frame_shift=FRAME_SHIFT_MS,
         sample_frequency=SAMPLE_RATE, dither=0.0, energy_floor=0.0,
     ).numpy()
+
+
+def utterance_normalised(feats: np.ndarray) -> np.ndarray:
+    """Zero mean and unit variance per dimension over the utterance (what the encoder reads)."""
     mean, std = feats.mean(0, keepdims=True), feats.std(0, keepdims=True)
     return (feats - mean) / np.maximum(std, 1e-5)
+
+
+def fbank(samples: np.ndarray, rate: int) -> np.ndarray:
+    """T x 80 float32 utterance-normalised log-mel filterbank of mono float samples at `rate` Hz."""
+    return utterance_normalised(raw_fbank(samples, rate))
+
+
+FRAMES_PER_STEP = 4
+"""Fbank frames one decoder step of generated speech makes (Tacotron's reduction factor): 40 ms a step,
+so two seconds of speech take 50 decoder positions instead of 200."""
+TARGET_WIDTH = FRAMES_PER_STEP * NUM_MEL_BINS
+"""Numbers per stored row of an `audio_tgt_fbank` array: `FRAMES_PER_STEP` frames side by side."""
+
+
+@dataclass(frozen=True)
+class SpeechHeadConfig:
+    """`model.output_heads.AUDIO`: how decoder states become fbank frames (`ofasys.modalities.heads`)."""
+
+    hidden: int = 128
+    """Channels of the post-net's convolutions."""
+    postnet_layers: int = 2
+    """Convolutions of the residual post-net (Tacotron 2 uses 5 of 512 channels; 2 of 128 suit the tiny
+    CPU model)."""
+    kernel_size: int = 5
+    """Kernel of each post-net convolution (odd: padding keeps the frames aligned)."""
+    loss_weight: float = 1.0
+    """Weight of the frames' L1 loss beside the placeholders' go-on/stop cross-entropy."""
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "postnet_layers"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.kernel_size <= 0 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd number, got {self.kernel_size}")
+        if not self.loss_weight > 0:
+            raise ValueError(f"loss_weight must be positive, got {self.loss_weight}")
+
+
+def _decoded_mono(value: Any, ctx: RowContext) -> tuple[np.ndarray, np.ndarray, int]:
+    """(samples as frames x channels, their channel mean, the rate) of a raw cell, or RejectRow."""
+    data, rate = read_audio(value, ctx.base_dir)
+    if data.shape[0] == 0:
+        raise RejectRow("audio has no samples")
+    if not np.isfinite(data).all():
+        raise RejectRow("audio has NaN or infinite samples")
+    mono = data.mean(axis=1)
+    if mono.shape[0] < rate * FRAME_LENGTH_MS / 1000.0:
+        raise RejectRow(f"audio is shorter than one {FRAME_LENGTH_MS:g} ms frame ({mono.shape[0]} samples at {rate} Hz)")
+    return data, mono, rate
+
+
+def _frame_limits(feats: np.ndarray, attrs: Mapping[str, Any]) -> np.ndarray:
+    """`feats` cut to the slot's `max_length` frames, or RejectRow below its `min_length`."""
+    min_length = int(attrs.get("min_length") or 0)
+    if feats.shape[0] < min_length:
+        raise RejectRow(f"audio has {feats.shape[0]} frames, fewer than min_length={min_length}")
+    max_length = attrs.get("max_length")
+    return feats[: int(max_length)] if max_length else feats
 
 
 class Audio(Modality):
     name = "AUDIO"
     doc = "wav/flac/ogg/mp3 path, bytes or samples -> float16 T x 80 fbank (16 kHz); conv x4 subsampling adaptor"
     dtype = "float16"
+    speech = True
     token_run = False
     media_files = True
     shrink_hint = "add max_length= (frames) to the AUDIO slot"
@@ -141,34 +206,33 @@ class Audio(Modality):
     preprocess = {
         "default": None,
         "audio": None,
+        "audio_tgt_fbank": None,
         "audio_embed": "not supported yet: pre-computed audio embeddings; use the default (fbank of the waveform)",
     }
     adaptors = {
         "default": None,
         "audio_fbank": None,
-        "audio_tgt_fbank": "not supported yet: generating speech needs an fbank output head",
+        "audio_tgt_fbank": None,
     }
     adaptor_config = AudioAdaptorConfig
+    head_config = SpeechHeadConfig
+
+    def variant(self, preprocess: str | None) -> Modality:
+        return AUDIO_TARGET if preprocess == "audio_tgt_fbank" else self
+
+    def build_output_head(self, model: "ModelConfig") -> "nn.Module":
+        from ofasys.modalities.heads import RegressionHead
+
+        cfg = model.output_head(self.name)
+        return RegressionHead(TARGET_WIDTH, model.d_model, hidden=cfg.hidden, postnet_layers=cfg.postnet_layers,
+                              kernel_size=cfg.kernel_size, loss_weight=cfg.loss_weight)
 
     def shape(self, image_size: int) -> list[int | None]:
         return [None, NUM_MEL_BINS]
 
     def materialise(self, value: Any, attrs: Mapping[str, Any], ctx: RowContext) -> Materialised:
-        data, rate = read_audio(value, ctx.base_dir)
-        if data.shape[0] == 0:
-            raise RejectRow("audio has no samples")
-        if not np.isfinite(data).all():
-            raise RejectRow("audio has NaN or infinite samples")
-        mono = data.mean(axis=1)
-        if mono.shape[0] < rate * FRAME_LENGTH_MS / 1000.0:
-            raise RejectRow(f"audio is shorter than one {FRAME_LENGTH_MS:g} ms frame ({mono.shape[0]} samples at {rate} Hz)")
-        feats = fbank(mono, rate)
-        min_length = int(attrs.get("min_length") or 0)
-        if feats.shape[0] < min_length:
-            raise RejectRow(f"audio has {feats.shape[0]} frames, fewer than min_length={min_length}")
-        max_length = attrs.get("max_length")
-        if max_length:
-            feats = feats[: int(max_length)]
+        data, mono, rate = _decoded_mono(value, ctx)
+        feats = _frame_limits(fbank(mono, rate), attrs)
         meta = {"duration": round(data.shape[0] / rate, 6), "sample_rate": rate, "channels": int(data.shape[1])}
         return Materialised(feats.astype(np.float16), meta=meta)
 
@@ -190,6 +254,89 @@ class Audio(Modality):
 
     def build_adaptor(self, model: "ModelConfig") -> "nn.Module":
         return _adaptor_class()(model.adaptor(self.name), model.d_model)
+
+
+class AudioTarget(Modality):
+    """An AUDIO output slot with `preprocess=audio_tgt_fbank`: speech to generate, as raw log-mel frames.
+
+    Stored as float16 rows of `FRAMES_PER_STEP` consecutive 80-dim Kaldi fbank frames (the last row
+    filled by repeating the final frame), not normalised per utterance: a waveform can be recovered
+    from absolute levels only (`ofasys.modalities.speech_synthesis`). The model generates one row per
+    decoder step through its AUDIO output head (`SpeechHeadConfig`) and stops with `<eos>`; the decoded
+    value is the T x 80 log-mel array, which `OFASys.inference(...).audio` turns into a waveform."""
+
+    name = "AUDIO"
+    member_tag = "audio_tgt"
+    doc = "preprocess=audio_tgt_fbank: speech to generate, as raw 80-dim fbank frames (4 per decoder step)"
+    dtype = "float16"
+    speech = True
+    token_run = False
+    media_files = True
+    frame_output = True
+    input_side = False
+    output_field = "audio"
+    materialise_attrs = ("max_length", "min_length")
+
+    def shape(self, image_size: int) -> list[int | None]:
+        return [None, TARGET_WIDTH]
+
+    def materialise(self, value: Any, attrs: Mapping[str, Any], ctx: RowContext) -> Materialised:
+        data, mono, rate = _decoded_mono(value, ctx)
+        feats = _frame_limits(raw_fbank(mono, rate), attrs)
+        rows = -(-feats.shape[0] // FRAMES_PER_STEP)
+        padded = np.concatenate([feats, np.repeat(feats[-1:], rows * FRAMES_PER_STEP - feats.shape[0], 0)])
+        meta = {"duration": round(data.shape[0] / rate, 6), "sample_rate": rate, "channels": int(data.shape[1]),
+                "frames": int(feats.shape[0])}
+        return Materialised(padded.reshape(rows, TARGET_WIDTH).astype(np.float16), meta=meta)
+
+    def encoder_positions(self, array: np.ndarray, attrs: Mapping[str, Any], model: "ModelConfig") -> int:
+        return 0  # never on the input side (`input_side`)
+
+    def max_steps(self, attrs: Mapping[str, Any]) -> int | None:
+        value = attrs.get("max_length")
+        return None if value is None else -(-int(value) // FRAMES_PER_STEP)
+
+    def output_step(self, column, attrs, vocab, *, terminator, closed_labels, default_max, assets=NO_ASSETS):
+        return self.frame_output_step(column, attrs, vocab, terminator, assets)
+
+    def decode_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Generated rows -> the T x 80 float32 log-mel frames they hold."""
+        return np.asarray(frames, np.float32).reshape(-1, NUM_MEL_BINS)
+
+    def typed_output(self, value: Any, stats: Mapping[str, Any]) -> "GeneratedSpeech":
+        return GeneratedSpeech(np.asarray(value, np.float32))
+
+    def save_output(self, value: Any, stem: Path, stats: Mapping[str, Any]) -> Path:
+        """A 16 kHz 16-bit WAV of the log-mel frames, by Griffin-Lim (`speech_synthesis`)."""
+        from ofasys.modalities.speech_synthesis import waveform_from_fbank, write_wav
+
+        return write_wav(stem.with_name(stem.name + ".wav"), waveform_from_fbank(value), SAMPLE_RATE)
+
+
+AUDIO_TARGET = AudioTarget()
+
+
+@dataclass(frozen=True)
+class GeneratedSpeech:
+    """Generated speech (`OFASys.inference(...).audio`): its log-mel frames, and the waveform Griffin-Lim
+    recovers from them."""
+
+    fbank: np.ndarray
+    """T x 80 float32 raw Kaldi log-mel frames, 10 ms apart."""
+    sample_rate: int = SAMPLE_RATE
+
+    @functools.cached_property
+    def waveform(self) -> np.ndarray:
+        """float32 mono samples in [-1, 1] at `sample_rate` (`speech_synthesis.waveform_from_fbank`)."""
+        from ofasys.modalities.speech_synthesis import waveform_from_fbank
+
+        return waveform_from_fbank(self.fbank)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the waveform as a 16-bit WAV."""
+        from ofasys.modalities.speech_synthesis import write_wav
+
+        return write_wav(path, self.waveform, self.sample_rate)
 
 
 def spec_augment(frames: np.ndarray, rng: np.random.Generator) -> None:

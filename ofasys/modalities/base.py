@@ -143,6 +143,15 @@ def media_path(value: str | Path, base_dir: Path | None, what: str) -> Path:
 NO_ASSETS: Mapping[str, Any] = {}
 IMAGE_CODE_GRID = "image_code_grid"
 """Key of `assets` (see `Modality.output_step`): codes per side of the VQ image tokenizer."""
+FRAME_STATS = "frame_stats"
+"""Key of `assets` (and of a manifest): per stored frame-output array (`<column>.<tag>`), the train
+split's per-feature `mean` and `std` (what the model's frame targets are normalised by) and `max_steps`
+(the most decoder steps a train sample's frames took: the generation cap)."""
+DEFAULT_MAX_FRAME_STEPS = 256
+"""Generation cap, in decoder steps, of a frame output when neither its slot nor its task's train split
+says more."""
+FRAME_CAP_MARGIN = 1.25
+"""A frame output may run this much longer than the train split's longest (a slower reading of a text)."""
 
 SUPPORTED = None
 """Value of a `preprocess` / `adaptors` entry that works (any other value is why it doesn't, yet)."""
@@ -194,6 +203,21 @@ class Modality:
     pictures: ClassVar[bool] = False
     """Whether its column values are still pictures (IMAGE, as pixels or codes): what the VQ image
     tokenizer may learn from."""
+    frame_output: ClassVar[bool] = False
+    """Whether an output slot of it is generated as continuous frames (MOTION's joint rotations,
+    AUDIO's fbank with `audio_tgt_fbank`) rather than tokens: the decoder runs over one placeholder
+    (`<mask>`) step per stored frame row, learning to continue (`<mask>`) or stop (`<eos>`) as tokens,
+    and the modality's output head (`build_output_head`) turns the states of those steps into frames."""
+    speech: ClassVar[bool] = False
+    """Whether its values are speech: a speech recognition task reads such an input slot (and
+    transcribes generated speech, `tts_wer`)."""
+    input_side: ClassVar[bool] = True
+    """False for a variant that is only ever generated (AUDIO with `audio_tgt_fbank`)."""
+    diffusion: ClassVar[bool] = False
+    """Whether its output head is trained by denoising (the collator then draws each frame output's
+    noise and noise level, so that a resumed run draws the same)."""
+    head_config: ClassVar[type | None] = None
+    """Dataclass of the output head's settings (`model.output_heads.<NAME>` in params.yaml)."""
     member_tag: ClassVar[str | None] = None
     """What names its stored array after the column (`<column>.<tag>.npy`); the modality's name in
     lower case when None. A variant that stores other data (IMAGE as VQ codes: "image_codes") has
@@ -293,3 +317,48 @@ class Modality:
         """The typed value of generated `ids`. `context` is the meta of the column this modality
         `needs` (e.g. the image's original size for BOX), empty otherwise."""
         raise NotImplementedError(f"decoding {self.name} is not supported yet")
+
+    # ----- frame outputs (`frame_output`) ---------------------------------------------------------
+    def build_output_head(self, model: "ModelConfig") -> "nn.Module":
+        """The module that makes this modality's frames from decoder states (see `frame_output`):
+        `loss(states, targets, mask, noise, level)` -> (loss summed over real frames, frames) and
+        `generate(states, mask, noise)` -> frames, all in the normalised units of `FRAME_STATS`."""
+        raise NotImplementedError(f"{self.name} has no output head")
+
+    def decode_frames(self, frames: np.ndarray) -> Any:
+        """The typed value of generated frames (steps x stored width, in the stored array's units)."""
+        raise NotImplementedError(f"{self.name} has no frame output")
+
+    def typed_output(self, value: Any, stats: Mapping[str, Any]) -> Any:
+        """What `OFASys.inference(...)` hands users for a decoded frame output (a motion they can save
+        and play, speech they can listen to); `stats` is its task's `FRAME_STATS` entry."""
+        return value
+
+    def save_output(self, value: Any, stem: Path, stats: Mapping[str, Any]) -> Path:
+        """Write a decoded frame output as the file its users open (`<stem>.<suffix>`: a motion's .npz,
+        speech's .wav), atomically; `stats` is its task's `FRAME_STATS` entry. Returns the path."""
+        raise NotImplementedError(f"{self.name} has no frame output")
+
+    def frame_steps(self, array: np.ndarray) -> int:
+        """Decoder steps a stored frame-output array takes (one per stored row)."""
+        return int(array.shape[0])
+
+    def frame_output_step(self, column: str, attrs: Mapping[str, Any], vocab: UnifiedVocab,
+                          terminator: int | None, assets: Mapping[str, Any]) -> OutputStep:
+        """The generation constraint of a frame output: `<mask>` steps until `terminator`, at least one,
+        at most the slot's `max_length` (in steps), else `FRAME_CAP_MARGIN` x the train split's longest,
+        else `DEFAULT_MAX_FRAME_STEPS`."""
+        if terminator is None:
+            raise ValueError(f"a {self.name} output must be followed by <EOS> or prompt text (where it stops)")
+        stats = dict(assets.get(FRAME_STATS) or {}).get(f"{column}.{self.tag}") or {}
+        cap = self.max_steps(attrs)
+        if cap is None:
+            seen = int(stats.get("max_steps") or 0)
+            cap = int(seen * FRAME_CAP_MARGIN) + 1 if seen else DEFAULT_MAX_FRAME_STEPS
+        return OutputStep(kind="frames", column=column, modality=self.name, allowed=(vocab.mask,),
+                          terminator=terminator, max_length=cap, min_length=1)
+
+    def max_steps(self, attrs: Mapping[str, Any]) -> int | None:
+        """The most decoder steps a slot's `max_length` allows, or None when it sets none."""
+        value = attrs.get("max_length")
+        return None if value is None else int(value)

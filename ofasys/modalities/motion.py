@@ -33,6 +33,11 @@ frame (velocities stay those of the full-rate clip), `min_length` rejects a clip
 frames, and `max_length` keeps the first frames. The sample's meta holds the raw frame count and the
 clip's duration.
 
+Generated motion goes back the other way: `frames_from_features` rebuilds playable DeepMimic frames
+from (possibly off-manifold) T x 82 features, and `save_motion` writes them as .npz or DeepMimic JSON.
+The root's yaw and floor position are not in the features, so a rebuilt clip starts at x = z = 0
+facing the identity heading; everything the features hold comes back.
+
 The adaptor (`motion_6d`, the default): optional temporal subsampling (`subsample` consecutive
 frames concatenated into one position, like speech's frame stacking) and an MLP frame encoder
 (Linear-GELU-Linear to the model width); the encoder adds its 1-D positions. A clip of T frames
@@ -49,6 +54,8 @@ from __future__ import annotations
 import functools
 import io
 import json
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ofasys.modalities.base import Materialised, Modality, RejectRow, RowContext, is_missing, media_path
+from ofasys.modalities.base import NO_ASSETS, Materialised, Modality, RejectRow, RowContext, is_missing, media_path
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch.nn as nn
@@ -279,6 +286,34 @@ def _int_attr(attrs: Mapping[str, Any], key: str, default: int) -> int:
     return default if value is None else int(value)
 
 
+@dataclass(frozen=True)
+class GeneratedMotion:
+    """A generated clip (`OFASys.inference(...).motion`): its features and how long a frame lasts."""
+
+    features: np.ndarray
+    """T x 82 float32: 6-D joint rotations and the root's up direction, velocities and height."""
+    frame_seconds: float
+
+    @property
+    def frames(self) -> np.ndarray:
+        """T x 44 DeepMimic humanoid frames (playable in pybullet's DeepMimic environment)."""
+        return frames_from_features(self.features, self.frame_seconds)
+
+    def save(self, path: str | Path) -> Path:
+        """Write it as .npz (features and frames) or DeepMimic .json / .txt; see `save_motion`."""
+        return save_motion(path, self.features, self.frame_seconds)
+
+
+DEFAULT_FRAME_SECONDS = 1.0 / 30.0
+"""Frame duration of a generated clip when its task's statistics do not record the train clips' own."""
+
+
+def frame_seconds_of(stats: Mapping[str, Any]) -> float:
+    """How long one generated frame lasts: the train clips' median (`frame_seconds` of a task's frame
+    statistics), else `DEFAULT_FRAME_SECONDS`."""
+    return float(stats.get("frame_seconds") or DEFAULT_FRAME_SECONDS)
+
+
 # ----- the modality ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -301,12 +336,45 @@ class MotionAdaptorConfig:
         return -(-int(frames) // self.subsample)
 
 
+@dataclass(frozen=True)
+class MotionHeadConfig:
+    """`model.output_heads.MOTION`: the diffusion head that generates clips (`ofasys.modalities.heads`)."""
+
+    hidden: int = 128
+    """Width of the denoiser's frames."""
+    layers: int = 2
+    """Residual convolution blocks over frames."""
+    kernel_size: int = 5
+    """Frames each convolution sees (odd: padding keeps the frames aligned)."""
+    sampling_steps: int = 20
+    """DDIM steps from noise to a clip at generation (more: slower, finer)."""
+    loss_weight: float = 1.0
+    """Weight of the denoising loss beside the placeholders' go-on/stop cross-entropy."""
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "layers", "sampling_steps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.kernel_size <= 0 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd number, got {self.kernel_size}")
+        if not self.loss_weight > 0:
+            raise ValueError(f"loss_weight must be positive, got {self.loss_weight}")
+
+
 class Motion(Modality):
+    """Read as frames by its adaptor on the input side; generated on the output side, one decoder step
+    per stored frame, by a diffusion head conditioned on those steps' states (OFASys's `motion_6d`)."""
+
     name = "MOTION"
-    doc = "DeepMimic humanoid clip (JSON / .npy / .npz) -> float16 T x 82 (6-D joint rotations + root); frame MLP"
+    doc = ("DeepMimic humanoid clip (JSON / .npy / .npz) -> float16 T x 82 (6-D joint rotations + root); frame "
+           "MLP in, diffusion head out")
     dtype = "float16"
     token_run = False
     media_files = True
+    frame_output = True
+    diffusion = True
+    output_field = "motion"
+    head_config = MotionHeadConfig
     shrink_hint = ("add sample_rate= or max_length= (frames) to the MOTION slot, or raise "
                    "model.adaptors.MOTION.subsample")
     attributes = {"MOTION": frozenset({"max_length", "min_length", "preprocess", "adaptor", "disable_auto_boseos",
@@ -331,7 +399,9 @@ class Motion(Modality):
         max_length = attrs.get("max_length")
         if max_length:
             feats = feats[: int(max_length)]
-        meta = {"frames": int(frames.shape[0]), "seconds": round(float(frames[:-1, 0].sum()), 6)}
+        seconds = float(frames[:-1, 0].sum())
+        meta = {"frames": int(frames.shape[0]), "seconds": round(seconds, 6),
+                "frame_seconds": round(seconds / max(frames.shape[0] - 1, 1) * sample_rate, 6)}
         return Materialised(feats.astype(np.float16), meta=meta)
 
     def encoder_positions(self, array: np.ndarray, attrs: Mapping[str, Any], model: "ModelConfig") -> int:
@@ -350,6 +420,28 @@ class Motion(Modality):
 
     def build_adaptor(self, model: "ModelConfig") -> "nn.Module":
         return _adaptor_class()(model.adaptor(self.name), model.d_model)
+
+    def build_output_head(self, model: "ModelConfig") -> "nn.Module":
+        from ofasys.modalities.heads import DiffusionHead
+
+        cfg = model.output_head(self.name)
+        return DiffusionHead(FEATURES, model.d_model, hidden=cfg.hidden, layers=cfg.layers,
+                             kernel_size=cfg.kernel_size, sampling_steps=cfg.sampling_steps,
+                             loss_weight=cfg.loss_weight)
+
+    def output_step(self, column, attrs, vocab, *, terminator, closed_labels, default_max, assets=NO_ASSETS):
+        return self.frame_output_step(column, attrs, vocab, terminator, assets)
+
+    def decode_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Generated frames -> T x 82 float32 features (`frames_from_features` makes them a clip)."""
+        return np.asarray(frames, np.float32)
+
+    def typed_output(self, value: Any, stats: Mapping[str, Any]) -> "GeneratedMotion":
+        return GeneratedMotion(np.asarray(value, np.float32), frame_seconds_of(stats))
+
+    def save_output(self, value: Any, stem: Path, stats: Mapping[str, Any]) -> Path:
+        """An .npz of the features and the DeepMimic frames they make, at the train clips' frame rate."""
+        return save_motion(stem.with_name(stem.name + ".npz"), value, frame_seconds_of(stats))
 
 
 @functools.cache
@@ -392,5 +484,186 @@ def _adaptor_class():
     return MotionAdaptor
 
 
-__all__ = ["FEATURES", "FEATURE_NAMES", "FRAME_WIDTH", "JOINTS", "Motion", "MotionAdaptorConfig", "features",
-           "read_frames"]
+# ----- features back to frames (generation output) ---------------------------------------------
+
+_JOINT_COLUMNS = 6 * len(JOINTS)
+_UP, _VELOCITY, _ANGULAR, _HEIGHT = (_JOINT_COLUMNS + i for i in (0, 3, 6, 9))
+"""Feature columns where the root's up direction, linear and angular velocity (3 each) and height start."""
+_DEGENERATE = 1e-8
+"""Below this length a generated vector has no usable direction (a model may emit near-zero 6-D)."""
+SAVE_SUFFIXES = (".npz", ".json", ".txt")
+"""File suffixes `save_motion` writes: .npz arrays, or DeepMimic motion JSON (DeepMimic's own are .txt)."""
+
+
+def _unit_or(v: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """... x 3 vectors scaled to unit length; `fallback` (... x 3 unit) where a vector is ~zero, so a
+    degenerate model output still yields a valid rotation instead of NaN."""
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    return np.where(n > _DEGENERATE, v / np.maximum(n, _DEGENERATE), fallback)
+
+
+def _perpendicular(b: np.ndarray) -> np.ndarray:
+    """... x 3 unit vectors -> a unit vector perpendicular to each (crossed with the axis it is least
+    aligned with), the deterministic second column when the generated one is parallel to the first."""
+    axes = np.eye(3)[np.argmin(np.abs(b), axis=-1)]
+    return _unit_or(np.cross(b, axes), axes)
+
+
+def matrix_from_six_d(six: np.ndarray) -> np.ndarray:
+    """... x 6 (first column, then second) -> ... x 3 x 3 rotation matrices by Gram-Schmidt (Zhou et al.
+    2019): the first column keeps its direction, the second loses its component along it, the third is
+    their cross product. Generated 6-D vectors are neither unit nor orthogonal; this is the map the
+    representation was designed with, so it is defined (and continuous) for any non-degenerate input."""
+    six = np.asarray(six, dtype=np.float64)
+    b1 = _unit_or(six[..., :3], np.array([1.0, 0.0, 0.0]))
+    a2 = six[..., 3:]
+    b2 = _unit_or(a2 - np.sum(b1 * a2, axis=-1, keepdims=True) * b1, _perpendicular(b1))
+    return np.stack([b1, b2, np.cross(b1, b2)], axis=-1)
+
+
+def matrix_quat(m: np.ndarray) -> np.ndarray:
+    """... x 3 x 3 rotation matrices -> ... x 4 unit quaternions (w, x, y, z), w >= 0. Shepperd's method:
+    of the four ways to read a quaternion off the matrix, each uses the component of largest magnitude
+    as divisor, so none divides by a near-zero number (the trace formula alone fails near 180 degrees)."""
+    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
+    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
+    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
+    candidates = np.stack([  # each is 4 * (its own component) * q
+        np.stack([1 + m00 + m11 + m22, m21 - m12, m02 - m20, m10 - m01], -1),
+        np.stack([m21 - m12, 1 + m00 - m11 - m22, m01 + m10, m02 + m20], -1),
+        np.stack([m02 - m20, m01 + m10, 1 - m00 + m11 - m22, m12 + m21], -1),
+        np.stack([m10 - m01, m02 + m20, m12 + m21, 1 - m00 - m11 + m22], -1),
+    ], -2)
+    diagonal = np.diagonal(candidates, axis1=-2, axis2=-1)
+    best = np.argmax(diagonal, axis=-1)[..., None, None]
+    q = normalised(np.take_along_axis(candidates, best, axis=-2)[..., 0, :])
+    return np.where(q[..., :1] < 0, -q, q)
+
+
+def revolute_angle(six: np.ndarray) -> np.ndarray:
+    """... x 6 -> ... angles of the rotation about z nearest (Frobenius) to the 6-D's upper-left 2 x 2
+    block: atan2(r10 - r01, r00 + r11). On the manifold it is atan2(r10, r00); off it, both columns
+    vote rather than the first alone, and a scaled block gives the same angle."""
+    r00, r10, r01, r11 = six[..., 0], six[..., 1], six[..., 3], six[..., 4]
+    return np.arctan2(r10 - r01, r00 + r11)
+
+
+def rotation_exp(v: np.ndarray) -> np.ndarray:
+    """... x 3 rotation vectors (axis * angle) -> ... x 4 unit quaternions: the inverse of
+    `rotation_vector` for angles in [0, pi]."""
+    angle = np.linalg.norm(v, axis=-1, keepdims=True)
+    half = angle / 2.0
+    scale = np.where(angle > 1e-12, np.sin(half) / np.maximum(angle, 1e-12), 0.5)  # small angles: v / 2
+    return np.concatenate([np.cos(half), v * scale], axis=-1)
+
+
+def _level_rotation(up: np.ndarray) -> np.ndarray:
+    """The root's starting quaternion: the smallest rotation taking its up direction (world up seen in
+    the root frame) to world +y. It has the tilt the features hold and no yaw of its own (yaw is not
+    recoverable; this is the identity heading). Upside down (up ~ -y) it is half a turn about x."""
+    u = _unit_or(up, np.array([0.0, 1.0, 0.0]))
+    q = np.array([1.0 + u[1], -u[2], 0.0, u[0]])  # [1 + u . y, u x y]: the rotation taking u to y
+    n = np.linalg.norm(q)
+    return q / n if n > 1e-12 else np.array([0.0, 1.0, 0.0, 0.0])
+
+
+def _root_rotations(feats: np.ndarray, frame_seconds: float) -> np.ndarray:
+    """T x 4 root quaternions: the level start, then q_t = q_{t-1} * exp(angular_t * dt), renormalised
+    every step so a long clip does not drift off unit length."""
+    steps = rotation_exp(feats[1:, _ANGULAR : _ANGULAR + 3] * frame_seconds)
+    out = np.empty((feats.shape[0], 4))
+    out[0] = _level_rotation(feats[0, _UP : _UP + 3])
+    for t, step in enumerate(steps, start=1):
+        out[t] = normalised(quat_multiply(out[t - 1], step))
+    return out
+
+
+def _root_positions(feats: np.ndarray, rotations: np.ndarray, frame_seconds: float) -> np.ndarray:
+    """T x 3 root positions: x = z = 0 at the start, then p_t = p_{t-1} + R_t v_t dt over the floor; the
+    height is the stored one, not integrated, so it cannot drift."""
+    world = np.einsum("tij,tj->ti", quat_matrix(rotations), feats[:, _VELOCITY : _VELOCITY + 3]) * frame_seconds
+    world[0] = 0.0  # frame 0's velocity is a copy of frame 1's, not a step
+    position = np.cumsum(world, axis=0)
+    position[:, 1] = feats[:, _HEIGHT]
+    return position
+
+
+def _checked_features(feats: np.ndarray) -> np.ndarray:
+    """`feats` as T x `FEATURES` float64; ValueError for another shape, non-numbers or NaN / infinity
+    (a generation that produced them has no motion to rebuild)."""
+    array = np.asarray(feats)
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"motion features must be real numbers (got {array.dtype})")
+    if array.ndim != 2 or array.shape[1] != FEATURES or array.shape[0] == 0:
+        raise ValueError(f"motion features must be T x {FEATURES} with T >= 1 (got shape {list(array.shape)})")
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError("motion features have NaN or infinite values")
+    return array
+
+
+def frames_from_features(feats: np.ndarray, frame_seconds: float) -> np.ndarray:
+    """T x `FEATURES` features (any float dtype; a model's output need not be on the rotation manifold)
+    -> T x `FRAME_WIDTH` float64 DeepMimic frames that `features` maps back to the same features.
+
+    Joints: 6-D -> Gram-Schmidt matrix -> unit quaternion (w >= 0), a revolute joint its nearest angle
+    about z. Root: starts at x = z = 0 facing the identity heading, tilted as frame 0's up direction
+    says, then integrates the angular and linear velocity (each frame's velocities are those of the step
+    into it); the height is the stored one. Every frame lasts `frame_seconds` but the last, whose
+    duration is 0, as in DeepMimic files."""
+    if not frame_seconds > 0 or not np.isfinite(frame_seconds):
+        raise ValueError(f"frame_seconds must be a positive number, got {frame_seconds}")
+    feats = _checked_features(feats)
+    t = feats.shape[0]
+    frames = np.zeros((t, FRAME_WIDTH))
+    frames[:-1, 0] = frame_seconds
+    rotations = _root_rotations(feats, frame_seconds)
+    frames[:, ROOT_ROTATION : ROOT_ROTATION + 4] = rotations
+    frames[:, ROOT_POSITION : ROOT_POSITION + 3] = _root_positions(feats, rotations, frame_seconds)
+    for j, (_, start, kind) in enumerate(JOINTS):
+        six = feats[:, 6 * j : 6 * j + 6]
+        if kind == "spherical":
+            frames[:, start : start + 4] = matrix_quat(matrix_from_six_d(six))
+        else:
+            frames[:, start] = revolute_angle(six)
+    return frames
+
+
+def _write_atomically(path: Path, write: Any) -> None:
+    """Call `write(file)` on a temporary file beside `path`, then move it over `path`: a reader never
+    sees a half-written clip, and a failure leaves any previous file untouched."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_motion(path: str | Path, feats: np.ndarray, frame_seconds: float) -> Path:
+    """Write generated features as playable motion; returns the path. `.npz`: arrays `features`
+    (float32 T x 82, as given), `frames` (float64 T x 44, `frames_from_features`) and `frame_seconds`;
+    `.json` / `.txt`: a DeepMimic motion file `{"Loop": "none", "Frames": [...]}` (what pybullet's
+    DeepMimic player and `read_frames` read). Other suffixes are a ValueError."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SAVE_SUFFIXES:
+        raise ValueError(f"save_motion: unsupported suffix {path.suffix!r} of {path}; "
+                         f"supported: {', '.join(SAVE_SUFFIXES)}")
+    frames = frames_from_features(feats, frame_seconds)
+    if suffix == ".npz":
+        arrays = {"features": _checked_features(feats).astype(np.float32), "frames": frames,
+                  "frame_seconds": np.float64(frame_seconds)}
+        _write_atomically(path, lambda f: np.savez(f, **arrays))
+    else:
+        text = json.dumps({"Loop": "none", "Frames": frames.tolist()})  # float repr round-trips exactly
+        _write_atomically(path, lambda f: f.write(text.encode("utf-8")))
+    return path
+
+
+__all__ = ["FEATURES", "FEATURE_NAMES", "FRAME_WIDTH", "GeneratedMotion", "JOINTS", "Motion", "MotionAdaptorConfig", "SAVE_SUFFIXES",
+           "features", "frames_from_features", "matrix_from_six_d", "matrix_quat", "read_frames",
+           "save_motion"]

@@ -61,6 +61,11 @@ class ModelConfig:
     `ImageAdaptorConfig`; `{}` = its defaults). The model builds one adaptor per entry, keyed by the
     name, so adding a modality adds an entry and leaves every existing weight as it was. The train
     stage adds an entry for every embedded modality its tasks use."""
+    output_heads: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Modality name -> settings of that modality's output head (its own dataclass, e.g.
+    `MotionHeadConfig`), for modalities generated as continuous frames (`Modality.frame_output`:
+    MOTION, AUDIO). Like `adaptors`, one module per entry, keyed by the name; the train stage adds an
+    entry for every frame output its tasks generate."""
     normformer: bool = False
     """NormFormer extra norms: a LayerNorm after each attention (before the residual add) and one
     inside each FFN after the activation. OFA uses them (the OFA presets turn them on); in the tiny
@@ -102,6 +107,13 @@ class ModelConfig:
             adaptors[name] = dict(raw)
             self.adaptor(name)  # validates the name and the settings
         object.__setattr__(self, "adaptors", adaptors)
+        heads = {}
+        for name, raw in dict(self.output_heads).items():
+            if not isinstance(raw, Mapping):
+                raise ValueError(f"output_heads.{name}: must be a mapping of that head's settings, got {raw!r}")
+            heads[name] = dict(raw)
+            self.output_head(name)
+        object.__setattr__(self, "output_heads", heads)
         for name in ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "ffn_dim",
                      "max_positions"):
             if getattr(self, name) <= 0:
@@ -121,6 +133,28 @@ class ModelConfig:
             return from_mapping(m.adaptor_config, dict(self.adaptors.get(modality, {})))
         except (TypeError, ValueError, FieldTypeError) as exc:
             raise ValueError(f"adaptors.{modality}: {exc}") from None
+
+    def output_head(self, modality: str) -> Any:
+        """The typed output-head settings of `modality` (its `head_config` dataclass); ValueError when
+        the modality has no output head or the settings are wrong, naming the key."""
+        from ofasys.modalities import MODALITIES
+        from ofasys.strict_fields import FieldTypeError
+
+        m = MODALITIES.get(modality)
+        if m is None or m.head_config is None:
+            known = [n for n, mod in MODALITIES.items() if mod.head_config is not None]
+            raise ValueError(f"output_heads.{modality}: no such output head; modalities with one: {known}")
+        try:
+            return from_mapping(m.head_config, dict(self.output_heads.get(modality, {})))
+        except (TypeError, ValueError, FieldTypeError) as exc:
+            raise ValueError(f"output_heads.{modality}: {exc}") from None
+
+    def with_output_heads(self, modalities: Iterable[str]) -> "ModelConfig":
+        """This config with a default output-head entry added for each of `modalities` it lacks."""
+        heads = {name: dict(raw) for name, raw in self.output_heads.items()}
+        for name in modalities:
+            heads.setdefault(name, {})
+        return replace(self, output_heads=heads)
 
     def with_adaptors(self, modalities: Iterable[str]) -> "ModelConfig":
         """This config with a default adaptor entry added for each of `modalities` it lacks."""

@@ -33,6 +33,7 @@ from .transformer import KV, DecoderLayer, EncoderLayer
 INIT_SEED_TAG = 0x494E4954  # "INIT": mixed into the run seed for the initial weights' stream
 ADAPTOR_SEED_TAG = 0x41444150  # "ADAP": a modality's adaptor, with the modality's name
 SEGMENT_SEED_TAG = 0x5345474D  # "SEGM": a segment kind's embedding, with the kind's name
+HEAD_SEED_TAG = 0x48454144  # "HEAD": a modality's output head, with the modality's name
 
 
 def name_seed_part(name: str) -> int:
@@ -119,6 +120,12 @@ class UniversalModel(nn.Module):
             with _seeded(None if seed is None else part_seed(seed, ADAPTOR_SEED_TAG, kind)):
                 self.adaptors[kind] = MODALITIES[kind].build_adaptor(config)
                 self.adaptors[kind].apply(self._init_weights)
+        # Modality name -> its output head (`Modality.build_output_head`), one per `config.output_heads`
+        # entry: what turns decoder states into frames (MOTION, speech). Heads keep their own init.
+        self.output_heads = nn.ModuleDict()
+        for kind in sorted(config.output_heads):
+            with _seeded(None if seed is None else part_seed(seed, HEAD_SEED_TAG, kind)):
+                self.output_heads[kind] = MODALITIES[kind].build_output_head(config)
 
     def _init_weights(self, module: nn.Module) -> None:
         """GPT-2 style: N(0, init_std) everywhere, residual output projections scaled down by
@@ -230,7 +237,64 @@ class UniversalModel(nn.Module):
         with torch.no_grad():
             nll_sum = float(F.cross_entropy(logits, target, reduction="sum"))
             correct = int((logits.argmax(-1) == target).sum())
+        if batch.frames is not None:
+            # A frame output's placeholders are tokens too (go on / stop); its head's loss per frame is
+            # added to theirs, and to `nll_sum`, so that the task's curves and the validation loss that
+            # picks the exported weights see the frames, not only where they stop.
+            frame_sum, weight = self.frame_loss(hidden, batch.frames)
+            loss = loss + weight * frame_sum / ntokens
+            nll_sum += float(frame_sum.detach())
         return loss, dict(ntokens=ntokens, nll_sum=nll_sum, correct=correct)
+
+    def output_head(self, kind: str) -> nn.Module:
+        """The output head of modality `kind`; ValueError naming the heads this model has."""
+        if kind not in self.output_heads:
+            have = ", ".join(self.output_heads) or "none"
+            raise ValueError(f"this model has no {kind} output head (it has: {have}); generating {kind} needs a "
+                             f"model whose config lists {kind} under model.output_heads (train or fine-tune one with it)")
+        return self.output_heads[kind]
+
+    @staticmethod
+    def frame_states(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """B x T x d decoder states -> B x F x d: the states at `index` (B x F positions)."""
+        return hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
+
+    def frame_loss(self, hidden: torch.Tensor, frames) -> tuple[torch.Tensor, float]:
+        """(the head's loss summed over real frames, its weight in the step's loss)."""
+        head = self.output_head(frames.modality)
+        states = self.frame_states(hidden, frames.index)
+        return head.loss(states, frames.values, frames.mask, frames.noise, frames.level), head.loss_weight
+
+    @torch.no_grad()
+    def output_frames(self, batch: Batch, generated: Sequence[Sequence[int]], modality: str,
+                      index: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        """B x F x D frames (normalised units) of a frame output: one teacher-forced decoder pass over
+        each sample's prefix and `generated` ids gives the placeholders' states (`index`, B x F
+        positions in that sequence), which the modality's head turns into frames (a diffusion head
+        starting from `noise`)."""
+        was_training = self.training
+        self.eval()
+        try:
+            tokens = self._prefixed(batch, generated)
+            memory, memory_mask = self.encode(batch)
+            hidden = self.decode(tokens, memory, memory_mask)
+            states = self.frame_states(hidden, index.to(hidden.device))
+            return self.output_head(modality).generate(states, mask.to(hidden.device),
+                                                       None if noise is None else noise.to(hidden.device))
+        finally:
+            self.train(was_training)
+
+    def _prefixed(self, batch: Batch, generated: Sequence[Sequence[int]]) -> torch.Tensor:
+        """B x L decoder input: each sample's forced prefix then its generated ids (the last one, only a
+        target, dropped), padded."""
+        pad = self.config.pad_id
+        lengths = (batch.decoder_input != pad).sum(1).tolist()
+        seqs = [row[:n].tolist() + [int(t) for t in g] for row, n, g in zip(batch.decoder_input, lengths, generated)]
+        width = max(1, max(len(s) for s in seqs) - 1)
+        tokens = torch.full((len(seqs), width), pad, dtype=torch.long, device=batch.decoder_input.device)
+        for i, s in enumerate(seqs):
+            tokens[i, : len(s) - 1] = torch.as_tensor(s[:-1], dtype=torch.long)
+        return tokens
 
     # ------------------------------------------------------------------ generation
     def incremental_decoder(self, batch: Batch, beam_size: int = 1) -> "CachedDecoder":
@@ -270,14 +334,9 @@ class UniversalModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            pad = self.config.pad_id
-            lengths = (batch.decoder_input != pad).sum(1).tolist()
+            lengths = (batch.decoder_input != self.config.pad_id).sum(1).tolist()
             prefixes = [row[:n].tolist() for row, n in zip(batch.decoder_input, lengths)]
-            seqs = [p + [int(t) for t in g] for p, g in zip(prefixes, generated)]
-            width = max(1, max(len(s) for s in seqs) - 1)
-            tokens = torch.full((len(seqs), width), pad, dtype=torch.long, device=batch.decoder_input.device)
-            for i, s in enumerate(seqs):
-                tokens[i, : len(s) - 1] = torch.as_tensor(s[:-1], dtype=torch.long)
+            tokens = self._prefixed(batch, generated)
             memory, mask = self.encode(batch)
             logp = F.log_softmax(self.output_logits(self.decode(tokens, memory, mask)).float(), dim=-1)
             out = []

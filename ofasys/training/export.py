@@ -32,7 +32,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 IMAGE_CODES_FILE = "vq.safetensors"
-TASK_INFO_KEYS = ("instruction", "image_size", "slots", "closed_sets", "assets", "max_repeats")
+TASK_INFO_KEYS = ("instruction", "image_size", "slots", "closed_sets", "assets", "max_repeats", "frame_stats")
 """The manifest keys the inference side needs to rebuild a task's inputs and decode its outputs."""
 
 

@@ -140,6 +140,20 @@ def draw(rng: np.random.Generator, split: str) -> Utterance:
     )
 
 
+TTS_VOICE, TTS_SPEED, TTS_PITCH = "en-us", 160, 50
+"""The one speaker of the text-to-speech rows: a TTS corpus is one voice at one pace (as LJSpeech), so
+the text alone fixes the speech to learn."""
+
+
+def draw_single_speaker(rng: np.random.Generator, split: str) -> Utterance:
+    """One utterance of `split` spoken by the TTS speaker: the sentence from `rng`, stored as 16 kHz FLAC."""
+    n = LENGTHS[int(rng.integers(len(LENGTHS)))]
+    pool = sentences(split, n)
+    words = pool[int(rng.integers(len(pool)))]
+    return Utterance(text=" ".join(words), voice=TTS_VOICE, speed=TTS_SPEED, pitch=TTS_PITCH,
+                     container=CONTAINER, rate=RATE, channels=1)
+
+
 def _espeak() -> str:
     path = shutil.which("espeak-ng")
     if path is None:

@@ -221,6 +221,21 @@ def asr(split: str, size: int, seed: int, corrupt: int = 0) -> pa.Table:
                   **{f"corrupt_{kind}_rows": rows for kind, rows in by_kind.items()})
 
 
+def tts(split: str, size: int, seed: int, corrupt: int = 0) -> pa.Table:
+    """`text`, `wav`: a 2-4 word sentence and its speech by one speaker at one pace (16 kHz FLAC; see
+    `speech.draw_single_speaker`), for text-to-speech; damaged rows as `asr`'s."""
+    _check(split, size, corrupt)
+    rng = _rng(seed, "tts", split)
+    bad = _corrupt_rows(seed, "tts", split, size, corrupt)
+    by_kind = {kind: bad[i :: len(speech.DAMAGE)] for i, kind in enumerate(speech.DAMAGE)}
+    damage = {row: kind for kind, rows in by_kind.items() for row in rows}
+    utts = [speech.draw_single_speaker(rng, split) for _ in range(size)]
+    wavs = speech.render_all(utts, damage)
+    return _table({"text": pa.array([u.text for u in utts], pa.string()), "wav": pa.array(wavs, pa.binary())},
+                  "tts", split, size, seed, bad, synthesiser=speech.espeak_version(),
+                  **{f"corrupt_{kind}_rows": rows for kind, rows in by_kind.items()})
+
+
 def text_to_image(split: str, size: int, seed: int, corrupt: int = 0) -> pa.Table:
     """`img` (PNG), `cap`: "a handwritten three on the coffee photo" (see `images.named_scene`).
 
@@ -251,6 +266,7 @@ GENERATORS: dict[str, Callable[..., pa.Table]] = {
     "detection": detection,
     "infill": infill,
     "asr": asr,
+    "tts": tts,
     "video_caption": video.caption,
     "motion_label": motion.label_table,
     "table_to_text": tables.table_to_text,

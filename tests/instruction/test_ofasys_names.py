@@ -64,9 +64,11 @@ NAMES = [("preprocess", v, m) for v, m in OFASYS_PREPROCESS] + [("adaptor", v, m
 KNOWN_DEVIATIONS: dict = {}
 """Declarations that do not follow OFASys yet: strict xfails, so they fail loudly once fixed."""
 
-EXTENSIONS = {("PHONE", "preprocess"): {"text_phone"}}
+EXTENSIONS = {("PHONE", "preprocess"): {"text_phone"}, ("AUDIO", "preprocess"): {"audio_tgt_fbank"}}
 """Names we accept where OFASys does not: `[PHONE:text,preprocess=text_phone]` turns text into phones
-on the PHONE slot itself (OFASys registers `text_phone` on TEXT, which is refused with a pointer here)."""
+on the PHONE slot itself (OFASys registers `text_phone` on TEXT, which is refused with a pointer here);
+`[AUDIO:wav,preprocess=audio_tgt_fbank]` stores speech to generate as raw fbank (OFASys picks its fbank
+target by the slot's side and names it only as an adaptor, which is accepted too)."""
 
 
 def _marked(params, key):

@@ -16,11 +16,12 @@ def data(refs, train=(), **kw):
 def test_every_metric_has_a_description_known_outputs_and_registered_companions():
     for name, spec in r.METRICS.items():
         assert spec.description, name
-        assert set(spec.outputs) <= {"text", "box", "phones", "image", "objects"}, name
+        assert set(spec.outputs) <= {"text", "box", "phones", "image", "objects", "motion", "audio"}, name
         assert all(c in r.METRICS and c != name for c in spec.companions), name
         for companion in spec.companions:  # a companion scores whatever the metric scores
             assert set(spec.outputs) <= set(r.METRICS[companion].outputs), (name, companion)
-    assert {n for n, s in r.METRICS.items() if not s.higher_is_better} == {"wer", "cer", "per", "pixel_error"}
+    assert {n for n, s in r.METRICS.items() if not s.higher_is_better} == {"wer", "cer", "per", "pixel_error", "tts_wer",
+                                                                           "fbank_l1"}
     for name, spec in r.METRICS.items():  # a perfect output scores `perfect` (CIDEr has no fixed top)
         assert spec.perfect == (None if name == "cider" else 100.0 if name == "bleu4" else
                                 1.0 if spec.higher_is_better else 0.0), name

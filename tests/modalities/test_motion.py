@@ -89,7 +89,8 @@ def test_every_raw_form_gives_the_same_features(walk, mctx, tmp_path):
     (tmp_path / "clips" / "walk.npz").write_bytes(npz(frames=walk, other=np.zeros(3)))
     reference = MOTION.materialise(str(clip_path("walk")), {}, mctx)
     assert reference.array.dtype == np.float16 and reference.array.shape == (39, FEATURES) == (39, 82)
-    assert reference.meta == {"frames": 39, "seconds": round(float(walk[:-1, 0].sum()), 6)}
+    seconds = round(float(walk[:-1, 0].sum()), 6)
+    assert reference.meta == {"frames": 39, "seconds": seconds, "frame_seconds": round(seconds / 38, 6)}
     values = [clip_path("walk"), "clips/walk.txt", Path("clips/walk.txt"), clip_path("walk").read_bytes(),
               clip_path("walk").read_text(), json.loads(clip_path("walk").read_text()), walk, walk.astype(np.float32),
               npy(walk), "clips/walk.npy", "clips/walk.npz", npz(frames=walk), npz(only=walk)]
@@ -294,7 +295,7 @@ def test_bad_motion_is_rejected_with_its_reason(value, reason, mctx):
 
 def test_a_one_frame_clip_is_a_pose_without_velocities(mctx):
     out = MOTION.materialise(doc(rest_frames(1)), {}, mctx)
-    assert out.array.shape == (1, FEATURES) and out.meta == {"frames": 1, "seconds": 0.0}
+    assert out.array.shape == (1, FEATURES) and out.meta == {"frames": 1, "seconds": 0.0, "frame_seconds": 0.0}
 
 
 def test_same_input_gives_identical_bytes(mctx):

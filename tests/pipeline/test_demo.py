@@ -42,7 +42,7 @@ def recorded(monkeypatch):
 def test_registry_is_a_plain_dict_of_the_five_tasks():
     assert type(GENERATORS) is dict
     assert set(GENERATORS) == {"caption", "grounding", "vqa", "infill", "asr", "video_caption", "table_to_text", "text_to_sql",
-                                "motion_label", "text_to_image", "detection"}
+                                "motion_label", "text_to_image", "detection", "tts"}
 
 
 @pytest.mark.parametrize("name", sorted(GENERATORS))

@@ -34,7 +34,8 @@ def test_the_full_demo_params_add_one_task_per_remaining_modality_to_the_default
 
     default, full = load_params(ROOT / "params.yaml"), load_params(ROOT / "params-full.yaml")
     assert set(full.tasks) - set(default.tasks) == {"video_caption", "table_to_text", "text_to_sql", "motion_label",
-                                                    "text_to_image", "image_infill", "detection", "region_caption"}
+                                                    "text_to_image", "image_infill", "detection", "region_caption",
+                                                    "text_to_motion", "tts"}
     assert {t.source.generator for t in full.tasks.values()} == set(GENERATORS)
     for name, task in default.tasks.items():
         assert (full.tasks[name].instruction, full.tasks[name].source) == (task.instruction, task.source)
