@@ -60,9 +60,12 @@ def save_frames(outputs: Mapping[str, Any], key: str, media_dir: Path) -> dict[s
             media_dir.mkdir(parents=True, exist_ok=True)
             path = media_dir / f"{key}.{name}{FRAMES_SUFFIX}"
             tmp = path.with_name(f".{path.name}.tmp")
-            with open(tmp, "wb") as fh:
-                np.save(fh, value, allow_pickle=False)
-            os.replace(tmp, path)
+            try:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, value, allow_pickle=False)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
             value = str(path)
         kept[name] = value
     return kept
@@ -116,11 +119,14 @@ def prediction_rows(preds: Sequence[SamplePrediction], column: str, media_dir: P
     return rows
 
 
-def _media_present(table: pa.Table) -> bool:
-    """Whether every frame-output file a finished chunk names still exists (else it is made again)."""
+def _media_present(table: pa.Table, media_dir: Path) -> bool:
+    """Whether every frame-output file a finished chunk names (a path into `media_dir`) still exists,
+    else the chunk is made again; a text output that merely looks like a file name is not one."""
+    inside = str(media_dir) + os.sep
     for text in table.column("outputs").to_pylist() if "outputs" in table.column_names else []:
         for value in json.loads(text).values():
-            if isinstance(value, str) and value.endswith(FRAMES_SUFFIX) and not Path(value).is_file():
+            if (isinstance(value, str) and value.startswith(inside) and value.endswith(FRAMES_SUFFIX)
+                    and not Path(value).is_file()):
                 return False
     return True
 
@@ -194,7 +200,7 @@ def predict_to_parquet(
         stop = min(start + cfg.chunk_size, total)
         if part.exists():
             table = pq.read_table(part)
-            if _media_present(table):
+            if _media_present(table, media):
                 tables.append(table)
                 if progress is not None:
                     progress(stop - start)

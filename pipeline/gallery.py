@@ -4,7 +4,7 @@ Numbers say how often a model is right; a page of examples says how it is wrong.
 first samples of the test split: the picture the model saw (when an input is an image, as stored in
 the shard) with the predicted box in red and the reference box in green, the other inputs as text
 (a question, a media path), the prediction beside the reference (as pictures when the output is an
-image: its VQ codes decoded), and the sample's score. One
+image: its VQ codes decoded; as players when it is speech), and the sample's score. One
 self-contained HTML file (images inline as PNG data), logged to MLflow by the evaluate stage.
 """
 
@@ -44,6 +44,8 @@ class Example:
     output_pictures: dict[str, np.ndarray] = field(default_factory=dict)
     """For an image output: "prediction" / "reference" -> its decoded H x W x 3 uint8 picture, shown
     instead of the codes."""
+    output_sounds: dict[str, bytes] = field(default_factory=dict)
+    """For a speech output: "prediction" / "reference" -> WAV bytes, played in the page."""
 
 
 def is_box(value: Any) -> bool:
@@ -81,6 +83,10 @@ def _picture_png(picture: np.ndarray, scale: int) -> str:
 
 def _output(example: Example, which: str) -> str:
     """A prediction or reference line: its decoded picture for an image output, else its text."""
+    sound = example.output_sounds.get(which)
+    if sound is not None:
+        return (f'<div><b>{which}</b>:<audio controls src="data:audio/wav;base64,'
+                f'{base64.b64encode(sound).decode("ascii")}"></audio></div>')
     picture = example.output_pictures.get(which)
     if picture is None:
         value = example.prediction if which == "prediction" else example.reference
@@ -145,6 +151,7 @@ body {{ font-family: sans-serif; margin: 1em; }}
 .card {{ width: 220px; border: 2px solid #ccc; padding: 6px; font-size: 12px; overflow-wrap: anywhere; }}
 .card.right {{ border-color: #6c6; }} .card.wrong {{ border-color: #e88; }}
 .card img {{ display: block; margin-bottom: 4px; image-rendering: pixelated; }}
+.card audio {{ width: 100%; }}
 .id {{ color: #666; margin-bottom: 4px; }}
 </style></head>
 <body><h2>{html.escape(task)}: the first {len(examples)} test samples</h2>{legend}

@@ -62,9 +62,29 @@ def decoded_pictures(output, reference, image_decoder) -> dict:
     return pictures
 
 
-def write_gallery(name, metric, test, preds, column, scores, image_decoder=None) -> Path:
+def spoken(prediction, reference) -> dict:
+    """A speech output's generated WAV (the file the stage wrote) and its reference's log-mel frames
+    through the same vocoder (so a listener hears what the vocoder alone loses) as WAV bytes; empty for
+    other outputs."""
+    import io
+
+    import numpy as np
+
+    if not (isinstance(prediction, str) and prediction.endswith(".wav") and isinstance(reference, np.ndarray)):
+        return {}
+    import soundfile as sf
+
+    from ofasys.modalities.speech_synthesis import waveform_from_fbank
+
+    buf = io.BytesIO()
+    sf.write(buf, waveform_from_fbank(reference), 16000, format="WAV", subtype="PCM_16")
+    return {"prediction": Path(prediction).read_bytes(), "reference": buf.getvalue()}
+
+
+def write_gallery(name, metric, test, preds, column, scores, image_decoder=None, references=None) -> Path:
     """metrics/gallery/<task>.html: the first test samples with their picture, inputs, prediction,
-    reference and score (`pipeline.gallery`); image outputs are shown decoded by `image_decoder`."""
+    reference and score (`pipeline.gallery`); image outputs are shown decoded by `image_decoder`,
+    speech as players (`references`: a frame output's reference arrays)."""
     from ofasys.metrics import registry
     from pipeline.gallery import GALLERY_SAMPLES, Example, gallery_html, picture_of
 
@@ -78,10 +98,12 @@ def write_gallery(name, metric, test, preds, column, scores, image_decoder=None)
             size = (info["width"], info["height"]) if "width" in info and "height" in info else None
         output, reference = pred.outputs.get(column), pred.refs.get(column)
         perfect = registry.metric(metric).perfect
-        right = output == reference or (perfect is not None and scores[i] == perfect)  # e.g. a box's IoU hit
+        right = (perfect is not None and scores[i] == perfect) or (references is None and output == reference)
+        sounds = spoken(output, references[i]) if references is not None else {}
         examples.append(Example(pred.key, pred.row_id, pred.inputs, output, reference, scores[i], right,
                                 None if found is None else found[1], size,
-                                output_pictures=decoded_pictures(output, reference, image_decoder)))
+                                output_pictures=decoded_pictures(output, reference, image_decoder),
+                                output_sounds=sounds))
     out = OUT / "gallery" / f"{name}.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -169,7 +191,8 @@ def evaluate_task(name, task, model, vocab, params, work: Path, image_decoder=No
     scores = registry.sample_scores(task.metric, outputs, data)
     add_column(table, "score", scores)
     image_output = "image" in registry.metric(task.metric).outputs
-    write_gallery(name, task.metric, test, preds, column, scores, image_decoder if image_output else None)
+    write_gallery(name, task.metric, test, preds, column, scores, image_decoder if image_output else None,
+                  data.references if frames else None)
     log.info("%s: %s %.3f (baseline %.3f, %s is better) on %d samples%s", name, task.metric, entry[task.metric],
              entry[f"{task.metric}_baseline"], "higher" if entry["higher_is_better"] else "lower",
              entry["num_samples"], "; DEGENERATE: one output for most inputs" if entry["degenerate"] else "")

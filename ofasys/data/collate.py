@@ -337,10 +337,13 @@ class Collator:
             mask[i, :n] = True
             values[i, :n] = (np.asarray(array, np.float32) - mean) / std
         noise = level = None
-        if handler.diffusion:
-            draws = [rng if train else key_rng(self.seed, s.key, slot.column or "", "diffusion") for s in samples]
-            noise = np.stack([g.standard_normal((longest, width)).astype(np.float32) for g in draws])
-            level = np.asarray([g.random() for g in draws], np.float32)
+        if handler.diffusion:  # per sample: its level, then noise for its own frames (not the batch's longest)
+            noise = np.zeros((len(samples), longest, width), np.float32)
+            level = np.zeros(len(samples), np.float32)
+            for i, (sample, (_, array)) in enumerate(zip(samples, frames)):
+                draw = rng if train else key_rng(self.seed, sample.key, slot.column or "", "diffusion")
+                level[i] = draw.random()
+                noise[i, : len(array)] = draw.standard_normal((len(array), width))
         return FrameTargets(
             handler.name, torch.from_numpy(index), torch.from_numpy(mask), torch.from_numpy(values),
             None if noise is None else torch.from_numpy(noise), None if level is None else torch.from_numpy(level))

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ofasys.instruction.ast import Group, Instruction, Slot, Template
+from ofasys.instruction.ast import Group, Instruction, Slot, Special, Template, Text
 from ofasys.instruction.errors import InstructionError, NotSupportedYetError
 from ofasys.modalities import MODALITIES, Modality
 
@@ -125,6 +125,19 @@ def _group_columns(template: Template) -> dict[int, tuple[str, ...]]:
     return found
 
 
+def _check_frame_ends(template: Template) -> None:
+    """A frame output must be followed by a token the model learns to stop with (`<EOS>` or prompt
+    text): frames take no automatic `<EOS>`, and without one the model would never learn to stop."""
+    items = template.resolved_outputs()
+    for i, item in enumerate(items):
+        if isinstance(item, Slot) and slot_handler(item).frame_output:
+            nxt = items[i + 1] if i + 1 < len(items) else None
+            if not (isinstance(nxt, Special) or (isinstance(nxt, Text) and nxt.text.strip())):
+                raise InstructionError(
+                    f"nothing follows this {item.modality} output, so the model could not learn where it stops",
+                    template.source, item.pos, f"write <EOS> after it: [{item.modality}:{item.column}] <EOS>")
+
+
 def _supported() -> list[str]:
     return [name for name, m in MODALITIES.items() if m.status is None]
 
@@ -141,6 +154,7 @@ def plan_members(instruction: Instruction) -> list[MemberSpec]:
         if len(frame_slots) > 1:
             raise _unsupported(template, frame_slots[1], "a second frame output (MOTION, speech) in one template",
                                "generate one of them per task")
+        _check_frame_ends(template)
         for side, slot in template.slots():
             mod = slot.modality
             modality = MODALITIES[mod]

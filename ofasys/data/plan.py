@@ -8,7 +8,9 @@ rest becomes steps:
 - a slot's `OutputStep`, from its modality (`Modality.output_step`), in one of three shapes:
   "run" (ids from a range until the terminator, at most `max_length`, at least `min_length`: TEXT),
   "fixed" (exactly `length` ids from a range: BOX's 4 bins), "closed" (a path through a trie of the
-  closed set's label ids, then the terminator: CATEGORY, closed-set TEXT).
+  closed set's label ids, then the terminator: CATEGORY, closed-set TEXT), or "frames" (a frame
+  output's `<mask>` placeholders until the terminator: their count is the output's length, their
+  states the model's output head makes frames of; see `ofasys.generation.frames`).
 
 The terminator of a run/closed step is the first token of whatever follows it in the template, so
 a trailing `<EOS>` is consumed by the slot it ends (that is what a model trained on

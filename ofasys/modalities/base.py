@@ -99,7 +99,9 @@ class OutputStep:
     - "run":    ids from `allowed` until `terminator`, at least `min_length`, at most `max_length`
                 (TEXT, PHONE, STRUCT);
     - "closed": a path through `trie` (the closed set's label ids), then `terminator` (CATEGORY,
-                closed-set TEXT).
+                closed-set TEXT);
+    - "frames": a frame output's placeholders, walked like a run of `<mask>` until `terminator` (MOTION,
+                speech; `Modality.frame_output`), whose frames the model's output head makes.
     """
 
     kind: str
