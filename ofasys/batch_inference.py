@@ -47,7 +47,7 @@ INPUT_PREFIX = "input."
 """Prediction columns holding what each input column held (`input.img`, `input.question`)."""
 
 
-FRAMES_SUFFIX = ".npy"
+FRAMES_SUFFIX = ".frames.npy"
 """Suffix of the files frame outputs (a motion's features, speech's log-mel frames) are kept in."""
 
 

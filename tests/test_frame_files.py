@@ -44,7 +44,7 @@ def test_save_frames_writes_npy_and_replaces_arrays_with_paths(tmp_path):
     clip = features(4)
     outputs = {"clip": clip, "label": "one two", "box": [1.0, 2.0, 3.0, 4.0]}
     kept = save_frames(outputs, "test-000000003", tmp_path / "media")
-    path = tmp_path / "media" / "test-000000003.clip.npy"
+    path = tmp_path / "media" / "test-000000003.clip.frames.npy"
     assert kept == {"clip": str(path), "label": "one two", "box": [1.0, 2.0, 3.0, 4.0]}
     assert isinstance(outputs["clip"], np.ndarray)  # the caller's dict is left alone
     assert sorted(p.name for p in (tmp_path / "media").iterdir()) == [path.name]  # no temp file left
@@ -57,7 +57,7 @@ def test_save_frames_overwrites_and_a_failed_write_keeps_the_old_file(tmp_path, 
     media = tmp_path / "media"
     save_frames({"clip": features(2, 0)}, "k", media)
     save_frames({"clip": features(3, 1)}, "k", media)
-    assert np.array_equal(load_frames(str(media / "k.clip.npy")), features(3, 1))
+    assert np.array_equal(load_frames(str(media / "k.clip.frames.npy")), features(3, 1))
 
     def broken(fh, value, allow_pickle=False):
         fh.write(b"\x93NUMPY half a file")
@@ -67,7 +67,7 @@ def test_save_frames_overwrites_and_a_failed_write_keeps_the_old_file(tmp_path, 
     with pytest.raises(OSError, match="disk full"):
         save_frames({"clip": features(5, 2)}, "k", media)
     monkeypatch.undo()
-    assert np.array_equal(load_frames(str(media / "k.clip.npy")), features(3, 1))  # never half written
+    assert np.array_equal(load_frames(str(media / "k.clip.frames.npy")), features(3, 1))  # never half written
 
 
 def test_save_frames_without_arrays_writes_nothing(tmp_path):
@@ -76,7 +76,7 @@ def test_save_frames_without_arrays_writes_nothing(tmp_path):
 
 
 def test_load_frames_reads_without_pickle_and_passes_other_values(tmp_path):
-    evil = tmp_path / "evil.npy"
+    evil = tmp_path / "evil.frames.npy"
     np.save(evil, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError):
         load_frames(str(evil))
@@ -89,7 +89,7 @@ def test_prediction_rows_name_the_frame_file(tmp_path):
     clip = features(3)
     pred = SamplePrediction(key="test-000000000", outputs={"clip": clip}, refs={"clip": None}, tokens=[])
     [row] = prediction_rows([pred], "clip", tmp_path / "media")
-    assert row["prediction"] == str(tmp_path / "media" / "test-000000000.clip.npy")
+    assert row["prediction"] == str(tmp_path / "media" / "test-000000000.clip.frames.npy")
     assert json.loads(row["outputs"]) == {"clip": row["prediction"]}
     assert np.array_equal(load_frames(row["prediction"]), clip)
     pa.Table.from_pylist([row])  # a path, not thousands of numbers, in the cell
@@ -141,9 +141,9 @@ def test_a_chunk_whose_frame_file_was_deleted_is_made_again(tmp_path, monkeypatc
     path, preds = predict_to_parquet(model, task, out, tmp_path / "work", cfg)
     assert calls == [[0, 1], [2, 3], [4]]
     media = out.parent / "t2m"
-    assert sorted(p.name for p in media.iterdir()) == [f"test-{i:09d}.clip.npy" for i in range(5)]
+    assert sorted(p.name for p in media.iterdir()) == [f"test-{i:09d}.clip.frames.npy" for i in range(5)]
     for i, p in enumerate(preds):
-        assert p.outputs["clip"] == str(media / f"test-{i:09d}.clip.npy")
+        assert p.outputs["clip"] == str(media / f"test-{i:09d}.clip.frames.npy")
         assert np.array_equal(load_frames(p.outputs["clip"]), features(2 + i, seed=i))
     assert pq.read_table(path).column("prediction").to_pylist() == [p.outputs["clip"] for p in preds]
 
@@ -151,7 +151,7 @@ def test_a_chunk_whose_frame_file_was_deleted_is_made_again(tmp_path, monkeypatc
     predict_to_parquet(model, task, out, tmp_path / "work", cfg)
     assert calls == []  # every chunk finished and its files there: nothing is generated again
 
-    (media / "test-000000003.clip.npy").unlink()
+    (media / "test-000000003.clip.frames.npy").unlink()
     _, preds = predict_to_parquet(model, task, out, tmp_path / "work", cfg)
     assert calls == [[2, 3]]  # only the chunk that lost a file
     assert np.array_equal(load_frames(preds[3].outputs["clip"]), features(5, seed=3))

@@ -308,6 +308,10 @@ class UniversalModel(nn.Module):
         """Like `generate` but returns scored `Hypothesis` objects."""
         if len(plans) != len(batch.decoder_input):
             raise ValueError(f"{len(plans)} plans for a batch of {len(batch.decoder_input)} samples")
+        if any(step.kind == "frames" for plan in plans for step in getattr(plan, "steps", ())):
+            # A frame output's length is decided greedily: over {go on, stop} every beam is the same path,
+            # and a beam would only collect its early stops as finished hypotheses and end there.
+            beam_size = 1
         was_training = self.training
         self.eval()  # generation is always inference: no dropout, BatchNorm uses running stats
         try:
