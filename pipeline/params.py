@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from ofasys.data.members import plan_members
 from ofasys.instruction import InstructionError, parse_instruction
 from ofasys.metrics.registry import METRICS
 from ofasys.strict_fields import FieldTypeError, UnknownKeyError, check_field_types, check_known_keys
@@ -394,8 +395,8 @@ def parse_params(raw: Mapping[str, Any]) -> Params:
         spec = dict(_mapping(spec, f"tasks.{name}"))
         source = _build_source(spec.pop("source", None), f"tasks.{name}.source")
         task = _build(TaskParams, {"name": name, "source": source, **spec}, f"tasks.{name}")
-        try:  # a malformed instruction fails here, before any stage does work
-            parse_instruction(task.instruction)
+        try:  # a malformed instruction, or one materialisation can't store, fails here, before any stage works
+            plan_members(parse_instruction(task.instruction))
         except InstructionError as err:
             raise ParamsError(f"tasks.{name}.instruction: {err}") from None
         tasks[name] = task

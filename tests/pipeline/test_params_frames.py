@@ -151,3 +151,17 @@ def test_motion_on_both_sides_gets_both(tiny):
     tiny["tasks"]["continue"]["instruction"] = "[MOTION:clip] <BOS> [TEXT:label] <EOS> -> <BOS> [MOTION:clip] <EOS>"
     config = run_config.model_config(parse_params(tiny), vocab_size=400)
     assert "MOTION" in config.adaptors and set(config.output_heads) == {"MOTION"}
+
+
+@pytest.mark.parametrize("task,instruction,fix", [
+    ("tts", TTS.replace(",preprocess=audio_tgt_fbank", ""), "write preprocess=audio_tgt_fbank on the output slot"),
+    ("text_to_motion", T2M[: -len(" <EOS>")], "write <EOS> after it"),
+    ("asr", "[AUDIO:wav,preprocess=audio_tgt_fbank] <BOS> what does the speech say? <EOS> -> <BOS> [TEXT:text] <EOS>",
+     "remove preprocess= from the input slot"),
+    ("tts", TTS + " [MOTION:clip] <EOS>", "generate one of them per task"),
+])
+def test_a_frame_output_materialisation_cannot_store_fails_when_params_load(raw, task, instruction, fix):
+    raw["tasks"][task]["instruction"] = instruction
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    assert str(err.value).startswith(f"tasks.{task}.instruction: ") and fix in str(err.value)
