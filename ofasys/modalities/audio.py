@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ofasys.modalities.base import NO_ASSETS, Materialised, Modality, RejectRow, RowContext, is_missing, media_path
+from ofasys.modalities.base import (NO_ASSETS, Materialised, Modality, RejectRow, RowContext, check_head_settings,
+                                   is_missing, media_path)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch.nn as nn
@@ -162,13 +163,7 @@ class SpeechHeadConfig:
     """Weight of the frames' L1 loss beside the placeholders' go-on/stop cross-entropy."""
 
     def __post_init__(self) -> None:
-        for name in ("hidden", "postnet_layers"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.kernel_size <= 0 or self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd number, got {self.kernel_size}")
-        if not self.loss_weight > 0:
-            raise ValueError(f"loss_weight must be positive, got {self.loss_weight}")
+        check_head_settings(self, ("hidden", "postnet_layers"))
 
 
 def _decoded_mono(value: Any, ctx: RowContext) -> tuple[np.ndarray, np.ndarray, int]:

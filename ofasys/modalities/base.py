@@ -115,6 +115,19 @@ class OutputStep:
     trie: Any = None
 
 
+def check_head_settings(config: Any, positive: Sequence[str]) -> None:
+    """ValueError naming the field unless `positive` fields are > 0, `kernel_size` is a positive odd
+    number (padding keeps frames aligned) and `loss_weight` is > 0: what every output head's settings
+    share."""
+    for name in positive:
+        if getattr(config, name) <= 0:
+            raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
+    if config.kernel_size <= 0 or config.kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive odd number, got {config.kernel_size}")
+    if not config.loss_weight > 0:
+        raise ValueError(f"loss_weight must be positive, got {config.loss_weight}")
+
+
 def is_missing(value: Any) -> bool:
     if value is None:
         return True

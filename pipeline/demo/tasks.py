@@ -205,35 +205,32 @@ def infill(split: str, size: int, seed: int, corrupt: int = 0) -> pa.Table:
                   corpus_sha256=text.corpus_fingerprint())
 
 
+def _speech_table(name: str, draw, split: str, size: int, seed: int, corrupt: int) -> pa.Table:
+    """`wav` (encoded audio bytes) and `text` of `size` utterances drawn by `draw(rng, split)`, damaged
+    rows by kind in turn (`speech.DAMAGE`), all from the generator's own stream."""
+    _check(split, size, corrupt)
+    rng = _rng(seed, name, split)
+    bad = _corrupt_rows(seed, name, split, size, corrupt)
+    by_kind = {kind: bad[i :: len(speech.DAMAGE)] for i, kind in enumerate(speech.DAMAGE)}
+    damage = {row: kind for kind, rows in by_kind.items() for row in rows}
+    utts = [draw(rng, split) for _ in range(size)]
+    wavs = speech.render_all(utts, damage)
+    return _table({"wav": pa.array(wavs, pa.binary()), "text": pa.array([u.text for u in utts], pa.string())},
+                  name, split, size, seed, bad, synthesiser=speech.espeak_version(),
+                  **{f"corrupt_{kind}_rows": rows for kind, rows in by_kind.items()})
+
+
 def asr(split: str, size: int, seed: int, corrupt: int = 0) -> pa.Table:
     """`wav` (encoded audio bytes: FLAC, WAV or Ogg/Vorbis at 8-44.1 kHz, mono or stereo), `text`:
     the 2-4 word sentence spoken (see `pipeline.demo.speech`). Serves both speech recognition and
     speech-to-phones: the phones are derived from `text` when the task is materialised."""
-    _check(split, size, corrupt)
-    rng = _rng(seed, "asr", split)
-    bad = _corrupt_rows(seed, "asr", split, size, corrupt)
-    by_kind = {kind: bad[i :: len(speech.DAMAGE)] for i, kind in enumerate(speech.DAMAGE)}
-    damage = {row: kind for kind, rows in by_kind.items() for row in rows}
-    utts = [speech.draw(rng, split) for _ in range(size)]
-    wavs = speech.render_all(utts, damage)
-    return _table({"wav": pa.array(wavs, pa.binary()), "text": pa.array([u.text for u in utts], pa.string())},
-                  "asr", split, size, seed, bad, synthesiser=speech.espeak_version(),
-                  **{f"corrupt_{kind}_rows": rows for kind, rows in by_kind.items()})
+    return _speech_table("asr", speech.draw, split, size, seed, corrupt)
 
 
 def tts(split: str, size: int, seed: int, corrupt: int = 0) -> pa.Table:
-    """`text`, `wav`: a 2-4 word sentence and its speech by one speaker at one pace (16 kHz FLAC; see
+    """`wav`, `text`: a 2-4 word sentence and its speech by one speaker at one pace (16 kHz FLAC; see
     `speech.draw_single_speaker`), for text-to-speech; damaged rows as `asr`'s."""
-    _check(split, size, corrupt)
-    rng = _rng(seed, "tts", split)
-    bad = _corrupt_rows(seed, "tts", split, size, corrupt)
-    by_kind = {kind: bad[i :: len(speech.DAMAGE)] for i, kind in enumerate(speech.DAMAGE)}
-    damage = {row: kind for kind, rows in by_kind.items() for row in rows}
-    utts = [speech.draw_single_speaker(rng, split) for _ in range(size)]
-    wavs = speech.render_all(utts, damage)
-    return _table({"text": pa.array([u.text for u in utts], pa.string()), "wav": pa.array(wavs, pa.binary())},
-                  "tts", split, size, seed, bad, synthesiser=speech.espeak_version(),
-                  **{f"corrupt_{kind}_rows": rows for kind, rows in by_kind.items()})
+    return _speech_table("tts", speech.draw_single_speaker, split, size, seed, corrupt)
 
 
 def text_to_image(split: str, size: int, seed: int, corrupt: int = 0) -> pa.Table:
