@@ -62,11 +62,13 @@ class FrameTargets:
     collator from the batch's generator, so a resumed run draws the same ones."""
     level: torch.Tensor | None = None
     """B noise levels in [0, 1) for a diffusion head's training, drawn with `noise`."""
+    progress: torch.Tensor | None = None
+    """B x F float32: how far through its output each frame is (j / n for frame j of n)."""
 
     def to(self, device: torch.device | str) -> "FrameTargets":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return replace(self, index=move(self.index), mask=move(self.mask), values=move(self.values),
-                       noise=move(self.noise), level=move(self.level))
+                       noise=move(self.noise), level=move(self.level), progress=move(self.progress))
 
 
 @dataclass

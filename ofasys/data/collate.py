@@ -331,11 +331,13 @@ class Collator:
         index = np.zeros((len(samples), longest), np.int64)
         mask = np.zeros((len(samples), longest), bool)
         values = np.zeros((len(samples), longest, width), np.float32)
+        progress = np.zeros((len(samples), longest), np.float32)
         for i, (start, array) in enumerate(frames):
             n = len(array)
             index[i, :n] = np.arange(start - 1, start - 1 + n)
             mask[i, :n] = True
             values[i, :n] = (np.asarray(array, np.float32) - mean) / std
+            progress[i, :n] = np.arange(n, dtype=np.float32) / n
         noise = level = None
         if handler.diffusion:  # per sample: its level, then noise for its own frames (not the batch's longest)
             noise = np.zeros((len(samples), longest, width), np.float32)
@@ -346,7 +348,8 @@ class Collator:
                 noise[i, : len(array)] = draw.standard_normal((len(array), width))
         return FrameTargets(
             handler.name, torch.from_numpy(index), torch.from_numpy(mask), torch.from_numpy(values),
-            None if noise is None else torch.from_numpy(noise), None if level is None else torch.from_numpy(level))
+            None if noise is None else torch.from_numpy(noise), None if level is None else torch.from_numpy(level),
+            torch.from_numpy(progress))
 
     def plan(self, sample: Sample | None = None, template: int = 0) -> OutputPlan:
         """The generation plan of `template` for `sample`. Shared across samples (built once) unless

@@ -14,6 +14,11 @@ and std). Two heads cover the outputs OFASys generates:
 - `RegressionHead` (speech): a linear map per frame refined by a residual convolutional post-net
   (Tacotron 2's), trained with L1 before and after the post-net.
 
+Each head also owns its progress queries (`ProgressQueries`): frame j of n adds the features of j / n
+to the decoder input that predicts it, in a second decoder pass (the first, without them, decides
+where the output stops), so a state knows how far through the output it is and which part of the
+prompt it is saying, as a duration model would tell it, without one.
+
 Both return the loss *summed* over real frames (the model divides by the step's target count, so a
 frame weighs as much as a token), and keep padding silent between convolutions so a sample's frames do
 not depend on its batch.
@@ -48,6 +53,22 @@ def level_embedding(level: torch.Tensor, width: int) -> torch.Tensor:
     return F.pad(emb, (0, width - 2 * half))
 
 
+class ProgressQueries(nn.Module):
+    """Frame j of n -> a d_model vector added to the decoder input that predicts it: the sinusoidal
+    features of j / n through a linear map that starts at zero (a head adds nothing until it learns to)."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.proj = nn.Linear(d_model, d_model)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, progress: torch.Tensor) -> torch.Tensor:
+        b, f = progress.shape
+        features = level_embedding(progress.reshape(-1), self.proj.in_features).reshape(b, f, -1)
+        return self.proj(features.to(self.proj.weight.dtype))
+
+
 class _ConvBlock(nn.Module):
     """Residual block over frames: LayerNorm, conv, SiLU, conv; padding re-silenced before each conv."""
 
@@ -72,6 +93,7 @@ class DiffusionHead(nn.Module):
         self.width = width
         self.sampling_steps = sampling_steps
         self.loss_weight = loss_weight
+        self.queries = ProgressQueries(d_model)
         self.inp = nn.Linear(width + d_model, hidden)
         self.level = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.blocks = nn.ModuleList(_ConvBlock(hidden, kernel_size) for _ in range(layers))
@@ -127,6 +149,7 @@ class RegressionHead(nn.Module):
         super().__init__()
         self.width = width
         self.loss_weight = loss_weight
+        self.queries = ProgressQueries(d_model)
         self.proj = nn.Linear(d_model, width)
         sizes = [width] + [hidden] * (postnet_layers - 1) + [width]
         self.postnet = nn.ModuleList(nn.Conv1d(a, b, kernel_size, padding=kernel_size // 2)

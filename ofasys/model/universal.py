@@ -198,9 +198,13 @@ class UniversalModel(nn.Module):
     def cross_kv(self, memory: torch.Tensor) -> list[KV]:
         return [layer.cross_kv(memory) for layer in self.decoder_layers]
 
-    def decode(self, tokens: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
-        """Full (teacher-forced) causal decoder pass -> B x T x d final hidden states."""
+    def decode(self, tokens: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor,
+               added: torch.Tensor | None = None) -> torch.Tensor:
+        """Full (teacher-forced) causal decoder pass -> B x T x d final hidden states. `added` (B x T x d)
+        is added to the inputs' embeddings (a frame output's progress queries)."""
         x = self.embed_decoder(tokens)
+        if added is not None:
+            x = x + added.to(x.dtype)
         mask = memory_mask[:, None, None, :]
         for layer, kv in zip(self.decoder_layers, self.cross_kv(memory)):
             x = layer(x, kv, mask)
@@ -241,7 +245,7 @@ class UniversalModel(nn.Module):
             # A frame output's placeholders are tokens too (go on / stop); its head's loss per frame is
             # added to theirs, and to `nll_sum`, so that the task's curves and the validation loss that
             # picks the exported weights see the frames, not only where they stop.
-            frame_sum, weight = self.frame_loss(hidden, batch.frames)
+            frame_sum, weight = self.frame_loss(batch.decoder_input, memory, mask, batch.frames)
             loss = loss + weight * frame_sum / ntokens
             nll_sum += float(frame_sum.detach())
         return loss, dict(ntokens=ntokens, nll_sum=nll_sum, correct=correct)
@@ -259,9 +263,25 @@ class UniversalModel(nn.Module):
         """B x T x d decoder states -> B x F x d: the states at `index` (B x F positions)."""
         return hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
 
-    def frame_loss(self, hidden: torch.Tensor, frames) -> tuple[torch.Tensor, float]:
-        """(the head's loss summed over real frames, its weight in the step's loss)."""
+    def progress_inputs(self, head: nn.Module, shape: torch.Size, index: torch.Tensor, mask: torch.Tensor,
+                        progress: torch.Tensor) -> torch.Tensor:
+        """B x T x d: the head's progress queries (`head.queries`) at the decoder inputs whose states
+        predict frames (`index`), zero elsewhere."""
+        queries = head.queries(progress) * mask[..., None].to(progress.dtype)
+        added = torch.zeros(shape, dtype=queries.dtype, device=queries.device)
+        return added.scatter_add(1, index[..., None].expand(-1, -1, shape[-1]), queries)
+
+    def frame_loss(self, tokens: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor,
+                   frames) -> tuple[torch.Tensor, float]:
+        """(the head's loss summed over real frames, its weight in the step's loss). The frames come from
+        a second decoder pass whose frame-predicting inputs also carry how far through the output they
+        are (frame j of n: j / n): where to stop was decided without it (the first pass's tokens), and
+        with it a state knows which part of the prompt it is saying, as a duration model would tell it."""
         head = self.output_head(frames.modality)
+        shape = (*tokens.shape, self.config.d_model)
+        progress = frames.progress if frames.progress is not None else frame_progress(frames.mask)
+        added = self.progress_inputs(head, torch.Size(shape), frames.index, frames.mask, progress)
+        hidden = self.decode(tokens, memory, memory_mask, added)
         states = self.frame_states(hidden, frames.index)
         return head.loss(states, frames.values, frames.mask, frames.noise, frames.level), head.loss_weight
 
@@ -269,18 +289,21 @@ class UniversalModel(nn.Module):
     def output_frames(self, batch: Batch, generated: Sequence[Sequence[int]], modality: str,
                       index: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         """B x F x D frames (normalised units) of a frame output: one teacher-forced decoder pass over
-        each sample's prefix and `generated` ids gives the placeholders' states (`index`, B x F
-        positions in that sequence), which the modality's head turns into frames (a diffusion head
-        starting from `noise`)."""
+        each sample's prefix and `generated` ids, the frame-predicting inputs (`index`, B x F positions
+        in that sequence) carrying their progress as in training, gives the states the modality's head
+        turns into frames (a diffusion head starting from `noise`)."""
         was_training = self.training
         self.eval()
         try:
             tokens = self._prefixed(batch, generated)
             memory, memory_mask = self.encode(batch)
-            hidden = self.decode(tokens, memory, memory_mask)
-            states = self.frame_states(hidden, index.to(hidden.device))
-            return self.output_head(modality).generate(states, mask.to(hidden.device),
-                                                       None if noise is None else noise.to(hidden.device))
+            index, mask = index.to(tokens.device), mask.to(tokens.device)
+            head = self.output_head(modality)
+            added = self.progress_inputs(head, torch.Size((*tokens.shape, self.config.d_model)), index, mask,
+                                         frame_progress(mask))
+            hidden = self.decode(tokens, memory, memory_mask, added)
+            states = self.frame_states(hidden, index)
+            return head.generate(states, mask, None if noise is None else noise.to(hidden.device))
         finally:
             self.train(was_training)
 
@@ -367,6 +390,12 @@ class UniversalModel(nn.Module):
         with torch.device("meta"):
             model = UniversalModel(config)
         return sum(p.numel() for p in model.parameters())
+
+
+def frame_progress(mask: torch.Tensor) -> torch.Tensor:
+    """B x F frame mask (real frames first) -> B x F float j / n: how far through its n frames frame j is."""
+    counts = mask.sum(1, keepdim=True).clamp(min=1)
+    return torch.arange(mask.shape[1], device=mask.device)[None].float() / counts
 
 
 def build_model(config: ModelConfig, seed: int) -> UniversalModel:

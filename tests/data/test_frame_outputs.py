@@ -93,6 +93,9 @@ def test_padding_rows_carry_no_loss_and_no_frame(vocab):
     assert b.loss_mask[0, 3:].sum() == 0
     assert torch.all(b.frames.values[0, 2:] == 0)  # no target beyond the real frames
     assert b.frames.mask.sum(1).tolist() == [2, 6]
+    # how far through its own output each frame is: j / n, whatever its batch mates' lengths
+    assert b.frames.progress[0, :2].tolist() == [0.0, 0.5] and b.frames.progress[0, 2:].sum() == 0
+    assert torch.allclose(b.frames.progress[1], torch.arange(6) / 6)
 
 
 def test_values_are_normalised_by_the_given_statistics(vocab):

@@ -19,6 +19,7 @@ from ofasys.modalities.audio import TARGET_WIDTH
 from ofasys.modalities.heads import DiffusionHead, RegressionHead
 from ofasys.modalities.motion import FEATURES
 from ofasys.model import ModelConfig, UniversalModel, build_model
+from ofasys.model.universal import frame_progress
 
 from .helpers import make_batch, tiny_config
 
@@ -201,11 +202,19 @@ def test_frames_reach_the_head_through_the_indexed_states():
     for i in range(3):
         for j in range(4):
             assert torch.equal(states[i, j], hidden[i, batch.frames.index[i, j]])
-    with torch.no_grad():
-        total, weight = model.frame_loss(hidden, batch.frames)
+    with torch.no_grad():  # the frame pass: the same decoder with the progress queries added at `index`
+        memory, mask = model.encode(batch)
+        total, weight = model.frame_loss(batch.decoder_input, memory, mask, batch.frames)
         f = batch.frames
-        expected = model.output_heads["MOTION"].loss(states, f.values, f.mask, f.noise, f.level)
+        head = model.output_heads["MOTION"]
+        added = model.progress_inputs(head, torch.Size((*batch.decoder_input.shape, 32)), f.index, f.mask,
+                                      frame_progress(f.mask))
+        passed = UniversalModel.frame_states(model.decode(batch.decoder_input, memory, mask, added), f.index)
+        expected = head.loss(passed, f.values, f.mask, f.noise, f.level)
     assert weight == 1.0 and torch.equal(total, expected)
+    for i in range(3):  # frame j of n gets j / n, only at its own input
+        n = int(f.mask[i].sum())
+        assert torch.allclose(frame_progress(f.mask)[i, :n], torch.arange(n) / n)
 
 
 def test_a_missing_output_head_is_refused_naming_the_heads():
