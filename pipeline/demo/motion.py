@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ofasys.modalities.motion import FRAME_WIDTH, JOINTS, ROOT_POSITION, ROOT_ROTATION, normalised, read_frames
+from ofasys.modalities.motion_frames import FRAME_WIDTH, JOINTS, ROOT_POSITION, ROOT_ROTATION, normalised, read_frames
 
 LABELS: dict[str, tuple[str, ...]] = {
     "walk": ("walk",),
