@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ofasys.data.plan_build import _Builder
+from ofasys.data.plan_cursor import PlanCursor, PlanState
 from ofasys.data.plan_steps import (  # noqa: F401 - re-exported: the plan's public vocabulary
     DEFAULT_MAX_REPEATS,
     DEFAULT_MAX_TEXT_TOKENS,
@@ -74,6 +75,7 @@ class OutputPlan:
         self._allowed: dict[Any, tuple[int, ...]] = {}
         self._with_term: dict[tuple[Any, int | None], tuple[int, ...]] = {}
         self.max_new_tokens = _max_tokens(self.steps)
+        self._cursor: PlanCursor | None = None
 
     # ----- building -------------------------------------------------------------------------------
     @classmethod
@@ -209,6 +211,30 @@ class OutputPlan:
                     rep[SPAN] = (start, pos)
                     reps.append(rep)
         return True, pos, [], outputs
+
+    # ----- incremental walking (the search's constraint) ---------------------------------------
+    @property
+    def cursor(self) -> PlanCursor:
+        """The plan walked one token at a time (see `ofasys.data.plan_cursor`), built on first use."""
+        if self._cursor is None:
+            self._cursor = PlanCursor(self.steps, self.vocab.eos)
+        return self._cursor
+
+    def start(self) -> PlanState:
+        """The state before any generated id: `state.done`, `mask_id(state)`, `advance(state, id)`."""
+        return self.cursor.start()
+
+    def advance(self, state: PlanState, token: int) -> PlanState:
+        """The state after one more id, without replaying the ones before (O(1) amortised)."""
+        return self.cursor.advance(state, token)
+
+    def mask_id(self, state: PlanState) -> int:
+        """Index in `mask_parts()` of the ids allowed next at `state` (what `allowed` returns there)."""
+        return state.mask
+
+    def mask_parts(self):
+        """Every allowed-id set this plan may ask for, by mask id (see `PlanCursor.mask_parts`)."""
+        return self.cursor.mask_parts()
 
     def allowed(self, generated: Sequence[int]) -> Sequence[int] | None:
         """Ids allowed next (the `<eos>` id once the plan is complete)."""
