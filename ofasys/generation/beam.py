@@ -1,4 +1,5 @@
-"""Constrained greedy / beam search over any step-wise decoder, with per-sample forced prefixes.
+"""Constrained greedy / beam search over any step-wise decoder, with per-sample forced prefixes,
+batched over many samples and vectorised.
 
 The search knows nothing about the model: it drives a `StepDecoder` (feed one token per row, get
 next-token logits; reorder rows when beams are re-ranked), so the same code runs on the KV-cached
@@ -14,19 +15,32 @@ Scores are sums of the model's log-probabilities (log-softmax over the full voca
 constraint masks disallowed ids to -inf; masking does not renormalise, so a score is the model's
 true log-likelihood of the sequence). Finished hypotheses are ranked by score / length**length_penalty
 with the length counting the final <eos>.
+
+Per step, everything proportional to the vocabulary stays on the decoder's device: log-softmax of
+the searching rows, their allowed-id masks gathered by index from a table built once before the
+search (`ofasys.generation.masks`), the running scores added, and one top-2k over each sample's
+k x V candidates. The only device-to-host copy of a step is those candidates' (score, flat index)
+pairs, 2k per searching sample; the host decides which of them finish or survive (fairseq's rule:
+only a top-k candidate may finish; survivors refill the k beams), advancing each survivor's plan
+cursor by one id. What goes back to the device is per row: the fed token, its mask row, its score.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import torch
 
+from ofasys.generation.masks import ANY, MaskTable
+
 
 class OutputConstraint(Protocol):
-    """What the search needs from an `OutputPlan` (ofasys/data/plan.py): `generated` never holds the
-    forced prefix."""
+    """What the search needs from a constraint: `generated` never holds the forced prefix.
+
+    An `OutputPlan` (ofasys/data/plan.py) also walks incrementally (`IncrementalConstraint`), which
+    the search uses instead: then `allowed`/`done` are never called. Any other object is asked
+    `allowed(generated)` for every live hypothesis at every step, as a reference or a test fake."""
 
     max_new_tokens: int
 
@@ -35,6 +49,20 @@ class OutputConstraint(Protocol):
 
     def done(self, generated: Sequence[int]) -> bool:
         """True once `generated` is a complete output (it then stops growing)."""
+
+
+class IncrementalConstraint(OutputConstraint, Protocol):
+    """A constraint walked one id at a time: `start()` -> a state with `.done`; `advance(state, id)`;
+    `mask_id(state)` -> the index in `mask_parts()` (every set it may allow, each a sequence of
+    ranges / id tuples) of the ids allowed next."""
+
+    def start(self) -> Any: ...
+
+    def advance(self, state: Any, token: int) -> Any: ...
+
+    def mask_id(self, state: Any) -> int: ...
+
+    def mask_parts(self) -> Sequence[Sequence[range | tuple[int, ...]]]: ...
 
 
 class StepDecoder(Protocol):
@@ -56,6 +84,46 @@ class Hypothesis:
     """logprob / length**length_penalty, length counting a final <eos>."""
     logprob: float
     """Sum of the model's log-probabilities of the generated ids (final <eos> included)."""
+
+
+class _Cursors:
+    """A sample's constraint through its cursor: states advance by one id, masks are table rows
+    registered before the search."""
+
+    def __init__(self, plan: IncrementalConstraint, table: MaskTable):
+        self.plan = plan
+        self.rows = [table.add(parts) for parts in plan.mask_parts()]
+
+    def start(self) -> Any:
+        return self.plan.start()
+
+    def advance(self, state: Any, gen: tuple[int, ...]) -> tuple[Any, bool]:
+        state = self.plan.advance(state, gen[-1])
+        return state, state.done
+
+    def mask(self, state: Any, gen: tuple[int, ...]) -> int:
+        return self.rows[self.plan.mask_id(state)]
+
+
+class _Replays:
+    """A constraint that only answers `allowed(generated)` / `done(generated)`: asked about each
+    hypothesis's whole output, as the search always did."""
+
+    def __init__(self, constraint: OutputConstraint, table: MaskTable):
+        self.constraint, self.table = constraint, table
+
+    def start(self) -> Any:
+        return None
+
+    def advance(self, state: Any, gen: tuple[int, ...]) -> tuple[Any, bool]:
+        return None, self.constraint.done(list(gen))
+
+    def mask(self, state: Any, gen: tuple[int, ...]) -> int:
+        return self.table.row_of_ids(self.constraint.allowed(list(gen)))
+
+
+def _incremental(constraint: Any) -> bool:
+    return all(callable(getattr(constraint, name, None)) for name in ("start", "advance", "mask_id", "mask_parts"))
 
 
 @torch.no_grad()
@@ -84,71 +152,88 @@ def beam_search(
     if any(len(p) == 0 for p in prefixes):
         raise ValueError("every sample needs a non-empty forced prefix (at least <bos>)")
     n = n_samples * k
+    neg_inf = float("-inf")
+    table = MaskTable()
+    drivers = [_Cursors(c, table) if _incremental(c) else _Replays(c, table) for c in constraints]
 
-    # Per row: generated ids so far and the running log-prob. Only the first row of each sample is
-    # alive at the start, so the first free step expands one hypothesis into k distinct ones.
-    generated: list[list[int]] = [[] for _ in range(n)]
-    scores = torch.full((n,), float("-inf"))
-    scores[::k] = 0.0
+    # Per row (host): ids generated so far, the constraint's state, the running log-prob, the mask
+    # row. Only the first row of each sample is alive at the start, so the first free step expands
+    # one hypothesis into k distinct ones.
+    generated: list[tuple[int, ...]] = [()] * n
+    states: list[Any] = [drivers[r // k].start() if r % k == 0 else None for r in range(n)]
+    scores = [0.0 if r % k == 0 else neg_inf for r in range(n)]
+    mask_rows = [ANY] * n
     finished: list[list[Hypothesis]] = [[] for _ in range(n_samples)]
     active = [True] * n_samples
     tokens = [prefixes[i][0] for i in range(n_samples) for _ in range(k)]
     t = 0  # position of the tokens being fed
 
-    def finish(i: int, gen: list[int], logprob: float) -> None:
+    def finish(i: int, gen: tuple[int, ...], logprob: float) -> None:
         out = gen[:-1] if gen and gen[-1] == eos_id else gen
         norm = logprob / max(len(gen), 1) ** length_penalty
         finished[i].append(Hypothesis(tokens=list(out), score=norm, logprob=logprob))
 
     while any(active):
         logits = decoder.step(torch.tensor(tokens, dtype=torch.long))
-        logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-        vocab = logprobs.shape[-1]
+        if table.rows is None:
+            table.build(logits.shape[-1], logits.device)
+        vocab = logits.shape[-1]
+        device = logits.device
         index = list(range(n))
+        searching: list[int] = []
         for i in range(n_samples):
             if not active[i]:
                 continue
-            rows = range(i * k, i * k + k)
             if t + 1 < len(prefixes[i]):  # still forcing this sample's prefix
-                for r in rows:
-                    tokens[r] = prefixes[i][t + 1]
+                tokens[i * k:(i + 1) * k] = [prefixes[i][t + 1]] * k
                 continue
             if max_new_tokens[i] <= 0:
-                finish(i, [], 0.0)
+                finish(i, (), 0.0)
                 active[i] = False
                 continue
-            # Candidate scores for every (row, id): running score + log p, disallowed ids at -inf.
-            cand = logprobs[i * k:(i + 1) * k] + scores[i * k:(i + 1) * k, None]
-            for j, r in enumerate(rows):
-                if scores[r] == float("-inf"):
-                    continue
-                allowed = constraints[i].allowed(generated[r])
-                if allowed is not None:
-                    keep = torch.full((vocab,), float("-inf"))
-                    keep[torch.as_tensor(list(allowed), dtype=torch.long)] = 0.0
-                    cand[j] += keep
+            searching.append(i)
+            for r in range(i * k, i * k + k):
+                if scores[r] != neg_inf:
+                    mask_rows[r] = drivers[i].mask(states[r], generated[r])
+        if searching:
+            rows = [r for i in searching for r in range(i * k, i * k + k)]
+            if len(rows) < n:
+                logits = logits.index_select(0, torch.tensor(rows, device=device))
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            allowed = table.rows.index_select(0, torch.tensor([mask_rows[r] for r in rows], device=device))
+            running = torch.tensor([scores[r] for r in rows], dtype=logprobs.dtype, device=device)
+            cand = (torch.where(allowed, logprobs, neg_inf) + running[:, None]).view(len(searching), k * vocab)
             # 2k candidates: enough to refill k beams even if k of them finish at this step.
-            top_scores, top_ids = cand.flatten().topk(min(2 * k, cand.numel()))
-            survivors: list[tuple[float, int, int, list[int]]] = []
-            for rank, (score, flat) in enumerate(zip(top_scores.tolist(), top_ids.tolist())):
-                if score == float("-inf") or len(survivors) == k:
-                    break
-                j, tok = divmod(flat, vocab)
-                gen = generated[i * k + j] + [tok]
-                if tok == eos_id or constraints[i].done(gen) or len(gen) >= max_new_tokens[i]:
-                    if rank < k:  # like fairseq: only a top-k candidate may end the search's beams
-                        finish(i, gen, score)
-                else:
-                    survivors.append((score, i * k + j, tok, gen))
-            if len(finished[i]) >= k or not survivors:
-                active[i] = False
-            new_generated = [gen for _, _, _, gen in survivors]
-            for j, r in enumerate(rows):
-                if j < len(survivors):
-                    score, src, tok, _ = survivors[j]
-                    scores[r], index[r], tokens[r], generated[r] = score, src, tok, new_generated[j]
-                else:  # fewer live candidates than beams: park the row as dead
-                    scores[r], index[r], tokens[r], generated[r] = float("-inf"), i * k, eos_id, []
+            top_scores, top_ids = cand.topk(min(2 * k, k * vocab), dim=1)
+            # The step's one device-to-host copy: 2k (score, flat id) pairs per searching sample.
+            top = torch.stack((top_scores.double(), top_ids.double())).tolist()
+            for s, i in enumerate(searching):
+                driver, cap = drivers[i], max_new_tokens[i]
+                survivors: list[tuple[float, int, int, tuple[int, ...], Any]] = []
+                for rank, (score, flat) in enumerate(zip(top[0][s], top[1][s])):
+                    if score == neg_inf or len(survivors) == k:
+                        break
+                    j, tok = divmod(int(flat), vocab)
+                    r = i * k + j
+                    gen = generated[r] + (tok,)
+                    if tok == eos_id:
+                        ends, state = True, None
+                    else:
+                        state, ends = driver.advance(states[r], gen)
+                        ends = ends or len(gen) >= cap
+                    if ends:
+                        if rank < k:  # like fairseq: only a top-k candidate may end the search's beams
+                            finish(i, gen, score)
+                    else:
+                        survivors.append((score, r, tok, gen, state))
+                if len(finished[i]) >= k or not survivors:
+                    active[i] = False
+                for j in range(k):
+                    r = i * k + j
+                    if j < len(survivors):
+                        scores[r], index[r], tokens[r], generated[r], states[r] = survivors[j]
+                    else:  # fewer live candidates than beams: park the row as dead
+                        scores[r], index[r], tokens[r], generated[r], states[r] = neg_inf, i * k, eos_id, (), None
         if not any(active):
             break
         decoder.reorder(torch.tensor(index, dtype=torch.long))
