@@ -41,6 +41,10 @@ class SamplePrediction:
         return self.key
 
 
+SORT_WINDOW = 8
+"""`predict` sorts this many batches' worth of samples by encoder length before batching them."""
+
+
 def predict(
     model: torch.nn.Module,
     task_data: Any,
@@ -53,6 +57,9 @@ def predict(
 ) -> Iterator[SamplePrediction]:
     """Generate for every sample of `task_data` (a `ShardTaskData`), in index order, batched.
 
+    Samples are batched by length: each window of `SORT_WINDOW` batches is sorted by encoder length
+    (an audio clip's frames, a question's tokens) before it is cut into batches, so that a batch pads
+    little; the predictions still come out in index order, and are the same as one sample at a time.
     `progress` is an optional callable receiving the number of samples just finished (e.g. a tqdm
     `update`), so callers choose how progress is shown.
     """
@@ -60,26 +67,57 @@ def predict(
     order = list(indices) if indices is not None else list(range(len(task_data)))
     if max_samples:
         order = order[:max_samples]
-    for start in range(0, len(order), batch_size):
-        samples = [task_data.get(i) for i in order[start : start + batch_size]]
-        batch = task_data.collate_for_generation(samples)
-        plans = [task_data.plan(s) for s in samples]
-        with torch.inference_mode():
-            generated = model.generate(batch, plans, beam_size=beam_size)
-            logprobs = scored_tokens(model, batch, plans, generated)
-            frames = generated_frames(model, batch, plans, generated, [s.key for s in samples], task_data.collator)
-        for sample, plan, tokens, scores, made in zip(samples, plans, generated, logprobs, frames):
-            yield SamplePrediction(
-                key=sample.key,
-                outputs=plan.decode(tokens, sample.meta, scores, made),
-                refs=dict(sample.meta.get("refs", {})),
-                tokens=list(tokens),
-                inputs=dict(sample.meta.get("inputs", {})),
-                source=dict(sample.meta.get("source", {})),
-                row=sample.meta.get("row"),
-            )
-        if progress is not None:
-            progress(len(samples))
+    lengths = _encoder_lengths(task_data, getattr(model, "config", None))
+    for start in range(0, len(order), batch_size * SORT_WINDOW):
+        window = [task_data.get(i) for i in order[start : start + batch_size * SORT_WINDOW]]
+        ranked = sorted(range(len(window)), key=lambda j: (lengths(window[j]), j))
+        made: dict[int, SamplePrediction] = {}
+        for first in range(0, len(ranked), batch_size):
+            picked = ranked[first : first + batch_size]
+            for j, pred in zip(picked, _predict_batch(model, task_data, [window[j] for j in picked], beam_size)):
+                made[j] = pred
+            if progress is not None:
+                progress(len(picked))
+        for j in range(len(window)):
+            yield made.pop(j)
+
+
+def _encoder_lengths(task_data: Any, config: Any):
+    """sample -> the encoder positions of its input slots (0 for all when the model's config is
+    unknown: no sorting)."""
+    from ofasys.data.members import slot_handler, slot_member
+    from ofasys.instruction.ast import Slot
+
+    if config is None:
+        return lambda sample: 0
+    slots = [item for item in task_data.instruction.templates[0].resolved_inputs() if isinstance(item, Slot)]
+
+    def length(sample: Any) -> int:
+        return sum(slot_handler(slot).encoder_positions(sample.arrays[slot_member(slot)], slot.attrs, config)
+                   for slot in slots if slot_member(slot) in sample.arrays)
+    return length
+
+
+def _predict_batch(model: torch.nn.Module, task_data: Any, samples: Sequence[Any],
+                   beam_size: int) -> list[SamplePrediction]:
+    batch = task_data.collate_for_generation(samples)
+    plans = [task_data.plan(s) for s in samples]
+    with torch.inference_mode():
+        generated = model.generate(batch, plans, beam_size=beam_size)
+        logprobs = scored_tokens(model, batch, plans, generated)
+        frames = generated_frames(model, batch, plans, generated, [s.key for s in samples], task_data.collator)
+    return [
+        SamplePrediction(
+            key=sample.key,
+            outputs=plan.decode(tokens, sample.meta, scores, made),
+            refs=dict(sample.meta.get("refs", {})),
+            tokens=list(tokens),
+            inputs=dict(sample.meta.get("inputs", {})),
+            source=dict(sample.meta.get("source", {})),
+            row=sample.meta.get("row"),
+        )
+        for sample, plan, tokens, scores, made in zip(samples, plans, generated, logprobs, frames)
+    ]
 
 
 def scored_tokens(model: torch.nn.Module, batch: Any, plans: Sequence[Any], generated: Sequence[Sequence[int]]):
