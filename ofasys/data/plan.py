@@ -212,6 +212,10 @@ class OutputPlan:
                     reps.append(rep)
         return True, pos, [], outputs
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the cursor names steps and trie nodes by identity: a copy builds its own
+        return {**self.__dict__, "_cursor": None}
+
     # ----- incremental walking (the search's constraint) ---------------------------------------
     @property
     def cursor(self) -> PlanCursor:

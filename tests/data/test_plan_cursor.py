@@ -5,6 +5,8 @@ front."""
 
 from __future__ import annotations
 
+import copy
+import pickle
 import random
 
 import pytest
@@ -112,3 +114,14 @@ def test_states_are_shared_and_sets_enumerated_once(vocab):
     assert plan.cursor.ids(0) == (vocab.eos,) and plan.cursor.ids(1) == ()
     assert 0 <= plan.mask_id(one) < len(parts)
     assert plan.mask_parts() == parts  # nothing was added while walking
+
+
+def test_a_copied_plan_builds_its_own_cursor(vocab):
+    plan = build(vocab, "group: box, closed label")
+    plan.start()
+    box = list(vocab.bin_range)[:4]
+    for clone in (pickle.loads(pickle.dumps(plan)), copy.deepcopy(plan)):
+        state = clone.start()
+        for t in box:
+            state = clone.advance(state, t)
+        assert clone.cursor.ids(clone.mask_id(state)) == tuple(clone.allowed(box))
