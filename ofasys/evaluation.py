@@ -211,7 +211,8 @@ def transcriber(model: torch.nn.Module, asr_data: Any, batch_size: int = 64) -> 
 
     def transcribe(frames: Sequence[Any]) -> list[str]:
         texts = [""] * len(frames)
-        real = [i for i, f in enumerate(frames) if f is not None and len(f)]
+        # batched by length (a batch pads every clip to its longest), transcripts kept in input order
+        real = sorted((i for i, f in enumerate(frames) if f is not None and len(f)), key=lambda i: (len(frames[i]), i))
         for start in range(0, len(real), batch_size):
             rows = real[start : start + batch_size]
             samples = [Sample(f"heard-{i:09d}", {}, {member: utterance_normalised(np.asarray(frames[i], np.float32))
