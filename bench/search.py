@@ -88,6 +88,12 @@ def fastest(repeats: int, *fns):
     return outs, best
 
 
+def fail(message: str) -> None:
+    """A usage error: one line naming the option and the fix, exit status 2."""
+    print(f"bench/search.py: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("task", nargs="?", default="caption")
@@ -105,12 +111,12 @@ def main(argv: list[str] | None = None) -> None:
     clock = CLOCKS[args.clock]
     for name in ("samples", "batch", "beam", "repeats", "threads"):
         if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1")
+            fail(f"--{name}: must be >= 1, got {getattr(args, name)}")
     manifest = Path(args.shards) / args.task / "manifest.json"
-    if not Path(args.export).is_dir():
-        p.error(f"--export {args.export}: no exported model there; run `dvc repro` or pass its directory")
+    if not (Path(args.export) / "config.json").is_file():
+        fail(f"--export {args.export}: no exported model there; run `dvc repro` or pass the export's directory")
     if not manifest.is_file():
-        p.error(f"--shards {args.shards}: no {manifest}; pass the directory holding <task>/manifest.json")
+        fail(f"--shards {args.shards}: no {manifest}; pass the directory holding <task>/manifest.json")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     pretrained = OFASys.from_pretrained(args.export)
