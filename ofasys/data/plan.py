@@ -25,6 +25,10 @@ run or closed slot at the end of a repetition has no terminator of its own: it e
 repetition or the group's exit begins (an object's label ends at the next box's first bin). A group
 decodes to one list per column, and, under its first column, to objects: one dict per repetition with
 every column's value (and a `score` when the tokens' log-probabilities are given).
+
+The search walks a plan one id at a time through its cursor (`start`, `advance`, `mask_id`,
+`mask_parts`; see `ofasys.data.plan_cursor`), in O(1) per id. `allowed` and `done` replay the whole
+output through `_walk`, the reference the cursor is tested against; `decode` runs once per output.
 """
 
 
