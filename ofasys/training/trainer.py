@@ -50,6 +50,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ofasys.data.batch import TOKENS, Batch
+from ofasys.training.acceleration import autocast, autocast_dtype, prepare_model, resolve_precision
 from ofasys.training.checkpoints import TrainState, rank0_checkpoint_key, resume_checkpoint, save_checkpoint
 from ofasys.training.config import TrainConfig
 from ofasys.training.ds_config import build_ds_config
@@ -135,15 +136,20 @@ class TrainResult:
 
 
 class _LossModule(nn.Module):
-    """Makes `engine(batch)` run `model.loss`, so DeepSpeed's forward hooks wrap the real work."""
+    """Makes `engine(batch)` run `model.loss`, so DeepSpeed's forward hooks wrap the real work.
 
-    def __init__(self, model: nn.Module, label_smoothing: float) -> None:
+    The forward is where CPU bf16 autocasts (`acceleration.autocast_dtype`), so training and
+    validation steps, both `engine(batch)`, run in the same precision."""
+
+    def __init__(self, model: nn.Module, label_smoothing: float, autocast_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.model = model
         self.label_smoothing = label_smoothing
+        self.autocast_dtype = autocast_dtype
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, Mapping[str, Any]]:
-        return self.model.loss(batch, label_smoothing=self.label_smoothing)
+        with autocast(batch.decoder_input.device, self.autocast_dtype):
+            return self.model.loss(batch, label_smoothing=self.label_smoothing)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -263,7 +269,9 @@ class Trainer:
         key = rank0_checkpoint_key(rank, package_checkout())
 
         # DeepSpeed broadcasts rank 0's weights, so every rank starts from the same model.
-        wrapper = _LossModule(self.model, cfg.label_smoothing)
+        precision = resolve_precision(cfg.precision, device)
+        wrapper = _LossModule(self.model, cfg.label_smoothing, autocast_dtype(precision, device))
+        prepare_model(self.model, wrapper, cfg)  # activation checkpointing, torch.compile
         ds_config = build_ds_config(cfg, device, world)
         t0 = time.perf_counter()
         engine, _, _, _ = deepspeed.initialize(
