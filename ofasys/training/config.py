@@ -84,7 +84,8 @@ class TrainConfig:
     compile: bool = False
     """`torch.compile` the model: each encoder and decoder layer for a model that offers
     `compile_layers` (the universal model), else the whole loss. Per layer, because a layer only sees
-    tensors, so it compiles once per layer kind without graph breaks, whatever the task's segments."""
+    tensors, so it compiles once per layer kind without graph breaks, whatever the task's segments.
+    Not with zero_stage 3 (refused: its partitioned parameters and compiled layers train wrong)."""
 
     compile_backend: str = "inductor"
     """torch.compile backend: "inductor" (generates kernels; needs a C++ compiler on CPU, Triton on
@@ -202,8 +203,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.compile_mode={self.compile_mode!r} is an inductor mode: set "
                              f"compile_backend: inductor, or compile_mode: default")
         if self.compile and self.zero_stage == 3:
-            raise ValueError("TrainConfig.compile=True does not work with zero_stage 3 (its parameter "
-                             "gathering hooks break the traced layers): set compile: false or zero_stage <= 2")
+            # ZeRO-3 swaps each layer's parameters between full tensors and empty shards around its
+            # forward; compiled layers then recompile until dynamo gives up, and the losses left the
+            # uncompiled run's from the second update on (aot_eager, DeepSpeed 0.19, torch 2.11).
+            raise ValueError("TrainConfig.compile=True does not work with zero_stage 3 (compiled layers see "
+                             "ZeRO-3's partitioned parameters): set compile: false or zero_stage <= 2")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (MLflow params, checkpoint metadata)."""

@@ -50,7 +50,8 @@ import torch.distributed as dist
 from torch import nn
 
 from ofasys.data.batch import TOKENS, Batch
-from ofasys.training.acceleration import autocast, autocast_dtype, prepare_model, resolve_precision
+from ofasys.training.acceleration import (autocast, autocast_dtype, prepare_model, resolve_precision,
+                                          skip_single_rank_allreduce)
 from ofasys.training.checkpoints import TrainState, rank0_checkpoint_key, resume_checkpoint, save_checkpoint
 from ofasys.training.config import TrainConfig
 from ofasys.training.ds_config import build_ds_config
@@ -281,6 +282,7 @@ class Trainer:
             lr_scheduler=lambda opt: make_scheduler(opt, cfg),
         )
         init_seconds = time.perf_counter() - t0
+        skip_single_rank_allreduce(engine, world, cfg)
         float_dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
 
         sampler = WeightedMultitaskSampler.from_config(self.task_list, self.weights, cfg, rank=rank,

@@ -125,3 +125,29 @@ def test_zero_stages_with_offload_match_stage_0(tmp_path, monkeypatch, zero):
     assert engine.zero_cpu_offload() == ("offload_optimizer" in zero)
     assert [h.task for h in result.history] == [h.task for h in reference.history]
     assert [h.loss for h in result.history] == pytest.approx([h.loss for h in reference.history], rel=1e-5)
+
+
+def test_a_world_of_one_skips_the_gradient_allreduce_bit_for_bit(tmp_path, monkeypatch):
+    import deepspeed
+
+    import ofasys.training.trainer as trainer_module
+
+    engines = []
+    real_initialize = deepspeed.initialize
+
+    def initialize(**kwargs):
+        out = real_initialize(**kwargs)
+        engines.append(out[0])
+        return out
+
+    monkeypatch.setattr(deepspeed, "initialize", initialize)
+    models = {"skipped": FakeModel(dropout=0.1), "reduced": FakeModel(dropout=0.1)}
+    skipped = fit(tmp_path / "skipped", models["skipped"])
+    assert engines[-1].enable_backward_allreduce is False
+    monkeypatch.setattr(trainer_module, "skip_single_rank_allreduce", lambda *args: None)
+    reduced = fit(tmp_path / "reduced", models["reduced"])
+    assert engines[-1].enable_backward_allreduce is True
+    assert [h.loss for h in skipped.history] == [h.loss for h in reduced.history]
+    a, b = (m.state_dict() for m in models.values())  # the engine trained these modules in place
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["mix.weight"], FakeModel(dropout=0.1).state_dict()["mix.weight"])
