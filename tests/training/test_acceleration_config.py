@@ -113,3 +113,15 @@ def test_a_bad_combination_stops_a_stage_with_exit_2(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: train.offload_params='cpu' needs zero_stage 3 (got 1): set zero_stage: 3, "
                                 "or offload_params: none")
+
+
+def test_a_checkpoint_written_before_these_fields_still_resumes_with_their_defaults():
+    from ofasys.training.checkpoints import changed_fields
+
+    current = TrainConfig(max_steps=10).to_dict()
+    older = {k: v for k, v in current.items() if k not in NEW_FIELDS}  # a checkpoint predating the fields
+    assert changed_fields(older, current) == []
+    assert changed_fields(older, TrainConfig(max_steps=10, precision="bf16").to_dict()) == ["precision"]
+    assert changed_fields(current, TrainConfig(max_steps=10, zero_stage=1, offload_optimizer="cpu").to_dict()) == \
+        ["offload_optimizer", "zero_stage"]
+    assert changed_fields(current, TrainConfig(max_steps=10, log_every=3).to_dict()) == []  # may differ on resume
