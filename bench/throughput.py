@@ -29,6 +29,7 @@ when there is one, else on the CPU, and prints:
   are printed beside it, with the quartiles of the per-step ratios as a measure of the noise.
 
     .venv/bin/python bench/throughput.py --project /path/to/a/dvc-repro-ed/project [--precision bf16]
+        [--compile inductor] [--activation-checkpointing] [--threads N]
 """
 
 from __future__ import annotations
@@ -249,6 +250,10 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=12, help="distinct micro-batches (one round)")
     parser.add_argument("--rounds", type=int, default=3, help="passes over them, each step interleaved")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--compile", choices=("inductor", "aot_eager", "eager"), default=None,
+                        help="override train.compile (true, with this backend)")
+    parser.add_argument("--activation-checkpointing", action="store_true",
+                        help="override train.activation_checkpointing (true)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -260,8 +265,14 @@ def main() -> None:
     init_distributed(device)
     model_config, train_config, tasks, weights = load_project(args.project)
     # One micro-batch per optimizer step, so every timed step is a whole DeepSpeed step.
-    train_config = replace(train_config, grad_accum=1,
-                           **({"precision": args.precision} if args.precision else {}))
+    overrides = {"grad_accum": 1}
+    if args.precision:
+        overrides["precision"] = args.precision
+    if args.compile:
+        overrides.update(compile=True, compile_backend=args.compile)
+    if args.activation_checkpointing:
+        overrides["activation_checkpointing"] = True
+    train_config = replace(train_config, **overrides)
     precision = resolve_precision(train_config.precision, device)
     batches = draw_batches(tasks, weights, train_config, args.batches)
     model = build_model(model_config, train_config.seed)
