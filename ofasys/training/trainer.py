@@ -28,6 +28,10 @@ What the loop guarantees, and how:
   deepspeed is imported (SETUP.md "Known traps"); DeepSpeed's shared-memory comm op, which only
   serves inference all-reduce, is not built (saves a ~30 s C++ compile on a fresh machine).
 
+How a step runs on its device (`train.precision`, `compile`, `activation_checkpointing`, ZeRO
+offload) is decided in `acceleration.py` and `ds_config.py` and applied where the engine is made;
+CPU bf16 autocasts inside the loss module's forward, so the loop itself does not change with them.
+
 Checkpoints are DeepSpeed's torch pickles in `out_dir/ds`, signed after each save and verified
 before any byte is unpickled on resume, then loaded weights-only (`checkpoints.py`). The exported
 model (`export.py`) is safetensors only.

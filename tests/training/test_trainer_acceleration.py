@@ -75,10 +75,12 @@ def plain_run(tmp_path_factory):
     return fit(tmp_path_factory.mktemp("plain"), universal_model())
 
 
-def test_activation_checkpointing_trains_what_the_plain_model_trains(tmp_path, plain_run):
-    """The universal model through DeepSpeed, each layer recomputed in the backward: the same losses."""
+@pytest.mark.parametrize("zero_stage", [0, 3])
+def test_activation_checkpointing_trains_what_the_plain_model_trains(tmp_path, plain_run, zero_stage):
+    """The universal model through DeepSpeed, each layer recomputed in the backward: the same losses,
+    also under ZeRO-3 (whose hooks gather a layer's parameters again for the recomputation)."""
     model = universal_model()
-    result = fit(tmp_path, model, activation_checkpointing=True)
+    result = fit(tmp_path, model, activation_checkpointing=True, zero_stage=zero_stage)
     assert model.activation_checkpointing
     assert [h.loss for h in result.history] == pytest.approx([h.loss for h in plain_run.history], rel=1e-5)
 
