@@ -153,3 +153,18 @@ def test_a_world_of_one_skips_the_gradient_allreduce_bit_for_bit(tmp_path, monke
     a, b = (m.state_dict() for m in models.values())  # the engine trained these modules in place
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["mix.weight"], FakeModel(dropout=0.1).state_dict()["mix.weight"])
+
+
+@pytest.mark.slow
+def test_a_model_without_compile_layers_is_compiled_whole(tmp_path):
+    """Any LossModel can ask for compile: without `compile_layers` the whole loss module is compiled
+    (graph breaks where its Python needs values), and it trains what the eager run trains. ~25 s."""
+    from torch._dynamo.utils import counters
+
+    eager = fit(tmp_path / "eager", FakeModel(dropout=0.0), max_steps=2)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = fit(tmp_path / "compiled", FakeModel(dropout=0.0), max_steps=2, compile=True,
+                   compile_backend="aot_eager")
+    assert counters["frames"]["ok"] > 0  # dynamo did convert frames of the loss
+    assert [h.loss for h in compiled.history] == pytest.approx([h.loss for h in eager.history], rel=1e-5)
