@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import re
 import statistics
 import sys
 import time
@@ -55,9 +56,11 @@ from ofasys.training.acceleration import (autocast, autocast_dtype, prepare_mode
                                           skip_single_rank_allreduce)
 
 CUDA_BF16_PEAK = {  # dense bf16 tensor-core FLOP/s from the vendors' data sheets (no sparsity)
-    "H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 756e12, "H200": 989e12,
+    "H100 80GB HBM3": 989e12, "H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H200": 989e12,
     "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "A6000": 155e12,
 }
+"""Matched as whole words in `torch.cuda.get_device_name()` ("A10" is not "A10G" nor "A100"); a device
+not listed gets its peak measured instead."""
 
 
 # ------------------------------------------------------------------------------------------- device
@@ -87,7 +90,7 @@ def peak_flops(device: torch.device, precision: str) -> tuple[float, str]:
         name = torch.cuda.get_device_name(device)
         if precision == "bf16":
             for key, value in CUDA_BF16_PEAK.items():
-                if key in name:
+                if re.search(rf"(?<![\w-]){re.escape(key)}(?![\w])", name):
                     return value, f"{name}, data-sheet dense bf16"
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         return measured_matmul_peak(device, dtype, 8192), f"{name}, measured 8192² {dtype} matmul"
