@@ -135,7 +135,8 @@ class UniversalModel(nn.Module):
     def set_activation_checkpointing(self, enabled: bool) -> None:
         """Keep only each layer's input in a training forward and recompute the layer in the backward
         (`torch.utils.checkpoint`, non-reentrant, the RNG state saved so dropout replays identically):
-        activation memory of one layer per stack, for about a third more compute. A per-instance
+        activations kept are each layer's input plus one layer's intermediates at a time, for about a
+        third more compute. A per-instance
         switch, not a config field: it changes memory, not the model, so exports do not record it."""
         self.activation_checkpointing = bool(enabled)
 

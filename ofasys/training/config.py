@@ -98,8 +98,9 @@ class TrainConfig:
 
     activation_checkpointing: bool = False
     """Recompute each encoder / decoder layer's activations in the backward instead of keeping them
-    (`torch.utils.checkpoint`, non-reentrant): about a third more compute for activation memory of
-    one layer per stack, which is what lets a bigger model or batch fit. Gradients are unchanged
+    (`torch.utils.checkpoint`, non-reentrant): about a third more compute for keeping only each
+    layer's input (plus one layer's intermediates at a time), which is what lets a bigger model or
+    batch fit. Gradients are unchanged
     (dropout is replayed with the same random state)."""
 
     offload_optimizer: str = "none"
