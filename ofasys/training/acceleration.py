@@ -28,10 +28,11 @@ BF16 = "bf16"
 
 
 def bf16_supported(device: torch.device | str) -> bool:
-    """Whether bf16 arithmetic is available on `device`: always on CPU (autocast), per GPU on CUDA."""
+    """Whether bf16 arithmetic is available on `device`: always on CPU (autocast); on CUDA natively
+    only (compute capability 8+: Ampere on). Older GPUs emulate bf16 slowly, which is not worth it."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     return device.type == "cpu"
 
 
