@@ -23,6 +23,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ofasys.data.batch import TOKENS, Batch
 from ofasys.generation.beam import Hypothesis, OutputConstraint, beam_search
@@ -127,6 +128,32 @@ class UniversalModel(nn.Module):
             with _seeded(None if seed is None else part_seed(seed, HEAD_SEED_TAG, kind)):
                 self.output_heads[kind] = MODALITIES[kind].build_output_head(config)
 
+    # ------------------------------------------------------------------ training-time options
+    activation_checkpointing: bool = False
+    """Recompute each encoder / decoder layer in the backward (see `set_activation_checkpointing`)."""
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Keep only each layer's input in a training forward and recompute the layer in the backward
+        (`torch.utils.checkpoint`, non-reentrant, the RNG state saved so dropout replays identically):
+        activations kept are each layer's input plus one layer's intermediates at a time, for about a
+        third more compute. A per-instance
+        switch, not a config field: it changes memory, not the model, so exports do not record it."""
+        self.activation_checkpointing = bool(enabled)
+
+    def compile_layers(self, **options) -> None:
+        """`torch.compile` each encoder and decoder layer in place (`nn.Module.compile`, `options` as
+        torch.compile's). Layers take tensors only, so they trace without graph breaks whatever the
+        batch's segments, and identical layers share one compiled graph; the model's own Python (batch
+        handling, loss selection) stays eager. State dict keys are unchanged."""
+        for layer in (*self.encoder_layers, *self.decoder_layers):
+            layer.compile(**options)
+
+    def _run_layer(self, layer: nn.Module, *args: torch.Tensor | KV) -> torch.Tensor:
+        """`layer(*args)`, through activation checkpointing when it is on and a backward will follow."""
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(layer, *args, use_reentrant=False)
+        return layer(*args)
+
     def _init_weights(self, module: nn.Module) -> None:
         """GPT-2 style: N(0, init_std) everywhere, residual output projections scaled down by
         sqrt(2 x layers) so that the sum of many residual branches starts at a sane scale. (Not a
@@ -173,7 +200,7 @@ class UniversalModel(nn.Module):
         attn_mask[:, 0] |= ~mask.any(1)
         attn_mask = attn_mask[:, None, None, :]
         for layer in self.encoder_layers:
-            x = layer(x, attn_mask)
+            x = self._run_layer(layer, x, attn_mask)
         return self.encoder_norm(x), mask
 
     def adaptor(self, kind: str) -> nn.Module:
@@ -207,7 +234,7 @@ class UniversalModel(nn.Module):
             x = x + added.to(x.dtype)
         mask = memory_mask[:, None, None, :]
         for layer, kv in zip(self.decoder_layers, self.cross_kv(memory)):
-            x = layer(x, kv, mask)
+            x = self._run_layer(layer, x, kv, mask)
         return self.decoder_norm(x)
 
     def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -90,6 +90,16 @@ def save_checkpoint(engine: Any, sampler: WeightedMultitaskSampler, ckpt_dir: Pa
     dist.barrier()
 
 
+def changed_fields(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """TrainConfig fields that differ between a checkpoint's config and this run's (but for
+    `RESUME_MAY_DIFFER`). A field the checkpoint predates counts as its default, which is what the
+    run that wrote it did: adding a field with a behaviour-preserving default keeps old checkpoints
+    resumable."""
+    defaults = TrainConfig().to_dict()
+    return sorted(k for k in set(saved) | set(current)
+                  if k not in RESUME_MAY_DIFFER and saved.get(k, defaults.get(k)) != current.get(k))
+
+
 def resume_checkpoint(engine: Any, sampler: WeightedMultitaskSampler, ckpt_dir: Path, rank: int, world: int,
                       key: bytes | None, config: TrainConfig) -> TrainState:
     """Load the latest checkpoint in `ckpt_dir` if any (a fresh TrainState when there is none).
@@ -130,8 +140,7 @@ def resume_checkpoint(engine: Any, sampler: WeightedMultitaskSampler, ckpt_dir: 
                          f"resume with {saved_world} processes or use a fresh out_dir")
     saved_cfg = json.loads(client["train_config"])
     current = config.to_dict()
-    changed = sorted(k for k in set(saved_cfg) | set(current)
-                     if k not in RESUME_MAY_DIFFER and saved_cfg.get(k) != current.get(k))
+    changed = changed_fields(saved_cfg, current)
     if changed:
         diff = {k: (saved_cfg.get(k), current.get(k)) for k in changed}
         raise ValueError(f"cannot resume {load_path} exactly: TrainConfig changed {diff} (saved, now); "

@@ -15,6 +15,10 @@ from typing import Any
 from ofasys.strict_fields import from_mapping
 
 MIXTURES = ("weight", "temperature")
+PRECISIONS = ("auto", "fp32", "bf16")
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager", "cudagraphs")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+OFFLOAD_DEVICES = ("none", "cpu")
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,45 @@ class TrainConfig:
     zero_stage: int = 0
     """DeepSpeed ZeRO stage 0-3. 0 is plain data parallel; 1/2/3 shard optimizer state,
     gradients, parameters across ranks (only worth it when a model does not fit)."""
+
+    # ---- device, precision and memory: how a step runs, not what it computes -------------------
+    precision: str = "auto"
+    """Arithmetic of the forward and backward: "fp32", "bf16", or "auto" (bf16 on a CUDA device that
+    supports it, else fp32). bf16 on CUDA is DeepSpeed's bf16 mode (bf16 weights and activations, fp32
+    master weights and optimizer state); on CPU it is `torch.autocast("cpu", bfloat16)` around the
+    forward, weights staying fp32. "auto" keeps the CPU demo in fp32: CPU bf16 only pays on CPUs with
+    native bf16 matmuls, and its loss curve is not the one the demo was calibrated on."""
+
+    compile: bool = False
+    """`torch.compile` the model: each encoder and decoder layer for a model that offers
+    `compile_layers` (the universal model), else the whole loss. Per layer, because a layer only sees
+    tensors, so it compiles once per layer kind without graph breaks, whatever the task's segments.
+    Not with zero_stage 3 (refused: its partitioned parameters and compiled layers train wrong)."""
+
+    compile_backend: str = "inductor"
+    """torch.compile backend: "inductor" (generates kernels; needs a C++ compiler on CPU, Triton on
+    CUDA), "aot_eager" / "eager" (no code generation: to check a model traces), "cudagraphs"."""
+
+    compile_mode: str = "default"
+    """torch.compile mode ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs").
+    The modes with CUDA graphs want fixed shapes, which token-budget batches are not: "default" is the
+    one that suits this trainer."""
+
+    activation_checkpointing: bool = False
+    """Recompute each encoder / decoder layer's activations in the backward instead of keeping them
+    (`torch.utils.checkpoint`, non-reentrant): about a third more compute for keeping only each
+    layer's input (plus one layer's intermediates at a time), which is what lets a bigger model or
+    batch fit. Gradients are unchanged
+    (dropout is replayed with the same random state)."""
+
+    offload_optimizer: str = "none"
+    """ZeRO-Offload of the optimizer state and step to host memory: "none" or "cpu". Needs
+    zero_stage >= 1 (the optimizer state must be DeepSpeed's partitioned one). The step runs torch's
+    AdamW on the host (DeepSpeed's CPU Adam would need a 75-90 s C++ build)."""
+
+    offload_params: str = "none"
+    """ZeRO-Infinity parameter offload to host memory: "none" or "cpu". Needs zero_stage 3 (only
+    stage 3 partitions the parameters it could move)."""
 
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value; 0 disables clipping."""
@@ -131,6 +174,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"TrainConfig.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        self._check_acceleration()
         if self.mixture not in MIXTURES:
             raise ValueError(f"TrainConfig.mixture={self.mixture!r}; expected one of {MIXTURES}")
         if self.early_stop_patience and not self.valid_every:
@@ -141,6 +185,30 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.adam_betas must be two values in [0, 1), got {self.adam_betas}")
         # YAML gives lists; keep the frozen instance hashable and its repr stable.
         object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
+
+    def _check_acceleration(self) -> None:
+        """The precision / compile / checkpointing / offload fields: choices and the ZeRO combinations
+        DeepSpeed supports (refused here, at params load, rather than inside `deepspeed.initialize`)."""
+        for name, choices in (("precision", PRECISIONS), ("compile_backend", COMPILE_BACKENDS),
+                              ("compile_mode", COMPILE_MODES), ("offload_optimizer", OFFLOAD_DEVICES),
+                              ("offload_params", OFFLOAD_DEVICES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}; expected one of {choices}")
+        if self.offload_optimizer != "none" and self.zero_stage < 1:
+            raise ValueError(f"TrainConfig.offload_optimizer={self.offload_optimizer!r} needs ZeRO: set "
+                             f"zero_stage to 1, 2 or 3, or offload_optimizer: none")
+        if self.offload_params != "none" and self.zero_stage != 3:
+            raise ValueError(f"TrainConfig.offload_params={self.offload_params!r} needs zero_stage 3 (got "
+                             f"{self.zero_stage}): set zero_stage: 3, or offload_params: none")
+        if self.compile_mode != "default" and self.compile_backend != "inductor":
+            raise ValueError(f"TrainConfig.compile_mode={self.compile_mode!r} is an inductor mode: set "
+                             f"compile_backend: inductor, or compile_mode: default")
+        if self.compile and self.zero_stage == 3:
+            # ZeRO-3 swaps each layer's parameters between full tensors and empty shards around its
+            # forward; compiled layers then recompile until dynamo gives up, and the losses left the
+            # uncompiled run's from the second update on (aot_eager, DeepSpeed 0.19, torch 2.11).
+            raise ValueError("TrainConfig.compile=True does not work with zero_stage 3 (compiled layers see "
+                             "ZeRO-3's partitioned parameters): set compile: false or zero_stage <= 2")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (MLflow params, checkpoint metadata)."""

@@ -28,6 +28,10 @@ What the loop guarantees, and how:
   deepspeed is imported (SETUP.md "Known traps"); DeepSpeed's shared-memory comm op, which only
   serves inference all-reduce, is not built (saves a ~30 s C++ compile on a fresh machine).
 
+How a step runs on its device (`train.precision`, `compile`, `activation_checkpointing`, ZeRO
+offload) is decided in `acceleration.py` and `ds_config.py` and applied where the engine is made;
+CPU bf16 autocasts inside the loss module's forward, so the loop itself does not change with them.
+
 Checkpoints are DeepSpeed's torch pickles in `out_dir/ds`, signed after each save and verified
 before any byte is unpickled on resume, then loaded weights-only (`checkpoints.py`). The exported
 model (`export.py`) is safetensors only.
@@ -50,6 +54,8 @@ import torch.distributed as dist
 from torch import nn
 
 from ofasys.data.batch import TOKENS, Batch
+from ofasys.training.acceleration import (autocast, autocast_dtype, prepare_model, resolve_precision,
+                                          skip_single_rank_allreduce)
 from ofasys.training.checkpoints import TrainState, rank0_checkpoint_key, resume_checkpoint, save_checkpoint
 from ofasys.training.config import TrainConfig
 from ofasys.training.ds_config import build_ds_config
@@ -135,15 +141,20 @@ class TrainResult:
 
 
 class _LossModule(nn.Module):
-    """Makes `engine(batch)` run `model.loss`, so DeepSpeed's forward hooks wrap the real work."""
+    """Makes `engine(batch)` run `model.loss`, so DeepSpeed's forward hooks wrap the real work.
 
-    def __init__(self, model: nn.Module, label_smoothing: float) -> None:
+    The forward is where CPU bf16 autocasts (`acceleration.autocast_dtype`), so training and
+    validation steps, both `engine(batch)`, run in the same precision."""
+
+    def __init__(self, model: nn.Module, label_smoothing: float, autocast_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.model = model
         self.label_smoothing = label_smoothing
+        self.autocast_dtype = autocast_dtype
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, Mapping[str, Any]]:
-        return self.model.loss(batch, label_smoothing=self.label_smoothing)
+        with autocast(batch.decoder_input.device, self.autocast_dtype):
+            return self.model.loss(batch, label_smoothing=self.label_smoothing)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -263,7 +274,9 @@ class Trainer:
         key = rank0_checkpoint_key(rank, package_checkout())
 
         # DeepSpeed broadcasts rank 0's weights, so every rank starts from the same model.
-        wrapper = _LossModule(self.model, cfg.label_smoothing)
+        precision = resolve_precision(cfg.precision, device)
+        wrapper = _LossModule(self.model, cfg.label_smoothing, autocast_dtype(precision, device))
+        prepare_model(self.model, wrapper, cfg)  # activation checkpointing, torch.compile
         ds_config = build_ds_config(cfg, device, world)
         t0 = time.perf_counter()
         engine, _, _, _ = deepspeed.initialize(
@@ -273,6 +286,7 @@ class Trainer:
             lr_scheduler=lambda opt: make_scheduler(opt, cfg),
         )
         init_seconds = time.perf_counter() - t0
+        skip_single_rank_allreduce(engine, world, cfg)
         float_dtype = torch.bfloat16 if ds_config["bf16"]["enabled"] else torch.float32
 
         sampler = WeightedMultitaskSampler.from_config(self.task_list, self.weights, cfg, rank=rank,

@@ -21,8 +21,9 @@ def test_cpu_config_is_fp32_torch_adamw_without_scheduler():
     assert "scheduler" not in ds
 
 
-def test_cuda_config_uses_bf16():
-    assert build_ds_config(TrainConfig(), "cuda:0")["bf16"] == {"enabled": True}
+def test_cuda_config_uses_bf16_where_the_device_has_it():
+    assert build_ds_config(TrainConfig(), "cuda:0", bf16_supported=True)["bf16"] == {"enabled": True}
+    assert build_ds_config(TrainConfig(), "cuda:0", bf16_supported=False)["bf16"] == {"enabled": False}
 
 
 def test_bad_device_or_world():
