@@ -27,7 +27,7 @@ def main(args, params) -> None:
     import torch
 
     # Features (audio fbank) are computed one small row at a time: one thread is faster than two
-    # fighting over the cores, and the stage is one process per task.
+    # fighting over the cores; `materialise.num_workers` processes (one thread each) are the parallelism.
     torch.set_num_threads(1)
     if args.task not in params.tasks:
         raise cli.ParamsError(f"--task {args.task!r} is not in params tasks: {', '.join(params.tasks)}")
@@ -43,6 +43,7 @@ def main(args, params) -> None:
         image_size=task.image_size,
         shard_samples=params.materialise.shard_samples,
         reject_budget=params.materialise.reject_budget,
+        num_workers=params.materialise.num_workers,
         params_hash=run_config.task_hash(params, args.task),
         seed=params.seed,
         model=model,
