@@ -2,7 +2,9 @@
 
 Samples are checked against the model that will train on them (`model.max_positions`, the positions
 each embedded slot takes in the model's adaptors), so a sample the model can't take is a rejected
-row here, not a crash mid-training.
+row here, not a crash mid-training; the lengths files hold each sample's encoder and decoder positions
+in that model, which `train.max_tokens` budgets. `materialise.num_workers` processes decode rows while
+this one writes them in order: the shards are the same bytes for any number.
 """
 
 from __future__ import annotations

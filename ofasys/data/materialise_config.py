@@ -52,7 +52,8 @@ class MaterialiseConfig:
     """Processes decoding rows: 1 decodes in this process; N > 1 starts N worker processes that
     materialise ordered chunks of rows while this process writes them in row order, so the files are
     byte-identical to a 1-worker run. Decoding (images, audio features) is the cost, so N up to the
-    free cores speeds materialisation up nearly N-fold."""
+    free cores speeds materialisation up nearly N-fold. Workers start by importing the main module
+    ('spawn'), so a script using N > 1 needs the usual `if __name__ == "__main__":` guard."""
 
     def __post_init__(self) -> None:
         if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 1:

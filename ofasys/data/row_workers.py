@@ -47,14 +47,18 @@ def _die_with_parent(parent: int) -> None:
 def _init_worker(cfg: "MaterialiseConfig", parent: int) -> None:
     global _worker_job
     _die_with_parent(parent)
+    # One thread per worker, the workers being the parallelism (and features computed as the stage's
+    # one-thread process computes them): torch takes its thread count from here when a modality
+    # first imports it (audio features); importing it now would add seconds to every worker's start
+    # for tasks that never use it.
+    os.environ["OMP_NUM_THREADS"] = "1"
     _worker_job = RowJob(cfg, prepare(cfg))
     _one_thread()
 
 
 def _one_thread() -> None:
-    """One torch thread per worker once a modality has imported torch (audio features): the workers
-    are the parallelism. Importing torch here instead would add seconds to every worker's start for
-    the tasks that never use it."""
+    """One torch thread, when torch was imported before OMP_NUM_THREADS was set (by the main module
+    the worker re-imports)."""
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != 1:
         torch.set_num_threads(1)
