@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ofasys.data.manifest import MANIFEST_NAME, load_lengths, read_manifest
+from ofasys.data.manifest import MANIFEST_NAME, ManifestError, load_lengths, read_manifest
 from ofasys.training.sampler import WeightedMultitaskSampler, sample_lengths
 from pipeline import run_config
 from pipeline.params import load_params
@@ -44,12 +44,17 @@ class StoredLengths:
 def load_tasks(shards: Path, split: str = "train") -> list[StoredLengths]:
     tasks = []
     for manifest_path in sorted(shards.glob(f"*/{MANIFEST_NAME}")):
-        manifest = read_manifest(manifest_path)
-        entry = manifest["splits"][split]
-        lengths = load_lengths(manifest_path.parent / entry["lengths_file"], int(entry["num_samples"]))
+        try:
+            manifest = read_manifest(manifest_path)
+            entry = manifest["splits"][split]
+            lengths = load_lengths(manifest_path.parent / entry["lengths_file"], int(entry["num_samples"]))
+        except ManifestError as exc:  # shards of an older format: one line with the fix
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
         tasks.append(StoredLengths(manifest["task"], lengths))
     if not tasks:
-        sys.exit(f"error: no {MANIFEST_NAME} under {shards}/*/ (run `dvc repro materialise` first)")
+        print(f"error: no {MANIFEST_NAME} under {shards}/*/ (run `dvc repro materialise` first)", file=sys.stderr)
+        sys.exit(2)
     return tasks
 
 
