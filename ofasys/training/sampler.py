@@ -117,14 +117,15 @@ def cut_batches(indices: Sequence[int], lengths: Sequence[int] | np.ndarray, *, 
     if len(arr) != len(indices):
         raise ValueError(f"{len(indices)} indices but {len(arr)} lengths")
     order = bucket_order(arr) if sort else np.arange(len(indices))
+    rows = arr.tolist()  # Python ints: this loop runs per sample of every pool
     batches: list[list[int]] = []
     current: list[int] = []
-    current_max = np.zeros(arr.shape[1], dtype=np.int64)
-    for j in order:
-        new_max = np.maximum(current_max, arr[j])
-        if current and (len(current) + 1 > max_batch_size or (len(current) + 1) * int(new_max.max()) > max_tokens):
+    current_max = [0] * arr.shape[1]
+    for j in order.tolist():
+        new_max = [max(a, b) for a, b in zip(current_max, rows[j])]
+        if current and (len(current) + 1 > max_batch_size or (len(current) + 1) * max(new_max) > max_tokens):
             batches.append(current)
-            current, new_max = [], arr[j].copy()
+            current, new_max = [], rows[j]
         current.append(int(indices[j]))
         current_max = new_max
     if current:
