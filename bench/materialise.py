@@ -38,6 +38,8 @@ def _mean(pairs: list[tuple[float, float]]) -> str:
 
 
 def main() -> None:
+    import torch
+
     from ofasys.data.materialise import MaterialiseConfig, materialise_task
     from ofasys.vocab import UnifiedVocab
     from pipeline import run_config
@@ -50,6 +52,7 @@ def main() -> None:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
+    torch.set_num_threads(1)  # as the stage runs (audio features): the 1-worker run is its own process
     params = load_params(args.params)
     task = params.tasks[args.task]
     splits = {s.stem: s for s in sorted((args.raw / args.task).glob("*.parquet"))}
