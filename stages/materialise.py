@@ -9,13 +9,9 @@ this one writes them in order: the shards are the same bytes for any number.
 
 from __future__ import annotations
 
+# Only light imports at the top: each worker process starts by importing this module again ('spawn').
 import logging
 from pathlib import Path
-
-from ofasys.data.materialise import MaterialiseConfig, materialise_task
-from ofasys.vocab import UnifiedVocab
-from pipeline import run_config
-from stages import cli
 
 log = logging.getLogger("materialise")
 
@@ -27,6 +23,11 @@ VQ_PATH = Path("assets/vq/vq.safetensors")
 
 def main(args, params) -> None:
     import torch
+
+    from ofasys.data.materialise import MaterialiseConfig, materialise_task
+    from ofasys.vocab import UnifiedVocab
+    from pipeline import run_config
+    from stages import cli
 
     # Features (audio fbank) are computed one small row at a time: one thread is faster than two
     # fighting over the cores; `materialise.num_workers` processes (one thread each) are the parallelism.
@@ -56,6 +57,8 @@ def main(args, params) -> None:
 
 
 if __name__ == "__main__":
+    from stages import cli
+
     p = cli.parser(__doc__)
     p.add_argument("--task", required=True)
     cli.run(main, p.parse_args())
