@@ -3,7 +3,8 @@
 Both paths produce identical model batches for the caption task of the demo (run `dvc repro` first):
 (a) read materialised samples from the WebDataset shards and collate; (b) decode the PNG, resize,
 BPE-encode from the raw parquet row (what a loader without materialisation repeats every epoch),
-then collate. Also prints the padding fraction of length-bucketed vs unbucketed batches.
+then collate. Also prints the padding fraction of length-bucketed vs unbucketed batches (the stored
+[encoder, decoder] positions, both sides and each).
 """
 
 from __future__ import annotations
@@ -59,8 +60,11 @@ def main() -> None:
     pool = order[:4096]
     bucketed = cut_batches(pool, lengths[pool], max_tokens=4096, max_batch_size=BATCH)
     flat = cut_batches(pool, lengths[pool], max_tokens=4096, max_batch_size=BATCH, sort=False)
-    print(f"{TASK}: padding fraction bucketed {padding_fraction(bucketed, lengths):.3f}, "
-          f"unbucketed {padding_fraction(flat, lengths):.3f}")
+    def sides(batches) -> str:  # both sides, then encoder / decoder
+        return (f"{padding_fraction(batches, lengths):.3f} (encoder {padding_fraction(batches, lengths, 0):.3f}, "
+                f"decoder {padding_fraction(batches, lengths, 1):.3f})")
+
+    print(f"{TASK}: padding fraction bucketed {sides(bucketed)}, unbucketed {sides(flat)}")
 
 
 if __name__ == "__main__":

@@ -141,9 +141,17 @@ class MaterialiseParams:
     """Largest share of a split's rows that may be rejected before the stage fails: a fraction in
     [0, 1], or `{max_fraction: 0.01, max_count: 5}` (a split passes within either allowance). A bare
     number is always a fraction, so `5` is an error rather than silently meaning five rows."""
+    num_workers: int = 1
+    """Processes decoding a task's rows (images, audio features) while one writes them in row order:
+    the shards are byte-identical for any value, so it is not part of what re-runs the stage. Up to
+    the free cores; 1 decodes in the stage's own process."""
+
+    OUTPUT_NEUTRAL = ("num_workers",)
+    """Keys that change how fast the shards are made, never their bytes."""
 
     def __post_init__(self) -> None:
         _require(self.shard_samples >= 1, f"shard_samples: must be >= 1, got {self.shard_samples}")
+        _require(self.num_workers >= 1, f"num_workers: must be >= 1 (processes decoding rows), got {self.num_workers}")
         budget = self.reject_budget
         if isinstance(budget, Mapping):
             check_known_keys(_BudgetFields, budget, "reject_budget")
@@ -152,6 +160,12 @@ class MaterialiseParams:
         else:
             _require(0 <= budget <= 1, f"reject_budget: {budget} is read as a fraction of a split's rows and must "
                                        f"be in [0, 1]; for a number of rows write reject_budget: {{max_count: {budget}}}")
+
+
+def shards_params(params: MaterialiseParams) -> dict[str, Any]:
+    """The `materialise:` keys the shards' bytes depend on (what stage inputs and the manifest's
+    params hash record): all but `MaterialiseParams.OUTPUT_NEUTRAL`."""
+    return {k: v for k, v in to_plain(params).items() if k not in MaterialiseParams.OUTPUT_NEUTRAL}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from pipeline.params import Params, to_plain
+from pipeline.params import Params, shards_params, to_plain
 
 
 def model_config(params: Params, vocab_size: int):
@@ -75,6 +75,6 @@ def task_hash(params: Params, name: str) -> str:
         "task": {k: to_plain(getattr(task, k)) for k in ("name", "instruction", "source", "image_size")},
         # Not `assets`: the vocabulary is fingerprinted on its own (the manifest's assets.vocab), and
         # a list of vocabulary tasks that yields the same vocabulary must leave the shards as they are.
-        "materialise": to_plain(params.materialise),
+        "materialise": shards_params(params.materialise),
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from pipeline import run_config
-from pipeline.params import Params, to_plain
+from pipeline.params import Params, shards_params, to_plain
 
 RESOLVED_DIR = Path("data/resolved")
 """Where `resolve` writes the slices (a DVC output; the stages' deps point at files inside it)."""
@@ -93,7 +93,7 @@ def stage_slices(params: Params, fingerprint: Fingerprint) -> dict[str, Any]:
         slices[f"materialise/{name}.json"] = {
             "seed": params.seed,
             "task": {k: task[k] for k in ("name", "instruction", "source", "image_size")},
-            "materialise": plain["materialise"],
+            "materialise": shards_params(params.materialise),
             "model_limits": model_limits(params),
             "data": data[name],
         }

@@ -19,7 +19,7 @@ What is counted, exactly as collation builds it:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -53,7 +53,7 @@ class PositionCounter:
     def __init__(self, instruction: Instruction, vocab: UnifiedVocab, model: "ModelConfig"):
         self.instruction = instruction
         self.vocab = vocab
-        self.model = model
+        self.model = _AdaptorCache(model)
         self._text: dict[str, tuple[int, ...]] = {}
 
     def _text_ids(self, text: str) -> tuple[int, ...]:
@@ -132,6 +132,23 @@ class PositionCounter:
         return [self.count(t, arrays, meta) for t in self.instruction.templates]
 
 
+class _AdaptorCache:
+    """A `ModelConfig` whose typed adaptor settings are built once per modality: building them
+    checks field types (typing.get_type_hints), which cost more than the rest of a row's counting."""
+
+    def __init__(self, model: "ModelConfig"):
+        self._model = model
+        self._adaptors: dict[str, object] = {}
+
+    def adaptor(self, modality: str):
+        if modality not in self._adaptors:
+            self._adaptors[modality] = self._model.adaptor(modality)
+        return self._adaptors[modality]
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+
 def _key(slot: Slot) -> str:
     return slot_member(slot)
 
@@ -140,11 +157,20 @@ def _token_run(slot: Slot) -> bool:
     return slot_handler(slot).token_run
 
 
-class PositionCheck:
-    """Rejects a materialised sample that some template would make too long for the model."""
+def sample_positions(counts: Sequence[Positions]) -> tuple[int, int]:
+    """(encoder, decoder): the most positions a sample takes on each side under any of its templates,
+    the row of the sample in its split's lengths file. A batch uses one template, so these bound what
+    collation pads it to (equal to it when the instruction has one template)."""
+    return (max((c.encoder for c in counts), default=0), max((c.decoder for c in counts), default=0))
 
-    def __init__(self, instruction: Instruction, vocab: UnifiedVocab, model: "ModelConfig"):
+
+class PositionCheck:
+    """Counts a materialised sample's positions and rejects one that some template would make too
+    long for the model. With `enforce=False` it only counts (no model limit to check against)."""
+
+    def __init__(self, instruction: Instruction, vocab: UnifiedVocab, model: "ModelConfig", enforce: bool = True):
         self.max_positions = model.max_positions
+        self.enforce = enforce
         self.counter = PositionCounter(instruction, vocab, model)
         self.templates = len(instruction.templates)
 
@@ -152,7 +178,7 @@ class PositionCheck:
         """The per-template counts of `arrays`, or RowRejected naming the side, the count, the limit
         and the fix (the largest TEXT-like slot of that side, with the max_length that would fit)."""
         counts = self.counter.counts(arrays, meta)
-        for side in ("encoder", "decoder"):
+        for side in ("encoder", "decoder") if self.enforce else ():
             worst = max(range(len(counts)), key=lambda i: getattr(counts[i], side))
             n = getattr(counts[worst], side)
             if n > self.max_positions:
@@ -192,4 +218,4 @@ class PositionCheck:
         return column, raise_it
 
 
-__all__ = ["PositionCheck", "PositionCounter", "Positions"]
+__all__ = ["PositionCheck", "PositionCounter", "Positions", "sample_positions"]

@@ -17,7 +17,11 @@ import numpy as np
 
 from ofasys.data.io import atomic_write_json, sha256_file
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
+"""2: lengths files hold (encoder, decoder) positions per sample; 1 held one slot-token total."""
+LENGTH_SIDES = ("encoder", "decoder")
+"""The columns of a lengths file: what a sample occupies in the model's encoder and decoder."""
+RERUN = "re-run materialisation (`dvc repro`, or `materialise_task`) to rewrite the shards"
 MANIFEST_NAME = "manifest.json"
 REJECTS_NAME = "rejects.jsonl"
 REQUIRED_KEYS = ("format", "task", "instruction", "params_hash", "assets", "image_size", "slots", "closed_sets", "splits", "rejects")
@@ -35,8 +39,8 @@ def lengths_file_name(split: str) -> str:
     return f"{split}-lengths.npy"
 
 
-def length_stats(lengths: Sequence[int] | np.ndarray) -> dict[str, float]:
-    """max / mean / p50 / p95 of per-sample token lengths (all 0 for an empty split)."""
+def side_stats(lengths: Sequence[int] | np.ndarray) -> dict[str, float]:
+    """max / mean / p50 / p95 of one side's per-sample positions (all 0 for an empty split)."""
     arr = np.asarray(lengths, dtype=np.float64)
     if arr.size == 0:
         return {"max": 0, "mean": 0.0, "p50": 0.0, "p95": 0.0}
@@ -46,6 +50,26 @@ def length_stats(lengths: Sequence[int] | np.ndarray) -> dict[str, float]:
         "p50": round(float(np.percentile(arr, 50)), 4),
         "p95": round(float(np.percentile(arr, 95)), 4),
     }
+
+
+def length_stats(lengths: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per side ("encoder", "decoder"), the `side_stats` of an (N, 2) lengths array."""
+    arr = np.asarray(lengths).reshape(-1, len(LENGTH_SIDES))
+    return {side: side_stats(arr[:, k]) for k, side in enumerate(LENGTH_SIDES)}
+
+
+def load_lengths(path: str | os.PathLike, num_samples: int) -> np.ndarray:
+    """The (num_samples, 2) int32 [encoder, decoder] positions of a split's samples. A lengths file
+    of another shape (the 1-D slot-token totals older materialisation wrote) is refused, naming the fix:
+    budgets and bucketing need what a sample really occupies."""
+    lengths = np.load(path, allow_pickle=False)
+    if lengths.ndim == 1:
+        raise ManifestError(f"{path}: an old-format lengths file (one slot-token total per sample, not the "
+                            f"encoder and decoder positions this code budgets batches by); {RERUN}")
+    if lengths.shape != (num_samples, len(LENGTH_SIDES)):
+        raise ManifestError(f"{path}: lengths of shape {lengths.shape}, expected ({num_samples}, "
+                            f"{len(LENGTH_SIDES)}) (one [encoder, decoder] row per sample); {RERUN}")
+    return lengths.astype(np.int32, copy=False)
 
 
 def build_manifest(
@@ -66,7 +90,8 @@ def build_manifest(
     frame_stats: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict:
     """Assemble the manifest dict (see contracts: shard sample format). `splits[split]` holds
-    num_samples, num_rejects, shards (list of dicts), lengths (stats), lengths_file, lengths_sha256.
+    num_samples, num_rejects, shards (list of dicts), lengths (`length_stats`: per side), lengths_file
+    (the (N, 2) [encoder, decoder] positions), lengths_sha256.
     `limits` records the model limit samples were checked against ({"max_positions", "adaptors"},
     None when unchecked), so a reader can tell whether its model takes every sample. `image_codes`
     records the VQ tokenizer image codes were made with (`assets.image_codes`: fingerprint, grid);
@@ -112,8 +137,11 @@ def read_manifest(path: str | os.PathLike) -> dict:
         raise ManifestError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(manifest, dict):
         raise ManifestError(f"{path}: expected a JSON object")
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise ManifestError(f"{path}: manifest format {manifest.get('format')!r}, this code reads {MANIFEST_FORMAT}")
+    found = manifest.get("format")
+    if found != MANIFEST_FORMAT:
+        older = isinstance(found, int) and found < MANIFEST_FORMAT
+        raise ManifestError(f"{path}: manifest format {found!r}, this code reads {MANIFEST_FORMAT}"
+                            + (f"; the shards were written by an older version: {RERUN}" if older else ""))
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise ManifestError(f"{path}: manifest lacks {missing}")

@@ -8,13 +8,16 @@ shard file that exists is whole. A write that fails (disk full, file size limit)
 file and raises one `OutputWriteError` naming the shard; an exception in the caller's `with` block
 likewise removes the open shard's temp file, without trying to finish the tar.
 
+A sample's tar records are plain bytes (`encode_sample`), so they can be made where the sample is
+materialised (a worker process) and only appended by the writer; the writer ends a shard as `tar`
+does (two zero blocks, then zeros to a whole 10 KiB record).
+
 Reading uses the tar's member offsets (`TarInfo.offset_data`), so one sample is two or three
 `pread`s, without scanning the shard.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import tarfile
@@ -59,12 +62,26 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
+def encode_sample(key: str, members: list[tuple[str, bytes]]) -> bytes:
+    """The tar records of one sample, exactly as `tarfile` writes them (GNU format header, the data,
+    zeros to a whole 512-byte block), its members (extension, bytes) in the given order."""
+    if "." in key or "/" in key:
+        raise ValueError(f"sample key {key!r} must not contain '.' or '/'")
+    parts: list[bytes] = []
+    for ext, data in members:
+        parts.append(_tarinfo(f"{key}.{ext}", len(data)).tobuf(tarfile.GNU_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        parts.append(data)
+        parts.append(tarfile.NUL * (-len(data) % tarfile.BLOCKSIZE))
+    return b"".join(parts)
+
+
 class ShardWriter:
     """Write samples of one split into consecutive shards of `shard_samples` samples each.
 
     `write(key, members)` takes the members as (extension, bytes) pairs in the order they go in the
-    tar; `close()` finishes the open shard and returns every shard written. Nothing is written for an
-    empty split (webdataset can't read an empty tar).
+    tar (`write_encoded` the same sample already encoded by `encode_sample`); `close()` finishes the
+    open shard and returns every shard written. Nothing is written for an empty split (webdataset
+    can't read an empty tar).
     """
 
     def __init__(self, out_dir: str | os.PathLike, split: str, shard_samples: int):
@@ -74,9 +91,9 @@ class ShardWriter:
         self.split = split
         self.shard_samples = shard_samples
         self.shards: list[ShardInfo] = []
-        self._tar: tarfile.TarFile | None = None
         self._file = None
         self._count = 0
+        self._offset = 0
 
     def _final(self) -> Path:
         return self.out_dir / shard_name(self.split, len(self.shards))
@@ -84,20 +101,21 @@ class ShardWriter:
     def _open(self) -> None:
         with self._guard():
             self._file = open(tmp_path_for(self._final()), "wb")
-            self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT)
         self._count = 0
+        self._offset = 0
 
     def _finish(self) -> None:
-        assert self._tar is not None and self._file is not None
+        assert self._file is not None
         final = self._final()
         with self._guard():
-            self._tar.close()
+            end = self._offset + 2 * tarfile.BLOCKSIZE  # the end-of-archive blocks, then a whole record
+            self._file.write(tarfile.NUL * (end - self._offset + (-end % tarfile.RECORDSIZE)))
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
             os.replace(tmp_path_for(final), final)
             self.shards.append(ShardInfo(final.name, self._count, final.stat().st_size, sha256_file(final)))
-        self._tar = self._file = None
+        self._file = None
 
     def _abort(self) -> None:
         """Drop the open shard: close the file without finishing the tar (whose end-of-archive
@@ -108,7 +126,7 @@ class ShardWriter:
             except OSError:
                 pass  # the buffered tail can't be flushed; the file is closed regardless
             discard(tmp_path_for(self._final()))
-        self._tar = self._file = None
+        self._file = None
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -123,20 +141,22 @@ class ShardWriter:
             raise
 
     def write(self, key: str, members: list[tuple[str, bytes]]) -> None:
-        if "." in key or "/" in key:
-            raise ValueError(f"sample key {key!r} must not contain '.' or '/'")
-        if self._tar is None:
+        self.write_encoded(encode_sample(key, members))
+
+    def write_encoded(self, records: bytes) -> None:
+        """Append one sample's tar records (`encode_sample`)."""
+        if self._file is None:
             self._open()
-        assert self._tar is not None
+        assert self._file is not None
         with self._guard():
-            for ext, data in members:
-                self._tar.addfile(_tarinfo(f"{key}.{ext}", len(data)), io.BytesIO(data))
+            self._file.write(records)
+        self._offset += len(records)
         self._count += 1
         if self._count == self.shard_samples:
             self._finish()
 
     def close(self) -> list[ShardInfo]:
-        if self._tar is not None:
+        if self._file is not None:
             self._finish()
         return list(self.shards)
 

@@ -20,7 +20,7 @@ import numpy as np
 from ofasys.data.batch import Batch
 from ofasys.data.collate import Collator, Sample, generation_assets
 from ofasys.data.io import npy_load
-from ofasys.data.manifest import ManifestError, ShardIntegrityError, read_manifest, verify_file
+from ofasys.data.manifest import ManifestError, ShardIntegrityError, load_lengths, read_manifest, verify_file
 from ofasys.data.plan import DEFAULT_MAX_TEXT_TOKENS, OutputPlan
 from ofasys.data.shards import MemberRef, index_shard
 from ofasys.instruction.ast import Instruction
@@ -56,11 +56,11 @@ class ShardTaskData:
         lengths_path = self.root / entry["lengths_file"]
         if verify:
             verify_file(lengths_path, entry["lengths_sha256"])
-        self.lengths: np.ndarray = np.load(lengths_path, allow_pickle=False).astype(np.int32, copy=False)
-        if self.lengths.shape != (self._len,):
-            raise ManifestError(f"{lengths_path}: {self.lengths.shape[0]} lengths for {self._len} samples")
+        self.lengths: np.ndarray = load_lengths(lengths_path, self._len)
+        """(N, 2) int32: the encoder and decoder positions each sample occupies in the model."""
         self.instruction: Instruction = parse_instruction(self.manifest["instruction"])
-        max_len = max((int(e["lengths"]["max"]) for e in self.manifest["splits"].values()), default=0)
+        # an open text output's default generation cap: the longest decoder input any split holds
+        max_len = max((int(e["lengths"]["decoder"]["max"]) for e in self.manifest["splits"].values()), default=0)
         self.collator = Collator(
             self.instruction,
             vocab,

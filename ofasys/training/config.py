@@ -30,7 +30,10 @@ class TrainConfig:
     cosine spans exactly this many steps, so changing it changes the whole schedule."""
 
     max_tokens: int = 4096
-    """Token budget per micro-batch per rank: batch_size x longest sample length stays <= this.
+    """Token budget per micro-batch per rank, on each side of the model: batch_size x the longest
+    encoder sequence <= this, and batch_size x the longest decoder input <= this. The lengths are the
+    positions a sample really occupies (prompt and specials, image patches, audio frames; the lengths
+    files materialisation writes), so this bounds the padded activations, and so memory, of a step.
     A budget (not a fixed batch size) keeps memory flat across tasks of very different lengths."""
 
     max_batch_size: int = 64

@@ -11,8 +11,11 @@ from the manifest), so it needs no shard I/O, and:
   epoch is covered exactly once across ranks, and epochs roll over per task, so the stream never
   ends and no rank can wait for another at an epoch boundary.
 - Token-budget batching with bucketing: a pool of up to `pool_size` samples (never crossing an
-  epoch boundary) is sorted by length, cut into batches with batch_size * max_len <= max_tokens
-  (and <= max_batch_size), and the batch order is shuffled with the rank's task RNG.
+  epoch boundary) is sorted by length (`bucket_order`), cut into batches whose padded size fits the
+  budget on both sides, batch_size * max(encoder positions) <= max_tokens and likewise for the
+  decoder (and batch_size <= max_batch_size), and the batch order is shuffled with the rank's task
+  RNG. The positions are what a sample really occupies in the model (image patches, audio frames,
+  prompt and specials included; `ofasys.data.limits`), so the budget bounds activation memory.
 - The task of each step is drawn from the mixture with an RNG seeded identically on every rank, so
   all ranks run the same task at the same step (a task-specific adaptor then gets gradients on all
   ranks or none, and the gradient all-reduce sees the same parameters).
@@ -40,7 +43,8 @@ _MIX_TAG = 0x4D495854  # "MIXT"
 
 
 class LengthsTask(Protocol):
-    """What the sampler needs from a task: its name and per-sample token lengths (sample order)."""
+    """What the sampler needs from a task: its name and per-sample lengths in sample order, (n, 2)
+    [encoder, decoder] positions (`ShardTaskData.lengths`) or (n,) a single side."""
 
     name: str
     lengths: np.ndarray
@@ -70,27 +74,58 @@ def task_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
 
 
+def sample_lengths(lengths: Sequence[int] | Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
+    """Lengths as an (n, sides) int64 array of at least 1 each: (n, 2) [encoder, decoder] positions as
+    shards store them, or (n,) one length per sample (a single side)."""
+    arr = np.asarray(lengths, dtype=np.int64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"lengths must be (n,) or (n, sides), got shape {arr.shape}")
+    return np.maximum(arr, 1)
+
+
+def bucket_order(lengths: np.ndarray) -> np.ndarray:
+    """The order bucketing cuts a pool in: by the side whose lengths spread most in the pool (the
+    larger variance; the encoder on a tie), then by the other side, stable (full ties keep their
+    order). Cut in this order, a batch's samples have nearly equal lengths on the side where unequal
+    lengths cost most padding; the other side is most often fixed (an image's patches, a closed-set
+    answer) or follows the first (a clip's frames and its transcript). On the demo's six tasks this
+    left less padding than ordering by the sum of the sides (0.930 vs 0.910 real on `phones`, equal
+    elsewhere), and it picks the decoder for tasks whose outputs vary most (speech, motion frames)."""
+    arr = sample_lengths(lengths)
+    n = len(arr)
+    totals = arr.sum(axis=0, dtype=np.int64).tolist()
+    squares = (arr * arr).sum(axis=0, dtype=np.int64).tolist()
+    spread = [n * q - t * t for t, q in zip(totals, squares)]  # n^2 x variance, exact in integers
+    primary = max(range(arr.shape[1]), key=lambda k: (spread[k], -k))
+    keys = [arr[:, k] for k in range(arr.shape[1]) if k != primary][::-1] + [arr[:, primary]]
+    return np.lexsort(keys)
+
+
 def cut_batches(indices: Sequence[int], lengths: Sequence[int] | np.ndarray, *, max_tokens: int,
                 max_batch_size: int, sort: bool = True) -> list[list[int]]:
-    """Cut `indices` (with matching `lengths`) into batches with size * max_len <= max_tokens.
+    """Cut `indices` (with matching `lengths`, (n, 2) [encoder, decoder] or (n,)) into batches whose
+    padded size fits the budget on every side: size * max(encoder) <= max_tokens and
+    size * max(decoder) <= max_tokens (and size <= max_batch_size).
 
-    With `sort` the samples are ordered by length first (stable, so ties keep their order), which is
-    the bucketing that keeps padding small; without it they are cut in the given order. A single
-    sample longer than the budget becomes a batch of its own.
+    With `sort` the samples are ordered by `bucket_order` first, which is the bucketing that keeps
+    padding small; without it they are cut in the given order. A single sample longer than the
+    budget becomes a batch of its own.
     """
-    lengths = np.asarray(lengths, dtype=np.int64)
-    if len(lengths) != len(indices):
-        raise ValueError(f"{len(indices)} indices but {len(lengths)} lengths")
-    order = np.argsort(lengths, kind="stable") if sort else np.arange(len(indices))
+    arr = sample_lengths(lengths)
+    if len(arr) != len(indices):
+        raise ValueError(f"{len(indices)} indices but {len(arr)} lengths")
+    order = bucket_order(arr) if sort else np.arange(len(indices))
+    rows = arr.tolist()  # Python ints: this loop runs per sample of every pool
     batches: list[list[int]] = []
     current: list[int] = []
-    current_max = 0
-    for j in order:
-        length = max(1, int(lengths[j]))
-        new_max = max(current_max, length)
-        if current and (len(current) + 1 > max_batch_size or (len(current) + 1) * new_max > max_tokens):
+    current_max = [0] * arr.shape[1]
+    for j in order.tolist():
+        new_max = [max(a, b) for a, b in zip(current_max, rows[j])]
+        if current and (len(current) + 1 > max_batch_size or (len(current) + 1) * max(new_max) > max_tokens):
             batches.append(current)
-            current, new_max = [], length
+            current, new_max = [], rows[j]
         current.append(int(indices[j]))
         current_max = new_max
     if current:
@@ -98,13 +133,17 @@ def cut_batches(indices: Sequence[int], lengths: Sequence[int] | np.ndarray, *, 
     return batches
 
 
-def padding_fraction(batches: Sequence[Sequence[int]], lengths: np.ndarray) -> float:
-    """Share of the padded batch area (size x max_len, summed) that is padding."""
+def padding_fraction(batches: Sequence[Sequence[int]], lengths: np.ndarray, side: int | None = None) -> float:
+    """Share of the padded batch area (size x max length per side, summed over batches) that is
+    padding: over both sides together, or only column `side` (0 encoder, 1 decoder)."""
+    arr = sample_lengths(lengths)
+    if side is not None:
+        arr = arr[:, side : side + 1]
     real = padded = 0
     for batch in batches:
-        lens = np.maximum(1, np.asarray(lengths)[list(batch)])
+        lens = arr[list(batch)]
         real += int(lens.sum())
-        padded += len(batch) * int(lens.max())
+        padded += len(batch) * int(lens.max(axis=0).sum())
     return 0.0 if padded == 0 else 1.0 - real / padded
 
 
@@ -213,7 +252,9 @@ class WeightedMultitaskSampler:
             raise ValueError("max_tokens, max_batch_size and pool_size must be positive")
         self.names = names
         self.lengths = {t.name: np.asarray(t.lengths) for t in tasks}
+        """Per task, the stored lengths as given ((n, 2) [encoder, decoder] positions or (n,))."""
         for t in tasks:
+            sample_lengths(self.lengths[t.name])  # the shape is checked here, not at the first pool
             if len(self.lengths[t.name]) != len(t):
                 raise ValueError(f"task {t.name!r}: {len(t)} samples but {len(self.lengths[t.name])} lengths")
         self.sizes = {t.name: len(t) for t in tasks}

@@ -48,7 +48,7 @@ def test_caption_materialises_shards_manifest_and_rejects(tmp_path, png, parquet
     report = materialise_task(cfg)
     out = tmp_path / "out"
     m = json.loads((out / "manifest.json").read_text())
-    assert m["format"] == 1 and m["task"] == "caption" and m["instruction"] == CAPTION
+    assert m["format"] == 2 and m["task"] == "caption" and m["instruction"] == CAPTION
     assert m["params_hash"] == "abc" and m["assets"] == {"vocab": vocab.fingerprint} and m["image_size"] == 16
     assert m["slots"] == [
         {"column": "img", "modality": "IMAGE", "member": "img.image.npy", "dtype": "uint8", "shape": [16, 16, 3], "side": "input", "attrs": {}},
@@ -61,9 +61,11 @@ def test_caption_materialises_shards_manifest_and_rejects(tmp_path, png, parquet
     for s in train["shards"]:
         data = (out / s["path"]).read_bytes()
         assert s["bytes"] == len(data) and s["sha256"] == hashlib.sha256(data).hexdigest()
-    assert set(train["lengths"]) == {"max", "mean", "p50", "p95"}
+    assert set(train["lengths"]) == {"encoder", "decoder"}
+    assert all(set(train["lengths"][side]) == {"max", "mean", "p50", "p95"} for side in ("encoder", "decoder"))
     lengths = np.load(out / train["lengths_file"])
-    assert lengths.dtype == np.int32 and lengths.shape == (8,) and train["lengths"]["max"] == lengths.max()
+    assert lengths.dtype == np.int32 and lengths.shape == (8, 2)
+    assert [train["lengths"]["encoder"]["max"], train["lengths"]["decoder"]["max"]] == lengths.max(0).tolist()
     assert m["splits"]["valid"]["num_samples"] == 1
     assert m["rejects"] == {"count": 2, "path": "rejects.jsonl"}
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]

@@ -1,10 +1,11 @@
 import hashlib
+import io
 import subprocess
 import tarfile
 
 import pytest
 
-from ofasys.data.shards import ShardWriter, index_shard, sample_key, shard_name
+from ofasys.data.shards import ShardWriter, _tarinfo, encode_sample, index_shard, sample_key, shard_name
 
 
 def write(tmp_path, n, per_shard):
@@ -29,6 +30,22 @@ def test_deterministic_bytes(tmp_path):
     a, b = write(tmp_path / "a", 5, 2), write(tmp_path / "b", 5, 2)
     assert [s.sha256 for s in a] == [s.sha256 for s in b]
     assert (tmp_path / "a/train-000001.tar").read_bytes() == (tmp_path / "b/train-000001.tar").read_bytes()
+
+
+def test_shards_are_the_bytes_tarfile_writes(tmp_path):
+    """Samples are encoded apart from the writer (in worker processes): the shard must still be
+    exactly the tar `tarfile` makes of the same members, end-of-archive record padding included."""
+    for n in (1, 4, 23):  # ends inside and across 10 KiB records
+        (tmp_path / str(n)).mkdir()
+        write(tmp_path / str(n), n, 100)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for i in range(n):
+                for ext, data in [("json", b'{"row":%d}' % i), ("x.text.npy", bytes([i]) * (i + 1))]:
+                    tar.addfile(_tarinfo(f"{sample_key('train', i)}.{ext}", len(data)), io.BytesIO(data))
+        assert (tmp_path / str(n) / "train-000000.tar").read_bytes() == buf.getvalue()
+    with pytest.raises(ValueError, match="must not contain"):
+        encode_sample("a.b", [])
 
 
 def test_index_offsets_and_stock_tar(tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from ofasys.data.manifest import ShardIntegrityError, verify_manifest
+from ofasys.data.manifest import ManifestError, ShardIntegrityError, verify_manifest
 from ofasys.data.materialise import MaterialiseConfig, materialise_task
 from ofasys.data.task_data import ShardTaskData
 from ofasys.text_tokenizer import train_text_tokenizer
@@ -46,9 +46,12 @@ def test_random_access_matches_stock_webdataset(task_dir, vocab):
     assert td.get(-1).key == stock[-1]["__key__"]
     with pytest.raises(IndexError):
         td.get(10)
-    assert td.lengths.dtype == np.int32 and td.lengths.shape == (10,)
-    assert td.lengths[0] == len(vocab.encode_text("one"))
-    assert list(td.lengths) == [len(td.get(i).arrays["cap.text"]) for i in range(10)]
+    # [encoder, decoder] positions: an 8x8 image is one position of the default conv stem, then
+    # <BOS> prompt <EOS>; the decoder input is <bos> + the caption
+    assert td.lengths.dtype == np.int32 and td.lengths.shape == (10, 2)
+    encoder = 1 + 1 + len(vocab.encode_text("what does the image describe?")) + 1
+    assert td.lengths[:, 0].tolist() == [encoder] * 10
+    assert td.lengths[:, 1].tolist() == [1 + len(td.get(i).arrays["cap.text"]) for i in range(10)]
 
 
 def test_tampered_shard_fails_sha256_on_first_open(task_dir, vocab):
@@ -90,3 +93,20 @@ def test_collate_through_task_data(task_dir, vocab):
     assert gen.decoder_input.tolist() == [[vocab.bos], [vocab.bos]] and gen.target is None
     plan = td.plan(td.get(0))
     assert plan.decode(vocab.encode_text("two three") + [vocab.eos], td.get(0).meta) == {"cap": "two three"}
+
+
+def test_shards_of_the_older_format_are_refused_with_the_fix(task_dir, vocab):
+    """Format 1 stored one slot-token total per sample: budgets on it do not bound memory, so such
+    shards are refused, telling to re-materialise, rather than batched by the wrong lengths."""
+    import json
+
+    manifest_path = task_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    lengths_path = task_dir / manifest["splits"]["train"]["lengths_file"]
+    np.save(lengths_path, np.load(lengths_path)[:, 1])  # one number per sample, as format 1 wrote
+    with pytest.raises(ManifestError, match=r"old-format lengths file .*re-run materialisation \(`dvc repro`"):
+        ShardTaskData(manifest_path, "train", vocab, verify=False)
+    manifest["format"] = 1
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match=r"manifest format 1, this code reads 2; .*re-run materialisation"):
+        ShardTaskData(manifest_path, "train", vocab)

@@ -143,6 +143,9 @@ def test_malformed_instruction_fails_at_load_with_caret_and_fix(raw):
     (lambda r: r["tasks"]["caption"].update(image_size=0), r"^tasks\.caption\.image_size: must be between 1"),
     (lambda r: r["tasks"]["caption"].update(image_size=True), r"^tasks\.caption\.image_size: expected an integer"),
     (lambda r: r["materialise"].update(shard_samples=0), r"^materialise\.shard_samples: must be >= 1, got 0"),
+    (lambda r: r["materialise"].update(num_workers=0), r"^materialise\.num_workers: must be >= 1 \(processes decoding rows\), got 0"),
+    (lambda r: r["materialise"].update(num_workers=1.5), r"^materialise\.num_workers: expected an integer"),
+    (lambda r: r["materialise"].update(num_workers="2"), r"^materialise\.num_workers: expected an integer"),
     (lambda r: r["materialise"].update(reject_budget=5), r"^materialise\.reject_budget: 5 is read as a fraction.*max_count: 5"),
     (lambda r: r["materialise"].update(reject_budget=-0.1), r"^materialise\.reject_budget: -0\.1 is read as a fraction"),
     (lambda r: r["materialise"].update(reject_budget={"max_rows": 5}), r"^materialise\.reject_budget\.max_rows: unknown key"),
@@ -256,3 +259,14 @@ def test_execution_accuracy_loads_when_an_input_schema_names_the_database(raw):
     raw["tasks"]["sql"]["instruction"] = raw["tasks"]["sql"]["instruction"].replace("preprocess=database", "preprocess=table")
     with pytest.raises(ParamsError, match="exec_acc needs an input that names its database"):
         parse_params(raw)
+
+
+def test_num_workers_changes_neither_stage_inputs_nor_the_shards_params_hash(raw):
+    """Worker processes make the same bytes, so the manifests' params hash must not depend on them."""
+    before = run_config.task_hash(parse_params(raw), "vqa")
+    raw["materialise"]["num_workers"] = 4
+    params = parse_params(raw)
+    assert params.materialise.num_workers == 4
+    assert run_config.task_hash(params, "vqa") == before
+    raw["materialise"]["shard_samples"] = 7
+    assert run_config.task_hash(parse_params(raw), "vqa") != before

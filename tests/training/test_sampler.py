@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from ofasys.training.sampler import (SamplerStateError, WeightedMultitaskSampler, cut_batches,
+from ofasys.training.sampler import (SamplerStateError, WeightedMultitaskSampler, bucket_order, cut_batches,
                                      mixture_probabilities, padding_fraction)
 
 from .fakes import FakeTaskData, make_tasks
@@ -114,6 +114,71 @@ def test_bucketing_reduces_padding():
           f"unbucketed {fractions[False]:.3f}")
     assert fractions[True] < fractions[False] / 4
     assert realised < fractions[False] / 4
+
+
+class TwoSided:
+    """A task whose samples have [encoder, decoder] positions, as shards store them: an image-sized
+    encoder with a varying prompt, and a decoder of varying length."""
+
+    def __init__(self, name: str, n: int, seed: int = 0):
+        rng = np.random.default_rng([seed, n])
+        self.name = name
+        self.lengths = np.stack([64 + rng.integers(0, 40, n), rng.integers(2, 120, n)], axis=1).astype(np.int32)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+def test_the_budget_bounds_both_sides():
+    """Each side's padded size is within max_tokens: a long decoder limits a batch whose encoders
+    are short, and the other way round."""
+    lengths = np.array([[10, 40], [10, 40], [10, 40], [40, 10], [40, 10], [40, 10], [90, 90]])
+    batches = cut_batches(list(range(7)), lengths, max_tokens=100, max_batch_size=8, sort=False)
+    assert batches == [[0, 1], [2, 3], [4, 5], [6]]  # 3 x 40 > 100 on the decoder, then the encoder
+    # budgeting the encoder alone would batch three 40-long decoders: 120 padded decoder positions
+    assert cut_batches(list(range(7)), lengths[:, 0], max_tokens=100, max_batch_size=8, sort=False)[0] == [0, 1, 2]
+    task = TwoSided("t", 2000)
+    s = WeightedMultitaskSampler([task], None, max_tokens=1024, max_batch_size=64, pool_size=256, seed=1)
+    sizes = []
+    for _ in range(200):
+        idx = list(s.next_batch().indices)
+        enc, dec = task.lengths[idx].max(axis=0)
+        assert len(idx) * enc <= 1024 and len(idx) * dec <= 1024
+        sizes.append(len(idx))
+    assert min(sizes) < 10 < max(sizes)  # long decoders make small batches, short ones large
+
+
+def test_bucketing_sorts_by_the_side_that_varies_most():
+    fixed_encoder = np.array([[78, 9], [78, 3], [78, 6], [78, 3]])
+    assert bucket_order(fixed_encoder).tolist() == [1, 3, 2, 0]  # by decoder; ties keep their order
+    frames = np.array([[40, 7], [25, 9], [60, 8], [25, 3]])  # audio frames vary more than the transcript
+    assert bucket_order(frames).tolist() == [3, 1, 0, 2]
+    speech_out = np.array([[9, 400], [12, 150], [10, 260]])  # text in, frames out: the decoder leads
+    assert bucket_order(speech_out).tolist() == [1, 2, 0]
+    assert bucket_order(np.array([5, 1, 3])).tolist() == [1, 2, 0]  # one side
+
+
+def test_padding_fraction_reports_each_side_and_both():
+    lengths = np.array([[10, 1], [10, 3]])
+    assert padding_fraction([[0, 1]], lengths, 0) == 0.0
+    assert padding_fraction([[0, 1]], lengths, 1) == pytest.approx(1 - 4 / 6)
+    assert padding_fraction([[0, 1]], lengths) == pytest.approx(1 - 24 / 26)
+
+
+def test_two_sided_bucketing_keeps_padding_small_and_resumes_exactly():
+    tasks = [TwoSided("a", 3000), TwoSided("b", 500, seed=1)]
+    s = WeightedMultitaskSampler(tasks, None, max_tokens=2048, max_batch_size=32, pool_size=512, seed=4)
+    full = take(s, 120)
+    batches = [list(i) for t, i in full if t == "a"]
+    unsorted = cut_batches(np.arange(512), tasks[0].lengths[:512], max_tokens=2048, max_batch_size=32, sort=False)
+    # the decoder varies most, so it leads the order and is nearly unpadded; the encoder follows at random
+    assert padding_fraction(batches, tasks[0].lengths, 1) < 0.05
+    assert padding_fraction(batches, tasks[0].lengths) < padding_fraction(unsorted, tasks[0].lengths) / 2
+    first = WeightedMultitaskSampler(tasks, None, max_tokens=2048, max_batch_size=32, pool_size=512, seed=4)
+    assert take(first, 50) == full[:50]
+    resumed = WeightedMultitaskSampler(tasks, None, max_tokens=2048, max_batch_size=32, pool_size=512, seed=4)
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    assert take(resumed, 70) == full[50:]
 
 
 # ------------------------------------------------------------------------------ ranks and epochs
