@@ -77,6 +77,7 @@ class ShardTaskData:
             assets=generation_assets(self.manifest),
         )
         self._verified = False
+        self._index: dict[int, tuple[list[str], dict[str, dict[str, MemberRef]]]] = {}
         self._reset_handles()
 
     # ----- verification ---------------------------------------------------------------------------
@@ -95,13 +96,15 @@ class ShardTaskData:
 
     # ----- process-local shard handles ------------------------------------------------------------
     def _reset_handles(self) -> None:
+        """Descriptors are per process; the shard indexes (member offsets of a file that does not
+        change during a run) survive a fork or a pickle, so loader workers need not re-read every
+        tar's headers (`index_shards`)."""
         self._pid = os.getpid()
         self._fds: dict[int, int] = {}
-        self._index: dict[int, tuple[list[str], dict[str, dict[str, MemberRef]]]] = {}
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_fds"], state["_index"] = {}, {}
+        state["_fds"] = {}
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -120,10 +123,16 @@ class ShardTaskData:
         except Exception:
             pass
 
-    def _open(self, k: int) -> tuple[int, list[str], dict[str, dict[str, MemberRef]]]:
-        if self._pid != os.getpid():  # forked: the parent's descriptors share file offsets; use our own
-            self._reset_handles()
-        if k not in self._fds:
+    def index_shards(self) -> None:
+        """Index every shard of the split now: processes forked later (loader workers) inherit the
+        indexes instead of each re-reading every tar's headers."""
+        for k in range(len(self._shards)):
+            self._indexed(k)
+
+    def _indexed(self, k: int) -> tuple[list[str], dict[str, dict[str, MemberRef]]]:
+        """Shard k's index, built on first use; the file is verified first (unless it was up front) and
+        must hold the recorded number of samples."""
+        if k not in self._index:
             shard = self._shards[k]
             path = self.root / shard["path"]
             if self.verify and not self._verified:
@@ -133,8 +142,14 @@ class ShardTaskData:
             if len(keys) != shard["num_samples"]:
                 raise ShardIntegrityError(f"{path}: {len(keys)} samples, the manifest recorded {shard['num_samples']}")
             self._index[k] = (keys, index)
-            self._fds[k] = os.open(path, os.O_RDONLY)
-        keys, index = self._index[k]
+        return self._index[k]
+
+    def _open(self, k: int) -> tuple[int, list[str], dict[str, dict[str, MemberRef]]]:
+        if self._pid != os.getpid():  # forked: the parent's descriptors are the parent's to close; use our own
+            self._reset_handles()
+        keys, index = self._indexed(k)
+        if k not in self._fds:
+            self._fds[k] = os.open(self.root / self._shards[k]["path"], os.O_RDONLY)
         return self._fds[k], keys, index
 
     # ----- access ---------------------------------------------------------------------------------

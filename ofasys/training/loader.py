@@ -156,6 +156,11 @@ class TrainLoader:
             num_workers = 0
         self.num_workers = num_workers
         workers = num_workers > 0
+        if workers:  # index the shards once, here, for every worker to inherit
+            for task in tasks.values():
+                index = getattr(task, "index_shards", None)
+                if index is not None:
+                    index()
         self._loader = DataLoader(
             _MicroBatches(tasks, seed, rank),
             batch_size=None,

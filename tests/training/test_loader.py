@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ofasys.data import manifest as manifest_module
+from ofasys.data import task_data as task_data_module
 from ofasys.data.manifest import ShardIntegrityError
 from ofasys.data.materialise import MaterialiseConfig, materialise_task
 from ofasys.data.task_data import ShardTaskData
@@ -80,18 +81,25 @@ def test_worker_processes_train_bit_identically_to_the_training_thread(shards, t
     assert [r.loss for r in workers.history] == [r.loss for r in inline.history]  # bit-identical
 
 
-def test_shards_are_hashed_once_before_training_and_never_by_a_worker(shards, tmp_path, monkeypatch):
-    hashes = tmp_path / "hashes.txt"
-    real = manifest_module.sha256_file
+def counting(log: Path, real):
+    """`real`, recording the process and file of each call in `log` (forked workers inherit a patch
+    with it, so a call in a worker is recorded too)."""
 
-    def counting(path):  # forked workers inherit the patch, so a hash in a worker is recorded too
-        with open(hashes, "a") as f:
+    def wrapper(path):
+        with open(log, "a") as f:
             f.write(f"{os.getpid()} {Path(path).name}\n")
         return real(path)
 
+    return wrapper
+
+
+def test_shards_are_hashed_and_indexed_once_before_training_never_by_a_worker(shards, tmp_path, monkeypatch):
+    hashes, indexes = tmp_path / "hashes.txt", tmp_path / "indexes.txt"
+
     vocab = UnifiedVocab.load(shards / "vocab.json")
     tasks = load_tasks(shards / "shards", vocab)  # construction hashes the lengths files; not counted
-    monkeypatch.setattr(manifest_module, "sha256_file", counting)
+    monkeypatch.setattr(manifest_module, "sha256_file", counting(hashes, manifest_module.sha256_file))
+    monkeypatch.setattr(task_data_module, "index_shard", counting(indexes, task_data_module.index_shard))
     workers: list[int] = []
     model_config = ModelConfig(vocab_size=vocab.size, d_model=32, encoder_layers=1, decoder_layers=1, heads=2,
                                ffn_dim=64, adaptors={"IMAGE": {"stem_channels": 16}}, max_positions=128)
@@ -99,11 +107,13 @@ def test_shards_are_hashed_once_before_training_and_never_by_a_worker(shards, tm
                       lambda step, m: workers.extend(trainer._loader.worker_pids()))
     result = trainer.fit()
     assert result.step == CFG.max_steps and len(set(workers)) == 2 and os.getpid() not in workers
-    lines = [line.split() for line in hashes.read_text().splitlines()]
-    expected = sorted(p.name for t in tasks for p in (t.root / s["path"] for s in t._shards)) + \
-        ["train-lengths.npy", "train-lengths.npy"]
-    assert sorted(name for _, name in lines) == sorted(expected)  # every file once
-    assert {int(pid) for pid, _ in lines} == {os.getpid()}  # all before training, in this process
+    shard_files = sorted(p.name for t in tasks for p in (t.root / s["path"] for s in t._shards))
+    hashed = [line.split() for line in hashes.read_text().splitlines()]
+    assert sorted(name for _, name in hashed) == sorted(shard_files + ["train-lengths.npy"] * 2)  # each once
+    assert {int(pid) for pid, _ in hashed} == {os.getpid()}  # all before training, in this process
+    indexed = [line.split() for line in indexes.read_text().splitlines()]
+    assert sorted(name for _, name in indexed) == shard_files  # once, before the workers were forked
+    assert {int(pid) for pid, _ in indexed} == {os.getpid()}
 
 
 def test_a_corrupted_shard_stops_the_run_before_its_first_step(shards, tmp_path):
@@ -160,3 +170,41 @@ def test_workers_stop_when_training_fails(shards, tmp_path):
 def test_loader_fields_are_validated(field, value):
     with pytest.raises(ValueError, match=f"TrainConfig.{field} must be"):
         TrainConfig(**{field: value})
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident set size of a process (VmRSS: its private and shared pages in RAM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_over_a_thousand_steps_with_two_workers(shards, tmp_path):
+    """RSS of the training process, and of it plus its two loader workers, after 1,000 steps is within
+    10% of the same after 100 (a loader that kept batches, indexes or shared-memory blocks alive per
+    step would grow by the hundreds of batches it made in between)."""
+    measured: dict[int, tuple[int, int]] = {}
+    holder: dict = {}
+
+    def log_fn(step, metrics):
+        if step in (100, 1000):
+            workers = holder["trainer"]._loader.worker_pids()
+            assert len(workers) == 2
+            main = rss_bytes()
+            measured[step] = (main, main + sum(rss_bytes(pid) for pid in workers))
+
+    config = TrainConfig(**{**CFG.to_dict(), "max_steps": 1000, "grad_accum": 1, "log_every": 100, "save_every": 0,
+                            "warmup_steps": 10, "num_workers": 2})
+    vocab = UnifiedVocab.load(shards / "vocab.json")
+    model_config = ModelConfig(vocab_size=vocab.size, d_model=32, encoder_layers=1, decoder_layers=1, heads=2,
+                               ffn_dim=64, adaptors={"IMAGE": {"stem_channels": 16}}, max_positions=128)
+    holder["trainer"] = Trainer(build_model(model_config, 0), load_tasks(shards / "shards", vocab), None, config,
+                                tmp_path / "run", log_fn)
+    assert holder["trainer"].fit().step == 1000
+    (main_100, all_100), (main_1000, all_1000) = measured[100], measured[1000]
+    print(f"\nRSS after 100 / 1000 steps: training process {main_100 / 2**20:.1f} / {main_1000 / 2**20:.1f} MiB, "
+          f"with its 2 workers {all_100 / 2**20:.1f} / {all_1000 / 2**20:.1f} MiB")
+    assert main_1000 <= 1.10 * main_100
+    assert all_1000 <= 1.10 * all_100
