@@ -6,26 +6,26 @@ the train stage does), measured side by side in one run:
 1. Loader capacity vs consumption: samples/s the `TrainLoader` delivers on its own (its workers at
    full speed, nothing training) vs samples/s the model trains on (forward + backward + AdamW step on
    batches already in memory). Goal: the loader is >= 10x faster, so it is never the bottleneck.
-2. Training with the loader vs with the same batches already in memory: the loader's whole cost on the
-   step (its workers compete with the training threads for the cores). Goal: <= 1.05x.
+2. Training with the loader vs with the same batches already in memory. The machine may be shared
+   and its load swing by 2x within a minute, so the two are timed *paired*: each micro-batch is
+   trained once from memory and once as the loader delivers it (the same batch), which goes first
+   alternating, with the loader's workers alive throughout. The ratio is the median over the pairs
+   of (time from the loader, its `next()` included / time from memory), robust to bursts of load.
+   A worker collates the next item right after a `next()`, so its competition for the cores lands
+   on the step taken from the loader; the workers' total CPU time is printed beside it.
 
-Wall time is what a run feels, but on a shared machine it swings with everyone else's load, so the
-CPU time spent (this process and its workers, `getrusage`) is printed beside it: the loader's whole
-extra work, which is what slows the step on a machine the training has to itself.
-
-The machine may be shared, so the settings alternate in short rounds (A B B A order, cancelling
-drift within a round) and each ratio is the median of the per-round ratios. Each loader is started
-(its workers forked, the first batch delivered) before its timing starts: a run pays that once, not
-per step.
+Each loader is started (its workers forked, the first batch delivered) before timing: a run pays that
+once, not per step.
 
     python bench/loader.py [--shards data/shards] [--vocab assets/vocab.json] [--params params.yaml]
+                           [--workers 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import resource
+import os
 import time
 from pathlib import Path
 
@@ -42,13 +42,13 @@ from pipeline import run_config
 from pipeline.params import load_params
 
 
-def cpu_seconds() -> float:
-    """User + system CPU time of this process and its reaped children (loader workers, once closed)."""
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes `pids` have used so far."""
+    total = 0
+    for pid in pids:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def start_loader(tasks, sampler, cfg, micro: int, workers: int) -> TrainLoader:
@@ -82,28 +82,22 @@ def train_micro(model, opt, batch, k: int, accum: int) -> None:
         opt.zero_grad(set_to_none=True)
 
 
-def train_rate(model, opt, batches, cfg) -> tuple[float, float, float]:
-    """(samples/s, wall seconds, CPU seconds) of training on batches already in memory."""
-    start, cpu = time.perf_counter(), cpu_seconds()
-    for k, batch in enumerate(batches):
-        train_micro(model, opt, batch, k, cfg.grad_accum)
-    seconds = time.perf_counter() - start
-    return sum(len(b) for b in batches) / seconds, seconds, cpu_seconds() - cpu
-
-
-def train_with_loader(model, opt, tasks, sampler, cfg, micro: int, workers: int) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) to train on the loader's micro-batches; the CPU time counts the
-    workers' whole lives but their start (the fork and the first batch: before `cpu`)."""
-    loader = start_loader(tasks, sampler, cfg, micro, workers)
-    start = cpu = 0.0
-    try:
-        start, cpu = time.perf_counter(), cpu_seconds()
-        for k, (step, m) in enumerate(positions(cfg, micro)):
-            train_micro(model, opt, loader.next(step, m)[1], k, cfg.grad_accum)
-        seconds = time.perf_counter() - start
-    finally:
-        loader.close()
-    return seconds, cpu_seconds() - cpu
+def paired(model, opt, tasks, sampler, cfg, batches, workers: int) -> tuple[list[float], list[float], float]:
+    """(seconds from memory, seconds from the loader) of each micro-batch, and the workers' CPU
+    seconds, alternating between the in-memory batch and the same batch from the loader."""
+    memory: list[float] = []
+    loaded: list[float] = []
+    with start_loader(tasks, sampler, cfg, len(batches), workers) as loader:
+        pids = loader.worker_pids()
+        cpu = cpu_seconds(pids)
+        for k, (step, m) in enumerate(positions(cfg, len(batches))):
+            for from_loader in ((False, True) if k % 2 == 0 else (True, False)):  # whichever runs second
+                start = time.perf_counter()                                     # finds warm caches
+                batch = loader.next(step, m)[1] if from_loader else batches[k]
+                train_micro(model, opt, batch, k, cfg.grad_accum)
+                (loaded if from_loader else memory).append(time.perf_counter() - start)
+        workers_cpu = cpu_seconds(pids) - cpu
+    return memory, loaded, workers_cpu
 
 
 def main() -> None:
@@ -111,15 +105,15 @@ def main() -> None:
     parser.add_argument("--shards", type=Path, default=Path("data/shards"))
     parser.add_argument("--vocab", type=Path, default=Path("assets/vocab.json"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--micro", type=int, default=12, help="micro-batches per timing")
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--workers", type=int, default=None, help="default: the params' train.num_workers")
+    parser.add_argument("--micro", type=int, default=32, help="micro-batches per timing")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2, help="loader worker processes (0: the training thread)")
     args = parser.parse_args()
 
     params = load_params(args.params)
     vocab = UnifiedVocab.load(args.vocab)
     cfg = run_config.train_config(params)
-    workers = cfg.num_workers if args.workers is None else args.workers
+    workers = args.workers
     names = [n for n in params.tasks if (args.shards / n / "manifest.json").is_file()]
     tasks = {n: ShardTaskData(args.shards / n / "manifest.json", "train", vocab) for n in names}
     verify_once(tasks.values(), 0, 1, torch.device("cpu"))  # as the trainer does: no hashing while timed
@@ -134,26 +128,25 @@ def main() -> None:
     look = copy.deepcopy(sampler)
     items = [WorkItem.of(*divmod(k, cfg.grad_accum), look.next_batch()) for k in range(args.micro + 1)]
     batches = [make_batch(tasks[it.task], it, cfg.seed, 0) for it in items][1:]
-    train_rate(model, opt, batches[: 2 * cfg.grad_accum], cfg)  # warm up
+    for k, batch in enumerate(batches[: 2 * cfg.grad_accum]):  # warm up
+        train_micro(model, opt, batch, k, cfg.grad_accum)
 
-    capacity, slowdown, cpu_slowdown = [], [], []
+    samples = sum(len(b) for b in batches)
+    capacity, pair_ratios, memory_total, workers_total = [], [], 0.0, 0.0
     for r in range(args.rounds):
-        rate_a, mem_a, cpu_a = train_rate(model, opt, batches, cfg)
         loader_sps = loader_rate(tasks, sampler, cfg, args.micro, workers)
-        with_loader, cpu_loader = train_with_loader(model, opt, tasks, sampler, cfg, args.micro, workers)
-        rate_b, mem_b, cpu_b = train_rate(model, opt, batches, cfg)
-        capacity.append(loader_sps / ((rate_a + rate_b) / 2))
-        slowdown.append(with_loader / ((mem_a + mem_b) / 2))
-        cpu_slowdown.append(cpu_loader / ((cpu_a + cpu_b) / 2))
-        print(f"round {r + 1}: loader {loader_sps:.0f} samples/s alone, training {rate_a:.0f}/{rate_b:.0f} "
-              f"samples/s from memory; {args.micro} micro-batches in {mem_a:.2f}/{mem_b:.2f} s "
-              f"(CPU {cpu_a:.2f}/{cpu_b:.2f} s) from memory, {with_loader:.2f} s (CPU {cpu_loader:.2f} s) "
-              f"from the loader", flush=True)
+        memory, loaded, workers_cpu = paired(model, opt, tasks, sampler, cfg, batches, workers)
+        capacity.append(loader_sps / (samples / sum(memory)))
+        pair_ratios += [b / a for a, b in zip(memory, loaded)]
+        memory_total, workers_total = memory_total + sum(memory), workers_total + workers_cpu
+        print(f"round {r + 1}: loader alone {loader_sps:.0f} samples/s, training {samples / sum(memory):.1f} "
+              f"samples/s; {args.micro} micro-batches {sum(memory):.2f} s from memory, {sum(loaded):.2f} s from "
+              f"the loader, whose workers used {workers_cpu:.2f} s CPU", flush=True)
+    median, share = float(np.median(pair_ratios)), workers_total / memory_total
+    print(f"loader workers' CPU: {share:.1%} of the training time from memory")
     print(f"loader samples/s vs the model's training consumption (tiny model, CPU): {np.median(capacity):.1f}x "
           f"(goal >= 10x)")
-    print(f"train step with the loader vs with batches already in memory: {np.median(slowdown):.3f}x "
-          f"(goal <= 1.05x)")
-    print(f"  the same in CPU time (training process + loader workers): {np.median(cpu_slowdown):.3f}x")
+    print(f"train step with the loader vs with batches already in memory: {median:.3f}x (goal <= 1.05x)")
 
 
 if __name__ == "__main__":

@@ -113,11 +113,13 @@ class TrainConfig:
     min_delta: float = 0.0
     """A validation improves on the best only by more than this (loss units)."""
 
-    num_workers: int = 2
+    num_workers: int = 0
     """Loader worker processes that read and collate micro-batches ahead of the step (0 = on the
-    training thread). The batch of a micro-step is a function of (seed, step, micro, rank) only, so
-    this changes speed, never a loss. 2 on the CPU demo: a worker mostly waits on the queue, and
-    two keep one batch ready even while the other decodes a slow (audio) batch."""
+    training thread). A batch is a function of (seed, step, micro, rank) only, so this changes speed,
+    never a loss. 0 for the CPU demo: on 2 cores that torch's two threads keep busy, a worker's
+    collate preempts a training thread and stalls the other at its next sync, which measured a
+    1.2-1.3x step vs 1.09x collating inline (bench/loader.py). Set 2 where cores are to spare or a
+    GPU does the step (the workers are then far ahead and the step never waits for a batch)."""
 
     prefetch_factor: int = 2
     """Micro-batches each worker keeps ready (the loader runs num_workers x this ahead). Memory

@@ -32,7 +32,7 @@ WORDS = "zero one two three four five six seven eight nine".split()
 CAPTION = "[IMAGE:img] <BOS> what does the image describe? <EOS> -> <BOS> [TEXT:cap] <EOS>"
 INFILL = '<BOS> what is the complete text of " [TEXT:text,mask_ratio=0.3] "? <EOS> -> <BOS> [TEXT:text] <EOS>'
 CFG = TrainConfig(max_steps=6, max_tokens=256, max_batch_size=8, pool_size=16, warmup_steps=2, grad_accum=2,
-                  log_every=2, save_every=3)
+                  log_every=2, save_every=3, num_workers=2)
 
 
 @pytest.fixture(scope="module")
