@@ -4,7 +4,13 @@ Random access by sample index: sample i is the i-th accepted row of the split, s
 consecutive index ranges, and a sample is read with `pread`s at the tar member offsets recorded when
 the shard is first opened. Shards open lazily and are cached per process (a forked loader worker
 re-opens its own). What the reader relies on is verified: the vocabulary fingerprint at construction,
-each shard's sha256 on first open (and the lengths file's), when `verify=True`.
+and, with `verify=True`, the lengths file's sha256 at construction and each shard's.
+
+Hashing every shard is the expensive part, and it need happen once per run, not once per process:
+`verify_files()` hashes the split's shards (and lengths file) up front and marks them verified, and
+`assume_verified()` tells a copy in another process that someone did (the trainer has one process
+per machine verify before training, then every rank and loader worker skips the hash). Opening a
+shard always re-checks its structure: the tar index must hold the recorded number of samples.
 """
 
 from __future__ import annotations
@@ -70,17 +76,35 @@ class ShardTaskData:
             default_max_text=max(max_len, 1) if max_len else DEFAULT_MAX_TEXT_TOKENS,
             assets=generation_assets(self.manifest),
         )
+        self._verified = False
+        self._index: dict[int, tuple[list[str], dict[str, dict[str, MemberRef]]]] = {}
         self._reset_handles()
+
+    # ----- verification ---------------------------------------------------------------------------
+    def verify_files(self) -> None:
+        """Hash every shard and the lengths file of this split against the manifest now (raises
+        `ShardIntegrityError`), so opening a shard later skips the hash."""
+        entry = self.manifest["splits"][self.split]
+        for shard in self._shards:
+            verify_file(self.root / shard["path"], shard["sha256"], shard["bytes"])
+        verify_file(self.root / entry["lengths_file"], entry["lengths_sha256"])
+        self._verified = True
+
+    def assume_verified(self) -> None:
+        """Another process verified this split's files (`verify_files`) for this run: skip the hash."""
+        self._verified = True
 
     # ----- process-local shard handles ------------------------------------------------------------
     def _reset_handles(self) -> None:
+        """Descriptors are per process; the shard indexes (member offsets of a file that does not
+        change during a run) survive a fork or a pickle, so loader workers need not re-read every
+        tar's headers (`index_shards`)."""
         self._pid = os.getpid()
         self._fds: dict[int, int] = {}
-        self._index: dict[int, tuple[list[str], dict[str, dict[str, MemberRef]]]] = {}
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_fds"], state["_index"] = {}, {}
+        state["_fds"] = {}
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -99,21 +123,33 @@ class ShardTaskData:
         except Exception:
             pass
 
-    def _open(self, k: int) -> tuple[int, list[str], dict[str, dict[str, MemberRef]]]:
-        if self._pid != os.getpid():  # forked: the parent's descriptors share file offsets; use our own
-            self._reset_handles()
-        if k not in self._fds:
+    def index_shards(self) -> None:
+        """Index every shard of the split now: processes forked later (loader workers) inherit the
+        indexes instead of each re-reading every tar's headers."""
+        for k in range(len(self._shards)):
+            self._indexed(k)
+
+    def _indexed(self, k: int) -> tuple[list[str], dict[str, dict[str, MemberRef]]]:
+        """Shard k's index, built on first use; the file is verified first (unless it was up front) and
+        must hold the recorded number of samples."""
+        if k not in self._index:
             shard = self._shards[k]
             path = self.root / shard["path"]
-            if self.verify:
+            if self.verify and not self._verified:
                 verify_file(path, shard["sha256"], shard["bytes"])
             index = index_shard(path)
             keys = list(index)
             if len(keys) != shard["num_samples"]:
                 raise ShardIntegrityError(f"{path}: {len(keys)} samples, the manifest recorded {shard['num_samples']}")
             self._index[k] = (keys, index)
-            self._fds[k] = os.open(path, os.O_RDONLY)
-        keys, index = self._index[k]
+        return self._index[k]
+
+    def _open(self, k: int) -> tuple[int, list[str], dict[str, dict[str, MemberRef]]]:
+        if self._pid != os.getpid():  # forked: the parent's descriptors are the parent's to close; use our own
+            self._reset_handles()
+        keys, index = self._indexed(k)
+        if k not in self._fds:
+            self._fds[k] = os.open(self.root / self._shards[k]["path"], os.O_RDONLY)
         return self._fds[k], keys, index
 
     # ----- access ---------------------------------------------------------------------------------
@@ -152,3 +188,4 @@ class ShardTaskData:
 
     def plan(self, sample: Sample | None = None, template: int = 0) -> OutputPlan:
         return self.collator.plan(sample, template)
+

@@ -27,8 +27,9 @@ from ofasys.training.sampler import WeightedMultitaskSampler
 from ofasys.training.validation import BestSoFar
 
 TAG_RE = re.compile(r"^step(\d+)$")
-RESUME_MAY_DIFFER = frozenset({"log_every", "save_every", "keep_last"})
-"""TrainConfig fields a resumed run may change; any other change would break the exact sequence."""
+RESUME_MAY_DIFFER = frozenset({"log_every", "save_every", "keep_last", "num_workers", "prefetch_factor"})
+"""TrainConfig fields a resumed run may change; any other change would break the exact sequence (the
+loader's fields change only where batches are made, never which or what they are)."""
 
 
 @dataclass

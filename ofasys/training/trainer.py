@@ -2,6 +2,9 @@
 
     sample task + indices -> task.collate -> engine(batch) = model.loss -> engine.backward -> engine.step
 
+(reading and collating run ahead in loader workers, `loader.py`; the files were hashed once up
+front, `data_check.py`).
+
 What the loop guarantees, and how:
 - Reproducible. Everything random is seeded from `config.seed`: the sampler's streams, the
   collate RNG and torch (dropout), re-seeded before each micro-batch from (seed, step, micro,
@@ -58,9 +61,11 @@ from ofasys.training.acceleration import (autocast, autocast_dtype, prepare_mode
                                           skip_single_rank_allreduce)
 from ofasys.training.checkpoints import TrainState, rank0_checkpoint_key, resume_checkpoint, save_checkpoint
 from ofasys.training.config import TrainConfig
+from ofasys.training.data_check import verify_once
 from ofasys.training.ds_config import build_ds_config
 from ofasys.training.export import (save_pretrained, tasks_info_from_manifests,
                                     vocab_fingerprint_of_manifests)
+from ofasys.training.loader import TrainLoader
 from ofasys.training.meter import TaskMeter, as_float
 from ofasys.training.process_group import choose_device, init_distributed
 from ofasys.training.sampler import WeightedMultitaskSampler
@@ -72,7 +77,6 @@ LOG = logging.getLogger(__name__)
 
 CHECKPOINT_SUBDIR = "ds"
 EXPORT_SUBDIR = "pretrained"
-_COLLATE_TAG = 0x434F4C4C  # "COLL"
 _TORCH_TAG = 0x544F5243  # "TORC"
 
 
@@ -262,12 +266,22 @@ class Trainer:
             raise ValueError("TrainConfig.valid_every is set but no valid_tasks were given")
         self._best = BestSoFar()
         self._stopped_early = False
+        self._loader: TrainLoader | None = None
 
     # ---------------------------------------------------------------------------------- fit
     def fit(self) -> TrainResult:
+        try:
+            return self._fit()
+        finally:  # the loader's workers stop with training, however it ends
+            if self._loader is not None:
+                self._loader.close()
+                self._loader = None
+
+    def _fit(self) -> TrainResult:
         cfg = self.config
         device = choose_device()
         rank, world = init_distributed(device)
+        verify_once([*self.task_list, *self.valid_tasks], rank, world, device)  # collective; before any step
         self.out_dir.mkdir(parents=True, exist_ok=True)
         deepspeed = import_deepspeed(device, project_cache_root(self.out_dir))
         ckpt_dir = self.out_dir / CHECKPOINT_SUBDIR
@@ -295,6 +309,10 @@ class Trainer:
         step, self._best, self._stopped_early = resumed.step, resumed.best, resumed.stopped_early
         resumed_from = step if step > 0 else None
         last_saved = step if resumed_from is not None else -1
+        self._loader = loader = TrainLoader(
+            self.tasks, sampler, seed=cfg.seed, rank=rank, start_step=step,
+            max_steps=step if self._stopped_early else cfg.max_steps, grad_accum=cfg.grad_accum,
+            num_workers=cfg.num_workers, prefetch_factor=cfg.prefetch_factor, pin_memory=device.type == "cuda")
 
         history: list[MicroRecord] = []
         meter = TaskMeter(sampler.names)
@@ -304,11 +322,8 @@ class Trainer:
             lr = float(engine.get_lr()[0])  # the lr this step's update uses
             for micro in range(cfg.grad_accum):
                 torch.manual_seed(derive_seed(cfg.seed, step, micro, rank, _TORCH_TAG))
-                picked = sampler.next_batch()
-                task = self.tasks[picked.task]
-                samples = [task.get(i) for i in picked.indices]
-                rng = np.random.default_rng([cfg.seed, step, micro, rank, _COLLATE_TAG])
-                batch = _batch_to(task.collate(samples, rng, True, epoch=picked.epoch), engine.device, float_dtype)
+                picked, cpu_batch = loader.next(step, micro)  # advances `sampler` by one batch
+                batch = _batch_to(cpu_batch, engine.device, float_dtype)
                 loss, stats = engine(batch)
                 engine.backward(loss)
                 engine.step()

@@ -63,8 +63,10 @@ def main() -> None:
     parser.add_argument("--save-every", type=int, default=3)
     parser.add_argument("--vocab", type=Path, default=None)
     args = parser.parse_args()
+    # num_workers=0: the collate hooks act in the training process
     config = TrainConfig(max_steps=args.steps, max_tokens=128, max_batch_size=8, pool_size=32, lr=1e-2,
-                         warmup_steps=2, log_every=1, save_every=args.save_every, keep_last=2, seed=5)
+                         warmup_steps=2, log_every=1, save_every=args.save_every, keep_last=2, seed=5,
+                         num_workers=0)
     weights = {"caption": 0.5, "grounding": 0.3, "vqa": 0.2}
     logs: list = []
 

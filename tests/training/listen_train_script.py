@@ -48,8 +48,9 @@ def main() -> None:
     counter = {"n": 0}
     tasks = [PausingTask(FakeTaskData(name, 200, seed=k), args.out, counter)
              for k, name in enumerate(("caption", "vqa"))]
+    # num_workers=0: the collate hooks act in the training process
     config = TrainConfig(max_steps=5, max_tokens=128, max_batch_size=8, pool_size=32, warmup_steps=1,
-                         log_every=5, save_every=0, seed=2)
+                         log_every=5, save_every=0, seed=2, num_workers=0)
     Trainer(FakeModel(), tasks, None, config, args.out / "run").fit()
 
 

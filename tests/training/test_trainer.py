@@ -1,4 +1,5 @@
-"""Trainer: the DeepSpeed loop on CPU with the fake task data and model; exact resume after a crash."""
+"""Trainer: the DeepSpeed loop on CPU with the fake task data and model; exact resume after a crash,
+with batches made on the training thread (num_workers=0) and by loader worker processes."""
 
 from __future__ import annotations
 
@@ -35,19 +36,20 @@ def run(out: Path, vocab: Path, config: TrainConfig = CFG, crash_at: int | None 
     return trainer.fit(), logs
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+@pytest.fixture(scope="module", params=[0, 2], ids=["in-process", "2-workers"])
+def runs(request, tmp_path_factory):
     """A straight 30-step run, and a run killed at step 17 (last checkpoint 15) then restarted."""
+    config = TrainConfig(**{**CFG.to_dict(), "num_workers": request.param})
     root = tmp_path_factory.mktemp("trainer")
     vocab = root / "vocab.json"
     make_vocab(vocab)
-    straight, straight_logs = run(root / "straight", vocab)
+    straight, straight_logs = run(root / "straight", vocab, config)
     with pytest.raises(Crash):
-        run(root / "crashed", vocab, crash_at=17)
+        run(root / "crashed", vocab, config, crash_at=17)
     tags_after_crash = checkpoint_tags(root / "crashed" / "ds")
-    resumed, _ = run(root / "crashed", vocab)
+    resumed, _ = run(root / "crashed", vocab, config)
     return dict(root=root, vocab=vocab, straight=straight, logs=straight_logs, resumed=resumed,
-                tags_after_crash=tags_after_crash)
+                tags_after_crash=tags_after_crash, config=config)
 
 
 def test_resume_after_kill_gives_identical_losses_samples_and_weights(runs):
@@ -93,16 +95,17 @@ def test_logs_checkpoints_and_export(runs):
 
 
 def test_finished_run_restarts_as_a_no_op(runs):
-    again, _ = run(runs["root"] / "straight", runs["vocab"])
+    again, _ = run(runs["root"] / "straight", runs["vocab"], runs["config"])
     assert again.resumed_from == 30 and again.history == []
 
 
 def test_resume_with_changed_config_fails_loudly(runs):
-    changed = TrainConfig(**{**CFG.to_dict(), "lr": 5e-3})
+    changed = TrainConfig(**{**runs["config"].to_dict(), "lr": 5e-3})
     with pytest.raises(ValueError, match="TrainConfig changed.*'lr'"):
         run(runs["root"] / "straight", runs["vocab"], config=changed)
-    # log/save cadence may change on resume.
-    cadence = TrainConfig(**{**CFG.to_dict(), "log_every": 7, "keep_last": 3})
+    # log/save cadence and the loader's processes may change on resume.
+    cadence = TrainConfig(**{**runs["config"].to_dict(), "log_every": 7, "keep_last": 3,
+                             "num_workers": 2 - runs["config"].num_workers, "prefetch_factor": 3})
     assert run(runs["root"] / "straight", runs["vocab"], config=cadence)[0].step == 30
 
 
