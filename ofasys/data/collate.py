@@ -54,15 +54,17 @@ def _token_run(slot: Slot) -> bool:
     return slot_handler(slot).token_run
 
 
-def _pad(rows: Sequence[Sequence[int]], dtype=torch.long) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max((len(r) for r in rows), default=0)
-    out = torch.zeros((len(rows), width), dtype=dtype)
-    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+def _pad(rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids padded with 0 to the longest row, mask of the real positions). Filled in numpy and
+    converted once: a tensor per row was a fifth of a loader worker's time on short-text tasks."""
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    width = int(lengths.max()) if len(rows) else 0
+    out = np.zeros((len(rows), width), dtype=np.int64)
     for i, r in enumerate(rows):
-        if len(r):
-            out[i, : len(r)] = torch.as_tensor(np.asarray(r, dtype=np.int64))
-            mask[i, : len(r)] = True
-    return out, mask
+        if lengths[i]:
+            out[i, : lengths[i]] = r
+    mask = np.arange(width)[None, :] < lengths[:, None]
+    return torch.from_numpy(out), torch.from_numpy(mask)
 
 
 def generation_assets(manifest: Mapping[str, Any]) -> dict[str, Any]:
