@@ -1,20 +1,30 @@
 """What materialisation buys the loader: batches from the shards vs the same batches decoded from the
 raw rows on the fly, per modality (image: PNG decode + resize; audio: WAV decode + 80-bin fbank;
-video: frame decode, when the shards dir has a video task).
+video: container demux + frame decode + resize + JPEG encode).
 
 Both paths do what one loader worker does per micro-batch, in this one process, interleaved:
 (a) read the materialised samples from the shards and collate; (b) materialise the same train rows in
 memory from the raw parquet (`sample_from_row`: what a loader without materialisation repeats every
 epoch) and collate. The first batch of each path is checked to hold identical tensors.
 
+The default demo has no video task, yet the measure covers video: when the shards dir has none, a
+small `video_caption` train split is made for the bench in a temporary directory (`make_video_task`):
+the demo generator's clips, ingested and materialised the way the pipeline does it, with the task's
+settings from params-full.yaml and the demo's vocabulary. It is a function of the seed in that file,
+so every run measures the same clips; a few dozen clips are plenty because the batches measured are
+drawn again in every round.
+
     python bench/decode_raw.py [--shards data/shards] [--raw data/raw] [--vocab assets/vocab.json]
+                               [--video-params params-full.yaml] [--video-clips 64]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +38,8 @@ from ofasys.vocab import UnifiedVocab
 
 BATCH = 32
 KINDS = {"IMAGE": "image", "AUDIO": "audio fbank", "VIDEO": "video"}
+VIDEO_TASK = "video_caption"
+"""The task of params-full.yaml the bench makes when the shards dir has no video task."""
 
 
 def modality_tasks(shards: Path) -> dict[str, str]:
@@ -42,6 +54,37 @@ def modality_tasks(shards: Path) -> dict[str, str]:
     return found
 
 
+def make_video_task(out_dir: Path, vocab_path: Path, params_path: Path, clips: int) -> Path:
+    """Make a `clips`-row train split of `VIDEO_TASK` under `out_dir` (raw/<task>/train.parquet and
+    shards/<task>/...) and return its manifest path.
+
+    What the pipeline's ingest and materialise stages do for that task, on fewer rows: the source,
+    instruction, image_size, seed, shard and model settings are params-full.yaml's (read from
+    `params_path`); only the row counts change (no valid/test rows, no deliberately damaged rows,
+    which would be rejected and leave nothing to time). The vocabulary is `vocab_path`, the one the
+    other tasks' shards were made with, so both paths tokenise captions alike."""
+    from ofasys.data.materialise import MaterialiseConfig, materialise_task
+    from pipeline import run_config
+    from pipeline.params import load_params
+    from pipeline.sources import ingest
+
+    params = load_params(params_path)
+    if VIDEO_TASK not in params.tasks:
+        raise SystemExit(f"--video-params: {params_path} has no task {VIDEO_TASK!r}; pass the params-full.yaml "
+                         "that defines it")
+    task = params.tasks[VIDEO_TASK]
+    source = dataclasses.replace(task.source, train=clips, valid=0, test=0, corrupt=0)
+    raw = out_dir / "raw" / VIDEO_TASK
+    ingest(source, seed=params.seed, out_dir=raw, key=f"tasks.{VIDEO_TASK}.source")
+    model = run_config.model_config(params, UnifiedVocab.load(vocab_path).size)
+    report = materialise_task(MaterialiseConfig(
+        task=VIDEO_TASK, instruction=task.instruction, raw_splits={"train": raw / "train.parquet"},
+        vocab_path=vocab_path, out_dir=out_dir / "shards" / VIDEO_TASK, image_size=task.image_size,
+        shard_samples=params.materialise.shard_samples, reject_budget=0, seed=params.seed, model=model,
+        progress=False))
+    return report.manifest_path
+
+
 def raw_rows(raw: Path, data: ShardTaskData) -> list[dict]:
     """The raw train rows that were materialised, in sample order (a sample's meta records its row)."""
     table = pq.read_table(raw / data.name / "train.parquet").to_pylist()
@@ -54,12 +97,53 @@ def tensors(batch) -> list[torch.Tensor]:
     return out + [t for t in (batch.decoder_input, batch.target, batch.loss_mask) if t is not None]
 
 
+def same_tensors(a, b) -> bool:
+    """Whether two batches hold the same tensors (shapes and values), in the same order."""
+    x, y = tensors(a), tensors(b)
+    return len(x) == len(y) and all(p.shape == q.shape and torch.equal(p, q) for p, q in zip(x, y))
+
+
+def batch_makers(data: ShardTaskData, rows: list[dict], vocab: UnifiedVocab):
+    """(from_shards, from_raw): each makes the batch of samples start..start+BATCH-1, one from the
+    shards, one by materialising the raw rows in memory, collated alike."""
+    size = int(data.manifest.get("image_size") or 64)
+
+    def from_shards(start: int):
+        return data.collate([data.get(i) for i in range(start, start + BATCH)], np.random.default_rng(start), True)
+
+    def from_raw(start: int):
+        samples = [sample_from_row(data.instruction, rows[i], vocab, image_size=size, task=data.name,
+                                   sides=("input", "output")) for i in range(start, start + BATCH)]
+        return data.collate(samples, np.random.default_rng(start), True)
+
+    return from_shards, from_raw
+
+
 def time_batches(make, starts: list[int]) -> float:
     """Samples/s of making a batch at each start index."""
     begin = time.perf_counter()
     for start in starts:
         make(start)
     return len(starts) * BATCH / (time.perf_counter() - begin)
+
+
+def measure(kind: str, label: str, manifest: Path, raw: Path, vocab: UnifiedVocab, args) -> dict[str, float]:
+    """Median samples/s of each path over interleaved rounds, printed on one line."""
+    data = ShardTaskData(manifest, "train", vocab)
+    rows = raw_rows(raw, data)
+    from_shards, from_raw = batch_makers(data, rows, vocab)
+    order = np.random.default_rng(0).permutation(len(data) // BATCH)
+    starts = [int(order[i % len(order)]) * BATCH for i in range(args.batches)]  # a small split repeats
+    if not same_tensors(from_shards(starts[0]), from_raw(starts[0])):
+        sys.exit(f"{data.name}: the raw-decoded batch differs from the materialised one")
+    rates: dict[str, list[float]] = {"shards": [], "raw": []}
+    for _ in range(args.rounds):  # interleaved, so background load hits both alike
+        rates["shards"].append(time_batches(from_shards, starts))
+        rates["raw"].append(time_batches(from_raw, starts))
+    median = {k: float(np.median(v)) for k, v in rates.items()}
+    print(f"{kind} ({label}): shards {median['shards']:.0f} samples/s, raw decode {median['raw']:.0f} "
+          f"samples/s, {median['shards'] / median['raw']:.1f}x")
+    return median
 
 
 def main() -> None:
@@ -69,39 +153,34 @@ def main() -> None:
     parser.add_argument("--vocab", type=Path, default=Path("assets/vocab.json"))
     parser.add_argument("--batches", type=int, default=12, help="batches of 32 per path per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--video-params", type=Path, default=Path("params-full.yaml"),
+                        help=f"params defining {VIDEO_TASK}, used when the shards dir has no video task")
+    parser.add_argument("--video-clips", type=int, default=64,
+                        help=f"clips of the {VIDEO_TASK} split made when the shards dir has no video task")
     args = parser.parse_args()
+    if args.batches < 1 or args.rounds < 1:
+        parser.exit(2, f"--batches and --rounds: must be >= 1, got {args.batches} and {args.rounds}\n")
+    if args.video_clips < BATCH:
+        parser.exit(2, f"--video-clips: must be >= {BATCH} (one batch), got {args.video_clips}\n")
     vocab = UnifiedVocab.load(args.vocab)
     found = modality_tasks(args.shards)
-    if "video" not in found:
-        print(f"(no video task in {args.shards}: image and audio only)")
     per_sample = {"shards": 0.0, "raw": 0.0}
-    for kind, name in found.items():
-        data = ShardTaskData(args.shards / name / "manifest.json", "train", vocab)
-        rows = raw_rows(args.raw, data)
-        size = int(data.manifest.get("image_size") or 64)
-        starts = (np.random.default_rng(0).permutation(len(data) // BATCH)[: args.batches] * BATCH).tolist()
-
-        def from_shards(start: int):
-            return data.collate([data.get(i) for i in range(start, start + BATCH)], np.random.default_rng(start), True)
-
-        def from_raw(start: int):
-            samples = [sample_from_row(data.instruction, rows[i], vocab, image_size=size, task=name,
-                                       sides=("input", "output")) for i in range(start, start + BATCH)]
-            return data.collate(samples, np.random.default_rng(start), True)
-
-        a, b = from_shards(starts[0]), from_raw(starts[0])
-        if not all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(tensors(a), tensors(b), strict=True)):
-            sys.exit(f"{name}: the raw-decoded batch differs from the materialised one")
-        rates: dict[str, list[float]] = {"shards": [], "raw": []}
-        for _ in range(args.rounds):  # interleaved, so background load hits both alike
-            rates["shards"].append(time_batches(from_shards, starts))
-            rates["raw"].append(time_batches(from_raw, starts))
-        median = {k: float(np.median(v)) for k, v in rates.items()}
-        print(f"{kind} ({name}): shards {median['shards']:.0f} samples/s, raw decode {median['raw']:.0f} "
-              f"samples/s, {median['shards'] / median['raw']:.1f}x")
-        for k in per_sample:
-            per_sample[k] += 1.0 / median[k]
-    kinds = ", ".join(found)
+    with tempfile.TemporaryDirectory(prefix="decode-raw-video-") as tmp:
+        runs = [(kind, name, args.shards / name / "manifest.json", args.raw) for kind, name in found.items()]
+        if "video" not in found:
+            if not args.video_params.is_file():
+                parser.exit(2, f"--video-params: {args.video_params} not found; no video task in {args.shards}, "
+                               f"so the bench makes {VIDEO_TASK} from that params file (run from the project dir "
+                               "or pass its path)\n")
+            print(f"(no video task in {args.shards}: making {args.video_clips} clips of {VIDEO_TASK} from "
+                  f"{args.video_params} in {tmp})")
+            manifest = make_video_task(Path(tmp), args.vocab, args.video_params, args.video_clips)
+            runs.append(("video", f"{VIDEO_TASK}, made for the bench in a temp dir", manifest, Path(tmp) / "raw"))
+        for kind, label, manifest, raw in runs:
+            median = measure(kind, label, manifest, raw, vocab, args)
+            for k in per_sample:
+                per_sample[k] += 1.0 / median[k]
+    kinds = ", ".join(kind for kind, *_ in runs)
     print(f"loader from shards vs on-the-fly decoding of the raw rows ({kinds}): "
           f"{per_sample['raw'] / per_sample['shards']:.1f}x (goal >= 20x)")
 

@@ -1,0 +1,65 @@
+"""bench/decode_raw.py makes a video task when the demo's shards have none: the split it makes must be
+what the materialiser stores for those raw rows, so that its shards-vs-raw ratio compares the same
+batches, and the same seed must make the same split, so every run measures the same clips."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from ofasys.data.task_data import ShardTaskData
+from ofasys.text_tokenizer import train_text_tokenizer
+from ofasys.vocab import UnifiedVocab
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench" / "decode_raw.py"
+CLIPS = 6
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_decode_raw", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.BATCH = 4  # a handful of clips per batch keeps the test fast; the check is the bench's own
+    return module
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """The bench's video task (CLIPS clips), made twice in separate directories."""
+    root = tmp_path_factory.mktemp("decode_raw_video")
+    vocab_path = root / "vocab.json"
+    # Captions hold words this corpus lacks ("moves", "video"): the byte-level tokenizer still encodes them.
+    UnifiedVocab.build(train_text_tokenizer(["a handwritten seven to the left"] * 5, vocab_size=300),
+                       num_bins=8).save(vocab_path)
+    bench = load_bench()
+    manifests = [bench.make_video_task(root / name, vocab_path, ROOT / "params-full.yaml", CLIPS)
+                 for name in ("a", "b")]
+    return bench, UnifiedVocab.load(vocab_path), manifests
+
+
+def test_made_split_first_batch_equals_raw_decoded(made):
+    bench, vocab, (manifest, _) = made
+    data = ShardTaskData(manifest, "train", vocab)
+    assert data.name == bench.VIDEO_TASK and len(data) == CLIPS  # no clip rejected
+    rows = bench.raw_rows(manifest.parents[2] / "raw", data)
+    from_shards, from_raw = bench.batch_makers(data, rows, vocab)
+    stored = from_shards(0)
+    video = [s.tensor for s in stored.segments if s.tensor.ndim == 5]
+    assert len(video) == 1 and video[0].shape[0] == bench.BATCH and video[0].shape[-2:] == (48, 48)
+    assert float(video[0].std()) > 0.01  # real frames, not blank ones
+    assert bench.same_tensors(stored, from_raw(0))
+    # The check tells batches of other clips apart (same shapes, other frames and captions).
+    assert not bench.same_tensors(stored, from_raw(1))
+
+
+def test_made_split_is_the_same_bytes_every_time(made):
+    _, _, (first, second) = made
+    names = sorted(p.name for p in first.parent.iterdir())
+    assert names == sorted(p.name for p in second.parent.iterdir())
+    for name in names:
+        assert (first.parent / name).read_bytes() == (second.parent / name).read_bytes(), name
+    raw = [m.parents[2] / "raw" / "video_caption" / "train.parquet" for m in (first, second)]
+    assert raw[0].read_bytes() == raw[1].read_bytes()
