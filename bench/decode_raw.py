@@ -35,6 +35,7 @@ import torch
 from ofasys.data.rows import sample_from_row
 from ofasys.data.task_data import ShardTaskData
 from ofasys.vocab import UnifiedVocab
+from pipeline.params import ParamsError
 
 BATCH = 32
 KINDS = {"IMAGE": "image", "AUDIO": "audio fbank", "VIDEO": "video"}
@@ -70,8 +71,7 @@ def make_video_task(out_dir: Path, vocab_path: Path, params_path: Path, clips: i
 
     params = load_params(params_path)
     if VIDEO_TASK not in params.tasks:
-        raise SystemExit(f"--video-params: {params_path} has no task {VIDEO_TASK!r}; pass the params-full.yaml "
-                         "that defines it")
+        raise ParamsError(f"{params_path} has no task {VIDEO_TASK!r}; pass the params-full.yaml that defines it")
     task = params.tasks[VIDEO_TASK]
     source = dataclasses.replace(task.source, train=clips, valid=0, test=0, corrupt=0)
     raw = out_dir / "raw" / VIDEO_TASK
@@ -174,7 +174,10 @@ def main() -> None:
                                "or pass its path)\n")
             print(f"(no video task in {args.shards}: making {args.video_clips} clips of {VIDEO_TASK} from "
                   f"{args.video_params} in {tmp})")
-            manifest = make_video_task(Path(tmp), args.vocab, args.video_params, args.video_clips)
+            try:
+                manifest = make_video_task(Path(tmp), args.vocab, args.video_params, args.video_clips)
+            except ParamsError as err:
+                parser.exit(2, f"--video-params: {err}\n")
             runs.append(("video", f"{VIDEO_TASK}, made for the bench in a temp dir", manifest, Path(tmp) / "raw"))
         for kind, label, manifest, raw in runs:
             median = measure(kind, label, manifest, raw, vocab, args)
