@@ -155,7 +155,8 @@ def beam_search(
 
     A decoder with `select` (`PrunableDecoder`) loses the rows of finished samples once they are at
     least `prune_at` of its rows (None: never), so that the remaining steps run on live samples only;
-    the outputs are the same either way, a row's logits not depending on the other rows.
+    the outputs are the same either way, as a row's logits do not depend on the other rows (up to the
+    float rounding of a smaller matrix product, as with batched vs one-at-a-time inference).
 
     beam_size=1 is greedy decoding (the arg-max allowed id at each step). A hypothesis finishes when
     it emits `eos_id`, when its constraint says `done`, or when it reaches `max_new_tokens[i]`; a
