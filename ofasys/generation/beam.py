@@ -9,7 +9,9 @@ Rows: sample i owns rows i*k .. i*k+k-1 (k = beam size). All rows advance in loc
 per step. While a sample is still inside its forced prefix (`<bos>` + output-side prompt text) its
 rows are fed the prefix tokens; afterwards its rows are fed the search's choices. Samples with
 different prefix lengths therefore simply start searching at different steps, and no decoder-side
-padding is ever needed.
+padding is ever needed. Once enough samples have finished (`prune_at`), a decoder that can `select`
+rows drops theirs, so that the remaining steps cost what the live samples need; the search keeps its
+own per-sample row numbering and maps it to the decoder's rows.
 
 Scores are sums of the model's log-probabilities (log-softmax over the full vocabulary, then the
 constraint masks disallowed ids to -inf; masking does not renormalise, so a score is the model's
@@ -208,7 +210,7 @@ def beam_search(
         device = logits.device
         index = list(range(n))
         searching: list[int] = []
-        for i in range(n_samples):
+        for i in live:
             if not active[i]:
                 continue
             if t + 1 < len(prefixes[i]):  # still forcing this sample's prefix
