@@ -57,6 +57,13 @@ class UncachedDecoder:
     def reorder(self, index: torch.Tensor) -> None:
         self.history = self.history.index_select(0, index.to(self.history.device))
 
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only `rows` (finished samples dropped), as the cached decoder does: like for like."""
+        rows = rows.to(self.history.device)
+        self.history = self.history.index_select(0, rows)
+        self.memory = self.memory.index_select(0, rows)
+        self.memory_mask = self.memory_mask.index_select(0, rows)
+
 
 def search(model, batch, plans, beam: int, cached: bool) -> list[list[int]]:
     """The model's own beam search (`UniversalModel.generate`) with the cached or the uncached decoder."""

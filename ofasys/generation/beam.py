@@ -9,7 +9,9 @@ Rows: sample i owns rows i*k .. i*k+k-1 (k = beam size). All rows advance in loc
 per step. While a sample is still inside its forced prefix (`<bos>` + output-side prompt text) its
 rows are fed the prefix tokens; afterwards its rows are fed the search's choices. Samples with
 different prefix lengths therefore simply start searching at different steps, and no decoder-side
-padding is ever needed.
+padding is ever needed. Once enough samples have finished (`prune_at`), a decoder that can `select`
+rows drops theirs, so that the remaining steps cost what the live samples need; the search keeps its
+own per-sample row numbering and maps it to the decoder's rows.
 
 Scores are sums of the model's log-probabilities (log-softmax over the full vocabulary, then the
 constraint masks disallowed ids to -inf; masking does not renormalise, so a score is the model's
@@ -75,6 +77,19 @@ class StepDecoder(Protocol):
         """Row r continues from row index[r] (beams re-ranked); index stays within a sample."""
 
 
+class PrunableDecoder(StepDecoder, Protocol):
+    """A `StepDecoder` that can also drop rows: what lets the search stop computing finished samples."""
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only these rows, in this order (row r continues from row rows[r]); every per-row state
+        (caches, encoder output, masks) follows. Like `reorder`, but the result may hold fewer rows."""
+
+
+PRUNE_AT = 0.25
+"""Default `prune_at`: drop finished samples' rows once they are at least a quarter of the decoder's
+rows, so that a step's cost follows the live samples without a copy of every cache at every step."""
+
+
 @dataclass(frozen=True)
 class Hypothesis:
     """A finished output: ids after the forced prefix (final <eos> excluded) and its scores."""
@@ -136,8 +151,14 @@ def beam_search(
     eos_id: int,
     max_new_tokens: Sequence[int],
     length_penalty: float = 1.0,
+    prune_at: float | None = PRUNE_AT,
 ) -> list[Hypothesis]:
     """Best hypothesis per sample. `decoder` must hold len(prefixes) * beam_size rows.
+
+    A decoder with `select` (`PrunableDecoder`) loses the rows of finished samples once they are at
+    least `prune_at` of its rows (None: never), so that the remaining steps run on live samples only;
+    the outputs are the same either way, as a row's logits do not depend on the other rows (up to the
+    float rounding of a smaller matrix product, as with batched vs one-at-a-time inference).
 
     beam_size=1 is greedy decoding (the arg-max allowed id at each step). A hypothesis finishes when
     it emits `eos_id`, when its constraint says `done`, or when it reaches `max_new_tokens[i]`; a
@@ -151,6 +172,8 @@ def beam_search(
         raise ValueError(f"beam_size must be >= 1, got {k}")
     if any(len(p) == 0 for p in prefixes):
         raise ValueError("every sample needs a non-empty forced prefix (at least <bos>)")
+    if prune_at is not None and not 0.0 <= prune_at <= 1.0:
+        raise ValueError(f"prune_at must be within [0, 1] or None, got {prune_at}")
     n = n_samples * k
     neg_inf = float("-inf")
     table = MaskTable()
@@ -167,6 +190,11 @@ def beam_search(
     active = [True] * n_samples
     tokens = [prefixes[i][0] for i in range(n_samples) for _ in range(k)]
     t = 0  # position of the tokens being fed
+    # The samples whose rows the decoder holds, in its row order (sample live[p] owns decoder rows
+    # p*k .. p*k+k-1), and each sample's place in that order. Only shrinks, through `decoder.select`.
+    prunable = prune_at is not None and callable(getattr(decoder, "select", None))
+    live = list(range(n_samples))
+    place = list(range(n_samples))
 
     def finish(i: int, gen: tuple[int, ...], logprob: float) -> None:
         out = gen[:-1] if gen and gen[-1] == eos_id else gen
@@ -174,14 +202,15 @@ def beam_search(
         finished[i].append(Hypothesis(tokens=list(out), score=norm, logprob=logprob))
 
     while any(active):
-        logits = decoder.step(torch.tensor(tokens, dtype=torch.long))
+        fed = tokens if len(live) == n_samples else [tokens[r] for i in live for r in range(i * k, i * k + k)]
+        logits = decoder.step(torch.tensor(fed, dtype=torch.long))
         if table.rows is None:
             table.build(logits.shape[-1], logits.device)
         vocab = logits.shape[-1]
         device = logits.device
         index = list(range(n))
         searching: list[int] = []
-        for i in range(n_samples):
+        for i in live:
             if not active[i]:
                 continue
             if t + 1 < len(prefixes[i]):  # still forcing this sample's prefix
@@ -197,8 +226,9 @@ def beam_search(
                     mask_rows[r] = drivers[i].mask(states[r], generated[r])
         if searching:
             rows = [r for i in searching for r in range(i * k, i * k + k)]
-            if len(rows) < n:
-                logits = logits.index_select(0, torch.tensor(rows, device=device))
+            if len(searching) < len(live):  # the searching samples' decoder rows
+                at = [place[i] * k + j for i in searching for j in range(k)]
+                logits = logits.index_select(0, torch.tensor(at, device=device))
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             allowed = table.rows.index_select(0, torch.tensor([mask_rows[r] for r in rows], device=device))
             running = torch.tensor([scores[r] for r in rows], dtype=logprobs.dtype, device=device)
@@ -236,7 +266,18 @@ def beam_search(
                         scores[r], index[r], tokens[r], generated[r], states[r] = neg_inf, i * k, eos_id, (), None
         if not any(active):
             break
-        decoder.reorder(torch.tensor(index, dtype=torch.long))
+        # Row by decoder row, where it continues from (index[r] stays within r's sample).
+        moved = index if len(live) == n_samples else [place[i] * k + index[r] - i * k
+                                                      for i in live for r in range(i * k, i * k + k)]
+        keep = [i for i in live if active[i]]
+        if prunable and len(keep) < len(live) and len(live) - len(keep) >= prune_at * len(live):
+            # Drop the finished samples' rows and reorder the rest in one copy.
+            decoder.select(torch.tensor([moved[place[i] * k + j] for i in keep for j in range(k)], dtype=torch.long))
+            live = keep
+            for p, i in enumerate(live):
+                place[i] = p
+        else:  # finished samples' rows stay, fed and never read, until enough of them can go
+            decoder.reorder(torch.tensor(moved, dtype=torch.long))
         t += 1
 
     results = []

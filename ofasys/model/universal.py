@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ofasys.data.batch import TOKENS, Batch
-from ofasys.generation.beam import Hypothesis, OutputConstraint, beam_search
+from ofasys.generation.beam import PRUNE_AT, Hypothesis, OutputConstraint, beam_search
 
 from .config import ModelConfig
 from .transformer import KV, DecoderLayer, EncoderLayer
@@ -354,8 +354,10 @@ class UniversalModel(nn.Module):
 
     @torch.no_grad()
     def search(self, batch: Batch, plans: Sequence[OutputConstraint], beam_size: int = 1,
-               max_new_tokens: int | None = None, length_penalty: float = 1.0) -> list[Hypothesis]:
-        """Like `generate` but returns scored `Hypothesis` objects."""
+               max_new_tokens: int | None = None, length_penalty: float = 1.0,
+               prune_at: float | None = PRUNE_AT) -> list[Hypothesis]:
+        """Like `generate` but returns scored `Hypothesis` objects. `prune_at` is `beam_search`'s (when
+        finished samples leave the decoder; None keeps every row to the end): the outputs are the same."""
         if len(plans) != len(batch.decoder_input):
             raise ValueError(f"{len(plans)} plans for a batch of {len(batch.decoder_input)} samples")
         if any(step.kind == "frames" for plan in plans for step in getattr(plan, "steps", ())):
@@ -376,7 +378,7 @@ class UniversalModel(nn.Module):
                 caps.append(max(0, min(cap, self.config.max_positions - len(prefix) + 1)))
             decoder = self.incremental_decoder(batch, beam_size)
             return beam_search(decoder, prefixes, plans, beam_size=beam_size, eos_id=self.config.eos_id,
-                               max_new_tokens=caps, length_penalty=length_penalty)
+                               max_new_tokens=caps, length_penalty=length_penalty, prune_at=prune_at)
         finally:
             self.train(was_training)
 
@@ -475,3 +477,15 @@ class CachedDecoder:
         for cache in self.caches:
             for name in cache:
                 cache[name] = cache[name].index_select(0, index)
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only `rows`, in this order (generation's `PrunableDecoder`): the search drops finished
+        samples, so later steps attend, project and normalise live rows only. Self-attention caches,
+        cross-attention K/V and the memory mask all follow; the memory's padded width stays as it is,
+        so a kept row's arithmetic is unchanged."""
+        rows = rows.to(self.memory_mask.device)
+        self.memory_mask = self.memory_mask.index_select(0, rows)
+        self.cross = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.cross]
+        for cache in self.caches:
+            for name in cache:
+                cache[name] = cache[name].index_select(0, rows)

@@ -37,7 +37,25 @@ class TableDecoder:
         return torch.stack([self.fn(h) for h in self.history])
 
     def reorder(self, index):
+        assert len(index) == len(self.history)  # a reorder keeps every row
         self.history = [list(self.history[i]) for i in index.tolist()]
+
+
+class PruningTableDecoder(TableDecoder):
+    """A `TableDecoder` that can drop rows (`select`), recording how many rows each step ran."""
+
+    def __init__(self, rows: int, fn):
+        super().__init__(rows, fn)
+        self.widths: list[int] = []
+
+    def step(self, tokens):
+        assert len(tokens) == len(self.history)  # the search feeds exactly the rows held
+        self.widths.append(len(tokens))
+        return super().step(tokens)
+
+    def select(self, rows):
+        assert len(rows) < len(self.history)  # only called to drop rows
+        self.history = [list(self.history[i]) for i in rows.tolist()]
 
 
 def random_fn(vocab: int, seed: int = 0):

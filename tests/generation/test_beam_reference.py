@@ -13,11 +13,12 @@ import torch
 from ofasys.data.plan import OutputPlan
 from ofasys.data.plan_steps import MAX_REPEATS
 from ofasys.generation import beam_search
+from ofasys.generation.beam import PRUNE_AT
 from ofasys.instruction import parse_instruction
 from ofasys.text_tokenizer import train_text_tokenizer
 from ofasys.vocab import UnifiedVocab
 from tests.generation.reference_beam import reference_beam_search
-from tests.generation.test_beam import TableDecoder
+from tests.generation.test_beam import PruningTableDecoder, TableDecoder
 
 WORDS = "zero one two three four five six".split()
 LABELS = ["two", "two three", "four", "five six"]
@@ -71,12 +72,40 @@ def toy(vocab_size: int, eos: int, seed: int):
 
 
 def both(vocab, constraints, beam, seed, length_penalty, caps):
+    """(the search, the reference); the search also run with finished samples pruned from a decoder
+    that can drop rows, as soon as any finishes, at the default share and never, all equal."""
     prefixes = [list(p.prefix) for p in plans(vocab)]
     fn = toy(vocab.size, vocab.eos, seed)
     kw = dict(beam_size=beam, eos_id=vocab.eos, max_new_tokens=caps, length_penalty=length_penalty)
     new = beam_search(TableDecoder(len(prefixes) * beam, fn), prefixes, constraints, **kw)
     ref = reference_beam_search(TableDecoder(len(prefixes) * beam, fn), prefixes, constraints, **kw)
+    for prune_at in (0.0, PRUNE_AT, None):
+        decoder = PruningTableDecoder(len(prefixes) * beam, fn)
+        assert beam_search(decoder, prefixes, constraints, prune_at=prune_at, **kw) == new
+        if prune_at is None:
+            assert set(decoder.widths) == {len(prefixes) * beam}
     return new, ref
+
+
+@pytest.mark.parametrize("beam", [1, 2, 3])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_pruning_finished_samples_searches_the_same(vocab, beam, seed):
+    """Samples finish at different steps (caps, <eos>, plans' ends), have prefixes of different lengths,
+    and the decoder loses their rows step by step: still equal to the reference, hypothesis for hypothesis."""
+    made = plans(vocab)
+    caps = [p.max_new_tokens for p in made]
+    caps[seed % len(caps)] = 1
+    caps[(seed + 3) % len(caps)] = 3
+    prefixes = [list(p.prefix) for p in made]
+    fn = toy(vocab.size, vocab.eos, seed)
+    kw = dict(beam_size=beam, eos_id=vocab.eos, max_new_tokens=caps)
+    ref = reference_beam_search(TableDecoder(len(made) * beam, fn), prefixes, made, **kw)
+    decoder = PruningTableDecoder(len(made) * beam, fn)
+    assert beam_search(decoder, prefixes, made, prune_at=0.0, **kw) == ref
+    widths = [w // beam for w in decoder.widths]
+    assert widths == sorted(widths, reverse=True) and len(set(widths)) >= 3  # pruned more than once
+    assert widths[0] == len(made) and widths[-1] >= 1
+    assert len({len(h.tokens) for h in ref}) >= 3  # the samples did finish at different lengths
 
 
 @pytest.mark.parametrize("beam", [1, 2, 3, 5])
