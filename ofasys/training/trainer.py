@@ -270,9 +270,14 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- fit
     def fit(self) -> TrainResult:
+        # DeepSpeed's ZeRO-3 replaces torch.nn.functional.linear process-wide with its memory-efficient
+        # version and leaves it so ("this will persist unless manually reset"); a later run in the same
+        # process (a compiled one traced through that autograd Function) then trains differently.
+        linear = torch.nn.functional.linear
         try:
             return self._fit()
-        finally:  # the loader's workers stop with training, however it ends
+        finally:  # the loader's workers stop with training, however it ends; torch is left as found
+            torch.nn.functional.linear = linear
             if self._loader is not None:
                 self._loader.close()
                 self._loader = None
