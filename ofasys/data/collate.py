@@ -54,17 +54,34 @@ def _token_run(slot: Slot) -> bool:
     return slot_handler(slot).token_run
 
 
-def _pad(rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids padded with 0 to the longest row, mask of the real positions). Filled in numpy and
+def _pad(rows: Sequence[Sequence[int]], dtype: type = np.int64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows padded with 0 to the longest row, mask of the real positions). Filled in numpy and
     converted once: a tensor per row was a fifth of a loader worker's time on short-text tasks."""
     lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
     width = int(lengths.max()) if len(rows) else 0
-    out = np.zeros((len(rows), width), dtype=np.int64)
+    out = np.zeros((len(rows), width), dtype=dtype)
     for i, r in enumerate(rows):
         if lengths[i]:
             out[i, : lengths[i]] = r
     mask = np.arange(width)[None, :] < lengths[:, None]
     return torch.from_numpy(out), torch.from_numpy(mask)
+
+
+class _KeyedRngs(Sequence[np.random.Generator]):
+    """The per-sample augmentation generators of one embedded slot, each made when first asked for:
+    a generator keyed by (seed, epoch, key, column) costs a hash and a seeding (~30 us), and most
+    modalities (images, video) draw nothing from it. Made on demand, it is the same generator."""
+
+    def __init__(self, seed: int, epoch: str, keys: Sequence[str], column: str) -> None:
+        self._seed, self._epoch, self._keys, self._column = seed, epoch, list(keys), column
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        return key_rng(self._seed, "augment", self._epoch, self._keys[i], self._column)
 
 
 def generation_assets(manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -105,6 +122,8 @@ class Collator:
         self.seed = seed
         self.default_max_text = default_max_text
         self._text_cache: dict[str, tuple[int, ...]] = {}
+        self._resolved: dict[tuple[int, str], tuple[Template, tuple]] = {}
+        self._fixed: dict[int, tuple[Text | Special, np.ndarray, np.ndarray]] = {}
         self._plans: dict[int, OutputPlan] = {}
         for template in instruction.templates:
             for item in template.inputs:
@@ -123,6 +142,30 @@ class Collator:
             self._text_cache[text] = ids
         return ids
 
+    def resolved(self, template: Template, side: str) -> tuple:
+        """`template.resolved_inputs()` ("input") or `resolved_outputs()` ("output"), resolved once per
+        template: collation asks for them once per sample."""
+        hit = self._resolved.get((id(template), side))
+        if hit is None or hit[0] is not template:
+            items = template.resolved_inputs() if side == "input" else template.resolved_outputs()
+            hit = self._resolved[(id(template), side)] = (template, tuple(items))
+        return hit[1]
+
+    def fixed_piece(self, item: Text | Special) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, loss flags) of a prompt text (no loss) or a special token (loss): the same for every
+        sample, so made once. Callers concatenate them and never write into them."""
+        hit = self._fixed.get(id(item))
+        if hit is None or hit[0] is not item:
+            if isinstance(item, Text):
+                ids = np.asarray(self.text_ids(item.text), dtype=np.int64)
+                flags = np.zeros(len(ids), bool)
+            else:
+                ids = np.asarray([special_id(self.vocab, item)], dtype=np.int64)
+                flags = np.ones(1, bool)
+            ids.flags.writeable = flags.flags.writeable = False
+            hit = self._fixed[id(item)] = (item, ids, flags)
+        return hit[1], hit[2]
+
     def _embedded_rngs(self, samples: Sequence[Sample], slot: Slot, rng: np.random.Generator, train: bool,
                        epoch: int | None) -> list[np.random.Generator] | None:
         """Per-sample generators for an embedded slot's augmentation: keyed by (seed, epoch, key,
@@ -132,7 +175,7 @@ class Collator:
             return None
         if epoch is None:
             return [np.random.default_rng(int(rng.integers(2**63))) for _ in samples]
-        return [key_rng(self.seed, "augment", str(epoch), s.key, slot.column or "") for s in samples]
+        return _KeyedRngs(self.seed, str(epoch), [s.key for s in samples], slot.column or "")
 
     def _rng_for(self, sample: Sample, slot: Slot, rng: np.random.Generator, train: bool) -> np.random.Generator:
         return rng if train else key_rng(self.seed, sample.key, slot.column or "", slot.modality)
@@ -171,7 +214,7 @@ class Collator:
                 segments.append(EncoderSegment(TOKENS, tokens, mask))
                 run = None
 
-        for item in template.resolved_inputs():
+        for item in self.resolved(template, "input"):
             if isinstance(item, Slot) and not _token_run(item):
                 flush()
                 key = array_key(item)
@@ -182,12 +225,8 @@ class Collator:
                 continue
             if run is None:
                 run = [[] for _ in samples]
-            if isinstance(item, Text):
-                ids = np.asarray(self.text_ids(item.text), dtype=np.int64)
-                for pieces in run:
-                    pieces.append(ids)
-            elif isinstance(item, Special):
-                ids = np.asarray([special_id(self.vocab, item)], dtype=np.int64)
+            if isinstance(item, (Text, Special)):
+                ids = self.fixed_piece(item)[0]
                 for pieces in run:
                     pieces.append(ids)
             elif isinstance(item, Slot):
@@ -211,13 +250,10 @@ class Collator:
         noisy: list[np.ndarray] = []
         flags: list[np.ndarray] = []
         frames: tuple[int, np.ndarray] | None = None
-        for item in template.resolved_outputs():
-            if isinstance(item, Text):
-                ids = np.asarray(self.text_ids(item.text), dtype=np.int64)
-                seq.append(ids), noisy.append(ids), flags.append(np.zeros(len(ids), bool))
-            elif isinstance(item, Special):
-                ids = np.asarray([special_id(self.vocab, item)], dtype=np.int64)
-                seq.append(ids), noisy.append(ids), flags.append(np.ones(1, bool))
+        for item in self.resolved(template, "output"):
+            if isinstance(item, (Text, Special)):
+                ids, flag = self.fixed_piece(item)
+                seq.append(ids), noisy.append(ids), flags.append(flag)
             elif isinstance(item, Slot) and _token_run(item):
                 ids = self._slot_tokens(sample, item, rng, train, "output")
                 noise = float(item.attrs.get("noise_ratio") or 0.0)
@@ -259,10 +295,8 @@ class Collator:
         pieces: list[tuple[np.ndarray, bool]] = []
         for r in range(count or 0):
             for k, item in enumerate(group.items):
-                if isinstance(item, Text):
-                    pieces.append((np.asarray(self.text_ids(item.text), dtype=np.int64), False))
-                elif isinstance(item, Special):
-                    pieces.append((np.asarray([special_id(self.vocab, item)], dtype=np.int64), True))
+                if isinstance(item, (Text, Special)):
+                    pieces.append((self.fixed_piece(item)[0], isinstance(item, Special)))
                 else:
                     pieces.append((runs[k][r], True))
         return pieces
@@ -287,9 +321,7 @@ class Collator:
             frames.append(fr)
         decoder_input, _ = _pad(inputs)
         target, valid = _pad(targets)
-        loss_mask = torch.zeros_like(valid)
-        for i, f in enumerate(losses):
-            loss_mask[i, : len(f)] = torch.from_numpy(f)
+        loss_mask = _pad(losses, bool)[0]
         return Batch(
             task=self.task,
             keys=[s.key for s in samples],

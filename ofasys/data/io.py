@@ -9,9 +9,11 @@ so a killed process leaves either the old file or the new one, never half of one
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import json
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -146,16 +148,29 @@ def npy_bytes(array: np.ndarray) -> bytes:
 _NPY_HEADER = re.compile(rb"\{'descr': '([<>|=][a-z]\d+)', 'fortran_order': False, 'shape': \(([0-9, ]*)\), \}")
 
 
-def npy_load(data: bytes) -> np.ndarray:
+@functools.lru_cache(maxsize=4096)
+def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...]] | None:
+    """(dtype, shape) of a simple `.npy` header we write, or None; memoised, since a task's samples
+    share a few headers (images one, texts one per length)."""
+    m = _NPY_HEADER.match(header)
+    if not m:
+        return None
+    return np.dtype(m.group(1).decode("ascii")), tuple(int(x) for x in m.group(2).split(b",") if x.strip())
+
+
+def npy_load(data: bytes | bytearray | memoryview) -> np.ndarray:
     """Inverse of `npy_bytes`. Parses the simple headers we write directly (np.load's header
-    parser uses `ast.literal_eval` and dominated sample reading); anything else goes to np.load."""
-    if data[:8] == b"\x93NUMPY\x01\x00":
-        hlen = int.from_bytes(data[8:10], "little")
-        m = _NPY_HEADER.match(data, 10, 10 + hlen)
-        if m:
-            shape = tuple(int(x) for x in m.group(2).split(b",") if x.strip())
-            dtype = np.dtype(m.group(1).decode("ascii"))
-            count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-            if len(data) == 10 + hlen + count * dtype.itemsize:
-                return np.frombuffer(data, dtype=dtype, count=count, offset=10 + hlen).reshape(shape).copy()
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    parser uses `ast.literal_eval` and dominated sample reading); anything else goes to np.load.
+    A writable `bytearray` (or a view of one) is used in place, without a copy; read-only bytes are
+    copied, so the array is always writable."""
+    view = memoryview(data)
+    if view[:8] == b"\x93NUMPY\x01\x00":
+        hlen = int.from_bytes(view[8:10], "little")
+        parsed = _npy_header(bytes(view[10:10 + hlen]))
+        if parsed is not None:
+            dtype, shape = parsed
+            count = math.prod(shape)
+            if len(view) == 10 + hlen + count * dtype.itemsize:
+                array = np.frombuffer(view, dtype=dtype, count=count, offset=10 + hlen).reshape(shape)
+                return array if array.flags.writeable else array.copy()
+    return np.load(io.BytesIO(bytes(data)), allow_pickle=False)

@@ -165,10 +165,18 @@ class ShardTaskData:
         key = keys[i - self._starts[k]]
         meta: dict | None = None
         arrays: dict[str, np.ndarray] = {}
-        for ext, ref in index[key].items():
-            data = os.pread(fd, ref.size, ref.offset)
+        refs = index[key]
+        # A sample's members are adjacent in the tar: one read for all of them, into a writable buffer
+        # the arrays then use in place.
+        start = min(ref.offset for ref in refs.values())
+        buf = bytearray(max(ref.offset + ref.size for ref in refs.values()) - start)
+        if os.preadv(fd, [buf], start) != len(buf):
+            raise ShardIntegrityError(f"{self._shards[k]['path']}: sample {key} is cut short")
+        view = memoryview(buf)
+        for ext, ref in refs.items():
+            data = view[ref.offset - start: ref.offset - start + ref.size]
             if ext == "json":
-                meta = json.loads(data.decode("utf-8"))
+                meta = json.loads(bytes(data).decode("utf-8"))
             elif ext.endswith(".npy"):
                 arrays[ext[: -len(".npy")]] = npy_load(data)
         if meta is None:

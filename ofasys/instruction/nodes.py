@@ -33,6 +33,16 @@ class Attrs(Mapping[str, Value]):
                 return v
         raise KeyError(key)
 
+    def get(self, key: str, default: Value | None = None) -> Value | None:
+        """As `Mapping.get`, without its raise-and-catch: collation asks for attributes per sample."""
+        for k, v in self._items:
+            if k == key:
+                return v
+        return default
+
+    def __contains__(self, key: object) -> bool:
+        return any(k == key for k, _ in self._items)
+
     def __iter__(self) -> Iterator[str]:
         return (k for k, _ in self._items)
 
