@@ -12,8 +12,8 @@ A sample's tar records are plain bytes (`encode_sample`), so they can be made wh
 materialised (a worker process) and only appended by the writer; the writer ends a shard as `tar`
 does (two zero blocks, then zeros to a whole 10 KiB record).
 
-Reading uses the tar's member offsets (`TarInfo.offset_data`), so one sample is two or three
-`pread`s, without scanning the shard.
+Reading uses the members' offsets, taken from the tar headers once per shard (`index_shard`), so one
+sample is one `pread` of its adjacent members, without scanning the shard.
 """
 
 from __future__ import annotations
@@ -176,14 +176,77 @@ class MemberRef:
     size: int
 
 
-def index_shard(path: str | os.PathLike) -> dict[str, dict[str, MemberRef]]:
-    """{key: {extension: MemberRef}} in tar order (keys in sample order)."""
-    index: dict[str, dict[str, MemberRef]] = {}
+_BLOCK = 512
+_REGULAR = (b"0", b"\0")
+"""Tar type flags of a regular file (what the writer makes); any other member (pax or GNU long-name
+headers, links, directories) sends the shard to `tarfile`'s general reader."""
+
+
+class _NotPlain(Exception):
+    """The shard holds a member the plain-header scan does not read; use `tarfile`."""
+
+
+def _octal(field: bytes, path: str | os.PathLike, offset: int) -> int:
+    if field[:1] and field[0] & 0x80:  # GNU base-256 (sizes of 8 GiB and more)
+        raise _NotPlain
+    digits = field.split(b"\0", 1)[0].strip()
+    try:
+        return int(digits, 8) if digits else 0
+    except ValueError:
+        raise tarfile.ReadError(f"{path}: bad tar header at byte {offset} (a number field holds {digits!r})") from None
+
+
+def _scan_plain(path: str | os.PathLike) -> Iterator[tuple[str, int, int]]:
+    """(member name, data offset, size) of every member of a tar of plain ustar headers, read from
+    the headers alone (a memory map touches only their pages). `tarfile` builds a `TarInfo` of
+    ~20 parsed fields per member: ~100 us, 5 minutes a process for a million samples."""
+    import mmap
+
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            offset = 0
+            while offset + _BLOCK <= size:
+                header = data[offset: offset + _BLOCK]
+                if header.count(0) == _BLOCK:  # the end-of-archive zero block
+                    return
+                stored = _octal(header[148:156], path, offset)
+                if stored != sum(header[:148]) + 8 * 0x20 + sum(header[156:]):
+                    raise tarfile.ReadError(f"{path}: bad tar header checksum at byte {offset}")
+                if header[156:157] not in _REGULAR:
+                    raise _NotPlain
+                name = header[:100].split(b"\0", 1)[0]
+                if header[257:263] == b"ustar\0" and header[345:346] != b"\0":  # POSIX prefix (not GNU's)
+                    name = header[345:500].split(b"\0", 1)[0] + b"/" + name
+                length = _octal(header[124:136], path, offset)
+                if offset + _BLOCK + length > size:
+                    raise tarfile.ReadError(f"{path}: member {name.decode(errors='replace')} runs past the end")
+                yield name.decode("utf-8"), offset + _BLOCK, length
+                offset += _BLOCK + -(-length // _BLOCK) * _BLOCK
+
+
+def _scan_tarfile(path: str | os.PathLike) -> Iterator[tuple[str, int, int]]:
     with tarfile.open(path, mode="r:") as tar:
         for info in tar:
-            if not info.isfile():
-                continue
-            base = info.name.rsplit("/", 1)[-1]
-            key, _, ext = base.partition(".")
-            index.setdefault(key, {})[ext] = MemberRef(info.offset_data, info.size)
+            if info.isfile():
+                yield info.name, info.offset_data, info.size
+
+
+def index_shard(path: str | os.PathLike) -> dict[str, dict[str, MemberRef]]:
+    """{key: {extension: MemberRef}} in tar order (keys in sample order).
+
+    Shards as the writer makes them (plain ustar headers, regular files) are indexed from their
+    headers directly, ~30x faster than `tarfile`; any other tar (pax, GNU long names) is read by
+    `tarfile`. A corrupt header raises `tarfile.ReadError` either way."""
+    try:
+        members = list(_scan_plain(path))
+    except _NotPlain:
+        members = list(_scan_tarfile(path))
+    index: dict[str, dict[str, MemberRef]] = {}
+    for name, offset, size in members:
+        base = name.rsplit("/", 1)[-1]
+        key, _, ext = base.partition(".")
+        index.setdefault(key, {})[ext] = MemberRef(offset, size)
     return index

@@ -5,7 +5,8 @@ import tarfile
 
 import pytest
 
-from ofasys.data.shards import ShardWriter, _tarinfo, encode_sample, index_shard, sample_key, shard_name
+from ofasys.data.shards import (ShardWriter, _scan_plain, _tarinfo, encode_sample, index_shard, sample_key,
+                                shard_name)
 
 
 def write(tmp_path, n, per_shard):
@@ -60,6 +61,57 @@ def test_index_offsets_and_stock_tar(tmp_path):
     assert "train-000000003.x.text.npy" in listed and "1970-01-01" in listed
     with tarfile.open(path) as tar:
         assert tar.extractfile("train-000000001.json").read() == b'{"row":1}'
+
+
+def _tarfile_index(path):
+    """The index as `tarfile` reads the shard: the reference the header scan must equal."""
+    index = {}
+    with tarfile.open(path) as tar:
+        for info in tar:
+            if info.isfile():
+                key, _, ext = info.name.rsplit("/", 1)[-1].partition(".")
+                index.setdefault(key, {})[(ext)] = (info.offset_data, info.size)
+    return index
+
+
+def _as_pairs(index):
+    return {k: {e: (r.offset, r.size) for e, r in v.items()} for k, v in index.items()}
+
+
+def test_header_scan_equals_tarfile_on_written_and_foreign_tars(tmp_path):
+    write(tmp_path, 23, 100)
+    path = tmp_path / "train-000000.tar"
+    assert list(_as_pairs(index_shard(path)).items()) == list(_tarfile_index(path).items())
+    for fmt, name in ((tarfile.PAX_FORMAT, "dir/" + "k" * 120), (tarfile.GNU_FORMAT, "k" * 120),
+                      (tarfile.USTAR_FORMAT, "p" * 90 + "/key")):
+        other = tmp_path / f"other-{fmt}.tar"  # long names: pax / GNU long-name headers, a ustar prefix
+        with tarfile.open(other, "w", format=fmt) as tar:
+            if fmt != tarfile.USTAR_FORMAT:  # a directory is not a sample member: skipped
+                folder = tarfile.TarInfo("dir")
+                folder.type = tarfile.DIRTYPE
+                tar.addfile(folder)
+            for ext, data in (("json", b"{}"), ("x.text.npy", b"abc")):
+                info = tarfile.TarInfo(f"{name}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        assert list(_as_pairs(index_shard(other)).items()) == list(_tarfile_index(other).items())
+        assert len(index_shard(other)) == 1
+    assert [m[0] for m in _scan_plain(other)] == ["p" * 90 + "/key.json", "p" * 90 + "/key.x.text.npy"]
+
+
+def test_header_scan_rejects_a_corrupt_or_cut_tar(tmp_path):
+    write(tmp_path, 3, 100)
+    path = tmp_path / "train-000000.tar"
+    raw = bytearray(path.read_bytes())
+    second = index_shard(path)["train-000000001"]["json"].offset - 512
+    raw[second + 5] ^= 0x01  # a flipped bit in the second sample's header name
+    path.write_bytes(bytes(raw))
+    with pytest.raises(tarfile.ReadError, match="checksum"):
+        index_shard(path)
+    raw[second + 5] ^= 0x01
+    path.write_bytes(bytes(raw[: second + 512 + 3]))  # cut inside that member's data
+    with pytest.raises(tarfile.ReadError, match="past the end"):
+        index_shard(path)
 
 
 def test_empty_split_writes_nothing_and_failure_leaves_no_temp(tmp_path):
