@@ -19,9 +19,9 @@ model runs. What must not change is *which* batches a rank trains on, and *what*
   and fails loudly otherwise (`LoaderDesyncError`), so a look-ahead bug cannot silently train on
   other samples than a resumed run would.
 
-Batches cross processes through torch's multiprocessing reductions: tensor storages move to shared
-memory and only the small Python shell (keys, per-sample meta) is pickled, between processes of
-this run only. Workers are forked (the DataLoader default on Linux), so tasks need not be picklable
+Batches cross processes through torch's multiprocessing reductions, packed first into one tensor
+(`batch_transfer`): its storage moves to shared memory and only the small Python shell (keys,
+per-sample meta) is pickled, between processes of this run only. Workers are forked (the DataLoader default on Linux), so tasks need not be picklable
 and shard handles re-open per worker (`ShardTaskData` does so itself).
 """
 
@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ofasys.data.batch import Batch, EncoderSegment
+from ofasys.training.batch_transfer import PackedBatch
 from ofasys.training.sampler import SampledBatch, WeightedMultitaskSampler
 from ofasys.training.seeding import derive_seed
 
@@ -84,14 +85,19 @@ def make_batch(task: Any, item: WorkItem, seed: int, rank: int) -> Batch:
 
 @dataclass
 class Loaded:
-    """What a worker hands back: the item and its batch (`pin_memory` for CUDA hosts)."""
+    """What a worker hands back: the item and its batch, packed into one buffer when it crosses
+    processes (`batch_transfer`); `pin_memory` for CUDA hosts."""
 
     item: WorkItem
-    batch: Batch
+    batch: Batch | PackedBatch
 
     def pin_memory(self) -> "Loaded":
         """Called by the DataLoader's pinning thread when `pin_memory=True`."""
-        return Loaded(self.item, _pin_batch(self.batch))
+        pinned = self.batch.pin_memory() if isinstance(self.batch, PackedBatch) else _pin_batch(self.batch)
+        return Loaded(self.item, pinned)
+
+    def unpacked(self) -> Batch:
+        return self.batch.unpack() if isinstance(self.batch, PackedBatch) else self.batch
 
 
 def _pin(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -114,11 +120,12 @@ def _pin_batch(batch: Batch) -> Batch:
 class _MicroBatches(Dataset):
     """Map-style view the DataLoader indexes with `WorkItem`s."""
 
-    def __init__(self, tasks: Mapping[str, Any], seed: int, rank: int) -> None:
-        self.tasks, self.seed, self.rank = dict(tasks), seed, rank
+    def __init__(self, tasks: Mapping[str, Any], seed: int, rank: int, pack: bool) -> None:
+        self.tasks, self.seed, self.rank, self.pack = dict(tasks), seed, rank, pack
 
     def __getitem__(self, item: WorkItem) -> Loaded:
-        return Loaded(item, make_batch(self.tasks[item.task], item, self.seed, self.rank))
+        batch = make_batch(self.tasks[item.task], item, self.seed, self.rank)
+        return Loaded(item, PackedBatch.of(batch) if self.pack else batch)
 
 
 class _LookAhead(Sampler):
@@ -164,7 +171,7 @@ class TrainLoader:
                 if index is not None:
                     index()
         self._loader = DataLoader(
-            _MicroBatches(tasks, seed, rank),
+            _MicroBatches(tasks, seed, rank, pack=workers),
             batch_size=None,
             sampler=look_ahead,
             collate_fn=_unwrap,
@@ -191,7 +198,7 @@ class TrainLoader:
         if loaded.item != want:
             raise LoaderDesyncError(f"the loader made {loaded.item} but the sampler drew {want}: the "
                                     f"look-ahead copy diverged from the training sampler")
-        return picked, loaded.batch
+        return picked, loaded.unpacked()
 
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (empty with num_workers=0)."""
