@@ -185,7 +185,7 @@ def describe_run(params, manifests, vocab, prior: Prior, run_id: str, continued:
     """Params and provenance tags of a new run (a continued run has them); returns the metric logger."""
     import mlflow
 
-    from pipeline import tracking
+    from pipeline import run_config, tracking
     from pipeline.params import flatten
 
     if prior.resume_step is not None:
@@ -196,8 +196,11 @@ def describe_run(params, manifests, vocab, prior: Prior, run_id: str, continued:
             mlflow.set_tag("resumed_after_failure", failure)
             mlflow.delete_tag("failure")
         return tracking.MetricLogger(run_id)
-    tracking.log_params(flatten({"seed": params.seed, "model": params.model, "train": params.train,
-                                 "tasks": params.tasks, "assets": params.assets}))
+    # The resolved configs, defaults included: runs compare on every setting, not only on those
+    # their params.yaml happened to spell out.
+    tracking.log_params(flatten({"seed": params.seed, "model": run_config.model_config(params, vocab.size),
+                                 "train": run_config.train_config(params), "tasks": params.tasks,
+                                 "assets": params.assets}))
     tags = {
         "git_commit": tracking.git_commit(),
         "dvc_lock_sha256": tracking.file_sha256(Path("dvc.lock")),

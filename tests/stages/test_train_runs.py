@@ -140,6 +140,11 @@ def test_an_interrupted_run_ends_failed_and_its_resume_continues_it_with_the_who
     assert mlflow.active_run() is None
     logged_before = dict(history(first.info.run_id))
     assert sorted(logged_before) == [1, 2, 3, 4, 5]  # step 6 stopped before MLflow got it
+    logged = first.data.params  # the resolved configs: defaults params.yaml does not spell out too
+    assert "precision" not in PARAMS["train"] and logged["train.precision"] == "auto"
+    assert logged["train.max_steps"] == str(PARAMS["train"]["max_steps"])
+    assert "d_model" in PARAMS["model"] and logged["model.d_model"] == str(PARAMS["model"]["d_model"])
+    assert "dropout" not in PARAMS["model"] and "model.dropout" in logged
 
     dvc_clears_outputs()
     train()
