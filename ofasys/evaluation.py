@@ -4,7 +4,7 @@ output column and each sample's database. The metrics themselves, with their bas
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,30 +67,40 @@ def predict(
     order = list(indices) if indices is not None else list(range(len(task_data)))
     if max_samples:
         order = order[:max_samples]
-    lengths = _encoder_lengths(task_data, getattr(model, "config", None))
-    for start in range(0, len(order), batch_size * SORT_WINDOW):
-        window = [task_data.get(i) for i in order[start : start + batch_size * SORT_WINDOW]]
-        ranked = sorted(range(len(window)), key=lambda j: (lengths(window[j]), j))
-        made: dict[int, SamplePrediction] = {}
+    lengths = encoder_length_fn(task_data.instruction, getattr(model, "config", None))
+    made: dict[int, SamplePrediction] = {}
+    done = 0
+    for picked, samples in length_sorted_batches(order, batch_size, lengths, lambda _, i: task_data.get(i)):
+        made.update(zip(picked, _predict_batch(model, task_data, samples, beam_size)))
+        if progress is not None:
+            progress(len(picked))
+        while done in made:  # in index order, as soon as the predictions before it are made
+            yield made.pop(done)
+            done += 1
+
+
+def length_sorted_batches(rows: Sequence[Any], batch_size: int, length: Callable[[Any], int],
+                          make: Callable[[int, Any], Any]) -> Iterator[tuple[list[int], list[Any]]]:
+    """(row indices, samples) batches of `rows`: each window of `SORT_WINDOW` batches is made into
+    samples (`make(index, row)`), sorted by `length`, then cut into batches of `batch_size`, so a
+    batch pads little. Results are the same in any order when a sample's key is its row index."""
+    for start in range(0, len(rows), batch_size * SORT_WINDOW):
+        window = [make(start + j, row) for j, row in enumerate(rows[start: start + batch_size * SORT_WINDOW])]
+        ranked = sorted(range(len(window)), key=lambda j: (length(window[j]), j))
         for first in range(0, len(ranked), batch_size):
-            picked = ranked[first : first + batch_size]
-            for j, pred in zip(picked, _predict_batch(model, task_data, [window[j] for j in picked], beam_size)):
-                made[j] = pred
-            if progress is not None:
-                progress(len(picked))
-        for j in range(len(window)):
-            yield made.pop(j)
+            picked = ranked[first: first + batch_size]
+            yield [start + j for j in picked], [window[j] for j in picked]
 
 
-def _encoder_lengths(task_data: Any, config: Any):
-    """sample -> the encoder positions of its input slots (0 for all when the model's config is
-    unknown: no sorting)."""
+def encoder_length_fn(instruction: Any, config: Any):
+    """sample -> the encoder positions of `instruction`'s input slots (0 for all when the model's
+    config is unknown: no sorting)."""
     from ofasys.data.members import slot_handler, slot_member
     from ofasys.instruction.ast import Slot
 
     if config is None:
         return lambda sample: 0
-    slots = [item for item in task_data.instruction.templates[0].resolved_inputs() if isinstance(item, Slot)]
+    slots = [item for item in instruction.templates[0].resolved_inputs() if isinstance(item, Slot)]
 
     def length(sample: Any) -> int:
         return sum(slot_handler(slot).encoder_positions(sample.arrays[slot_member(slot)], slot.attrs, config)

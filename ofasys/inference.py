@@ -25,7 +25,7 @@ from ofasys.model import ModelConfig, UniversalModel, build_model
 from ofasys.model.checkpoint_compat import fresh_modalities, load_model_state, upgrade_state_dict
 from ofasys.training.export import IMAGE_CODES_FILE, WEIGHTS_FILE, load_pretrained_config, load_pretrained_state
 from ofasys.data.members import output_fields, slot_handler, slot_member
-from ofasys.evaluation import scored_tokens
+from ofasys.evaluation import encoder_length_fn, length_sorted_batches, scored_tokens
 from ofasys.generation.frames import generated_frames
 from ofasys.modalities import FRAME_STATS, MODALITIES
 from ofasys.vocab import UnifiedVocab
@@ -269,14 +269,10 @@ class OFASys:
         image_columns = [column for column, name in fields.items() if name == "image"]
         handlers = {column: slot_handler(slot) for column, slot in outputs if slot_handler(slot).frame_output}
         stats = {column: self.frame_stats(ins, column) for column in handlers}
-        results: list[Prediction] = []
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            samples = [
-                sample_from_row(ins, row, self.vocab, image_size=size, key=f"infer-{start + i:09d}",
-                                image_codes=self.image_codes)
-                for i, row in enumerate(chunk)
-            ]
+        length = encoder_length_fn(ins, getattr(self.model, "config", None))
+        results: list[Prediction | None] = [None] * len(rows)
+        for picked, samples in length_sorted_batches(rows, batch_size, length, lambda i, row: sample_from_row(
+                ins, row, self.vocab, image_size=size, key=f"infer-{i:09d}", image_codes=self.image_codes)):
             batch = collator.collate_for_generation(samples).to(self.device)
             plans = [collator.plan(s) for s in samples]
             with torch.inference_mode():
@@ -286,9 +282,9 @@ class OFASys:
             decoded = [plan.decode(tokens, sample.meta, scores, made)
                        for sample, plan, tokens, scores, made in zip(samples, plans, generated, logprobs, frames)]
             rendered = {column: self.render_images([d.get(column) for d in decoded]) for column in image_columns}
-            for i, (outs, tokens) in enumerate(zip(decoded, generated)):
+            for i, (row, outs, tokens) in enumerate(zip(picked, decoded, generated)):
                 images = {column: rendered[column][i] for column in image_columns}
                 media = {column: handlers[column].typed_output(outs[column], stats[column])
                          for column in handlers if outs.get(column) is not None}
-                results.append(Prediction(outs, list(tokens), modalities, images, fields, media))
-        return results[0] if single else results
+                results[row] = Prediction(outs, list(tokens), modalities, images, fields, media)
+        return results[0] if single else results  # type: ignore[return-value]

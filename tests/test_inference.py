@@ -197,3 +197,27 @@ def test_an_unknown_model_alias_or_version_names_the_store(registry, elsewhere, 
 def test_the_library_points_registry_uris_to_the_pipeline(export_dir):
     with pytest.raises(ValueError, match=r"pipeline\.registry\.from_registry"):
         OFASys.from_pretrained("models:/m@champion")
+
+
+def test_a_list_runs_in_length_sorted_batches_and_returns_in_row_order(pretrained):
+    questions = ["how many digits are there in the image which region", "how", "which region", "two",
+                 "how many digits are there", "many"]
+    rows = [{"img": _png(32, 32), "question": q} for q in questions]
+    batched = pretrained.inference(VQA, data=rows, batch_size=2, beam_size=2)
+    alone = [pretrained.inference(VQA, data=row, beam_size=2) for row in rows]
+    assert [(p.text, p.tokens) for p in batched] == [(p.text, p.tokens) for p in alone]
+
+
+def test_length_sorted_batches_sort_each_window_and_keep_row_indices():
+    from ofasys.evaluation import SORT_WINDOW, length_sorted_batches
+
+    lengths = [7, 1, 5, 3, 3, 9, 2] * SORT_WINDOW  # 7/4 windows of batches of 4
+    made = []
+    batches = list(length_sorted_batches(lengths, 4, lambda s: s[1], lambda i, n: made.append(i) or (i, n)))
+    assert made == list(range(len(lengths)))  # each row made once, with its own index
+    window = 4 * SORT_WINDOW  # rows per window; a window is SORT_WINDOW batches (the last one fewer)
+    for first_batch, start in ((0, 0), (SORT_WINDOW, window)):
+        flat = [s for _, samples in batches[first_batch: first_batch + SORT_WINDOW] for s in samples]
+        assert [n for _, n in flat] == sorted(lengths[start: start + window])
+        assert all(lengths[i] == n for i, n in flat)
+    assert sorted(i for picked, _ in batches for i in picked) == list(range(len(lengths)))
