@@ -6,54 +6,68 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .transformer import SharedMemory
+
 if TYPE_CHECKING:
     from .universal import UniversalModel
 
 
 class CachedDecoder:
-    """KV-cached step decoder (implements generation's `StepDecoder`).
+    """KV-cached step decoder (implements generation's `StepDecoder` and `PrunableDecoder`).
 
-    Cross-attention keys/values are projected once per layer from the encoder output; each step
-    appends one position's self-attention keys/values per layer. Rows are samples x beams
-    (row = sample * beam_size + beam), so the encoder output is simply repeated per beam.
+    Rows are samples x beams (row = sample * beam_size + beam). Each step appends one position's
+    self-attention keys/values per layer and per row. Cross-attention keys/values are projected once
+    per layer from the encoder output and kept ONCE per sample (`SharedMemory`): a step's queries of
+    a sample's beams attend to them together, as the query length of one attention, so beams neither
+    copy the encoder's keys and values nor read them once each.
     """
 
     def __init__(self, model: UniversalModel, memory: torch.Tensor, memory_mask: torch.Tensor,
                  beam_size: int):
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         self.model = model
-        self.memory_mask = memory_mask.repeat_interleave(beam_size, dim=0)[:, None, None, :]
-        # Project per sample, then repeat per beam: beams of one sample share the encoder output.
-        self.cross = [(k.repeat_interleave(beam_size, dim=0), v.repeat_interleave(beam_size, dim=0))
-                      for k, v in model.cross_kv(memory)]
+        self.beam_size = beam_size
+        self.device = memory.device
+        with torch.no_grad():  # inference only, like `step`
+            self.cross: list[SharedMemory] = [layer.shared_memory(memory, memory_mask)
+                                              for layer in model.decoder_layers]
         self.caches: list[dict[str, torch.Tensor]] = [{} for _ in model.decoder_layers]
         self.position = 0
 
     @torch.no_grad()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        tokens = tokens.to(self.memory_mask.device)[:, None]
+        tokens = tokens.to(self.device)[:, None]
         x = self.model.embed_decoder(tokens, start=self.position)
-        for layer, kv, cache in zip(self.model.decoder_layers, self.cross, self.caches):
-            x = layer(x, kv, self.memory_mask, cache=cache)
+        for layer, memory, cache in zip(self.model.decoder_layers, self.cross, self.caches):
+            x = layer(x, memory, None, cache=cache)
         self.position += 1
         return self.model.output_logits(self.model.decoder_norm(x))[:, 0]
 
     def reorder(self, index: torch.Tensor) -> None:
-        # Beams never leave their sample, so the (per-sample) cross-attention K/V need no reorder.
+        """Row r continues from row index[r], within r's sample: only the self-attention caches move
+        (a sample's cross-attention memory is the same for all its beams)."""
         if torch.equal(index, torch.arange(len(index), device=index.device)):  # greedy, or beams kept in place
             return
-        index = index.to(self.memory_mask.device)
+        index = index.to(self.device)
         for cache in self.caches:
             for name in cache:
                 cache[name] = cache[name].index_select(0, index)
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only `rows`, in this order (generation's `PrunableDecoder`): the search drops finished
-        samples, so later steps attend, project and normalise live rows only. Self-attention caches,
-        cross-attention K/V and the memory mask all follow; the memory's padded width stays as it is,
-        so a kept row's arithmetic is unchanged."""
-        rows = rows.to(self.memory_mask.device)
-        self.memory_mask = self.memory_mask.index_select(0, rows)
-        self.cross = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.cross]
+        samples, so later steps attend, project and normalise live rows only. `rows` come in whole
+        samples, beam_size consecutive rows from one sample each (beams reordered within it, as by
+        `reorder`); ValueError otherwise. Self-attention caches follow the rows, the cross-attention
+        memory the kept samples; its padded width stays as it is, so a kept row's arithmetic is unchanged."""
+        k = self.beam_size
+        groups = rows.view(-1, k) // k if len(rows) % k == 0 else None
+        if groups is None or not bool((groups == groups[:, :1]).all()):
+            raise ValueError(f"select needs whole samples: {k} rows of one sample each, got rows {rows.tolist()}")
+        samples = groups[:, 0].to(self.device)
+        self.cross = [SharedMemory(m.keys.index_select(0, samples), m.values.index_select(0, samples),
+                                   m.bias.index_select(0, samples)) for m in self.cross]
+        rows = rows.to(self.device)
         for cache in self.caches:
             for name in cache:
                 cache[name] = cache[name].index_select(0, rows)
