@@ -20,6 +20,11 @@ class CachedDecoder:
     per layer from the encoder output and kept ONCE per sample (`SharedMemory`): a step's queries of
     a sample's beams attend to them together, as the query length of one attention, so beams neither
     copy the encoder's keys and values nor read them once each.
+
+    Until a sample's beams are first fed different tokens (its forced prefix, and the first free
+    step, when only one beam is alive), every beam of every sample holds the same state: while that
+    is so ("tied"), a step computes one row per sample and hands each beam a copy of its logits; the
+    caches get a row per beam at the first step whose tokens differ within a sample.
     """
 
     def __init__(self, model: UniversalModel, memory: torch.Tensor, memory_mask: torch.Tensor,
@@ -34,9 +39,24 @@ class CachedDecoder:
                                               for layer in model.decoder_layers]
         self.caches: list[dict[str, torch.Tensor]] = [{} for _ in model.decoder_layers]
         self.position = 0
+        self.tied = beam_size > 1
+        """The caches hold one row per sample (all its beams are the same so far), not one per beam."""
 
     @torch.no_grad()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        k = self.beam_size
+        if self.tied:
+            per_sample = tokens.view(-1, k)
+            if bool((per_sample == per_sample[:, :1]).all()):
+                return self._step(per_sample[:, 0]).repeat_interleave(k, dim=0)
+            for cache in self.caches:  # beams part: each gets its own copy of the sample's cache
+                for name in cache:
+                    cache[name] = cache[name].repeat_interleave(k, dim=0)
+            self.tied = False
+        return self._step(tokens)
+
+    def _step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """One position of every cache row -> its next-token logits."""
         tokens = tokens.to(self.device)[:, None]
         x = self.model.embed_decoder(tokens, start=self.position)
         for layer, memory, cache in zip(self.model.decoder_layers, self.cross, self.caches):
@@ -46,8 +66,8 @@ class CachedDecoder:
 
     def reorder(self, index: torch.Tensor) -> None:
         """Row r continues from row index[r], within r's sample: only the self-attention caches move
-        (a sample's cross-attention memory is the same for all its beams)."""
-        if torch.equal(index, torch.arange(len(index), device=index.device)):  # greedy, or beams kept in place
+        (a sample's cross-attention memory is the same for all its beams), and none while tied."""
+        if self.tied or torch.equal(index, torch.arange(len(index), device=index.device)):  # greedy, or beams kept in place
             return
         index = index.to(self.device)
         for cache in self.caches:
@@ -67,7 +87,7 @@ class CachedDecoder:
         samples = groups[:, 0].to(self.device)
         self.cross = [SharedMemory(m.keys.index_select(0, samples), m.values.index_select(0, samples),
                                    m.bias.index_select(0, samples)) for m in self.cross]
-        rows = rows.to(self.device)
+        rows = samples if self.tied else rows.to(self.device)
         for cache in self.caches:
             for name in cache:
                 cache[name] = cache[name].index_select(0, rows)
