@@ -17,7 +17,7 @@ from ofasys.lazy_exports import lazy_getattr
 _EXPORTS = {
     "PRESETS": "ofasys.model.config",
     "ModelConfig": "ofasys.model.config",
-    "CachedDecoder": "ofasys.model.universal",
+    "CachedDecoder": "ofasys.model.cached_decoder",
     "UniversalModel": "ofasys.model.universal",
     "build_model": "ofasys.model.universal",
     "load_model_state": "ofasys.model.checkpoint_compat",

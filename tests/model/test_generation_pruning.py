@@ -97,3 +97,15 @@ def test_generate_with_pruning_equals_generate_without(beam, seed):
                         max_new_tokens=[p.max_new_tokens for p in plans], prune_at=0.0)
     same(found, kept)
     assert decoder.widths[0] == 6 * beam and decoder.widths[-1] < 3 * beam
+
+
+def test_select_takes_whole_samples_only():
+    model, batch = random_model(0), batch_of_six(0)
+    decoder = model.incremental_decoder(batch, 2)
+    decoder.step(torch.full((12,), 5))
+    with pytest.raises(ValueError, match="whole samples"):
+        decoder.select(torch.tensor([3, 4]))  # one row of sample 1, one of sample 2
+    with pytest.raises(ValueError, match="whole samples"):
+        decoder.select(torch.tensor([3]))
+    decoder.select(torch.tensor([5, 4, 1, 1]))  # samples 2 and 0, beams reordered within each
+    assert decoder.cross[0].keys.shape[0] == 2 and decoder.step(torch.full((4,), 5)).shape[0] == 4

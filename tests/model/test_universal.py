@@ -183,6 +183,23 @@ def test_cached_decoding_matches_full_recomputation():
         assert any(len(h.tokens) > 1 for h in ref)  # the comparison covers several steps
 
 
+
+def test_cached_decoder_computes_tied_beams_once_and_parts_them_exactly():
+    """While every beam of a sample was fed the same tokens the cache holds one row per sample; the
+    logits are those of full recomputation before and after the beams part."""
+    model, batch = random_model(2), generation_batch(2)
+    with torch.no_grad():
+        cached, full = model.incremental_decoder(batch, beam_size=3), UncachedDecoder(model, batch, 3)
+        for step, tokens in enumerate(([5, 5, 5, 6, 6, 6, 7, 7, 7], [8, 8, 8, 9, 9, 9, 4, 4, 4],
+                                       [8, 9, 10, 11, 12, 13, 14, 15, 16], [3, 4, 5, 6, 7, 8, 9, 10, 11])):
+            tokens = torch.tensor(tokens)
+            torch.testing.assert_close(cached.step(tokens), full.step(tokens), atol=1e-4, rtol=1e-4)
+            assert cached.caches[0]["k"].shape[0] == (3 if step < 2 else 9)
+            index = torch.tensor([2, 0, 0, 3, 5, 4, 8, 8, 7])
+            cached.reorder(index)
+            full.reorder(index)
+
+
 def test_generate_honours_per_sample_prefixes():
     model, batch = random_model(1), generation_batch(1)
     for beam in (1, 2):
