@@ -39,6 +39,7 @@ from pipeline.params import ParamsError
 
 BATCH = 32
 KINDS = {"IMAGE": "image", "AUDIO": "audio fbank", "VIDEO": "video"}
+MODALITY_OF = {kind: modality for modality, kind in KINDS.items()}
 VIDEO_TASK = "video_caption"
 """The task of params-full.yaml the bench makes when the shards dir has no video task."""
 
@@ -97,6 +98,13 @@ def tensors(batch) -> list[torch.Tensor]:
     return out + [t for t in (batch.decoder_input, batch.target, batch.loss_mask) if t is not None]
 
 
+def batch_bytes(batch, modality: str) -> tuple[int, int]:
+    """(bytes of the `modality` segments, bytes of every tensor) of a batch: what a loader worker
+    copies through shared memory and a GPU host copies to the device."""
+    segments = sum(s.tensor.nbytes for s in batch.segments if s.kind == modality)
+    return segments, sum(t.nbytes for t in tensors(batch))
+
+
 def same_tensors(a, b) -> bool:
     """Whether two batches hold the same tensors (shapes and values), in the same order."""
     x, y = tensors(a), tensors(b)
@@ -134,15 +142,18 @@ def measure(kind: str, label: str, manifest: Path, raw: Path, vocab: UnifiedVoca
     from_shards, from_raw = batch_makers(data, rows, vocab)
     order = np.random.default_rng(0).permutation(len(data) // BATCH)
     starts = [int(order[i % len(order)]) * BATCH for i in range(args.batches)]  # a small split repeats
-    if not same_tensors(from_shards(starts[0]), from_raw(starts[0])):
+    first = from_shards(starts[0])
+    if not same_tensors(first, from_raw(starts[0])):
         sys.exit(f"{data.name}: the raw-decoded batch differs from the materialised one")
+    pixels, total = batch_bytes(first, MODALITY_OF[kind])
     rates: dict[str, list[float]] = {"shards": [], "raw": []}
     for _ in range(args.rounds):  # interleaved, so background load hits both alike
         rates["shards"].append(time_batches(from_shards, starts))
         rates["raw"].append(time_batches(from_raw, starts))
     median = {k: float(np.median(v)) for k, v in rates.items()}
     print(f"{kind} ({label}): shards {median['shards']:.0f} samples/s, raw decode {median['raw']:.0f} "
-          f"samples/s, {median['shards'] / median['raw']:.1f}x")
+          f"samples/s, {median['shards'] / median['raw']:.1f}x; a batch of {BATCH}: {pixels / 2**20:.2f} MiB of {kind} "
+          f"in {total / 2**20:.2f} MiB of tensors")
     return median
 
 
