@@ -12,7 +12,7 @@ square image_size with PIL bicubic (as IMAGE is). The stored array (one `.npy` m
 byte-identical for identical input) is, by default, the frames themselves: F x H x W x 3 uint8, as
 IMAGE stores H x W x 3, so collation only stacks them — decoding is work that is the same every
 epoch and belongs to materialisation. The slot flag `jpeg_frames` stores each frame JPEG-encoded at a
-fixed quality instead (one 1-D uint8 array, see `pack_frames`): ~5x smaller shards for large video
+fixed quality instead (one 1-D uint8 array, see `pack_frames`): ~4x smaller shards for large video
 corpora, paid for by a JPEG decode per frame in every batch and JPEG's loss. The flag is part of the
 instruction, so the task's params hash, its manifest (the slot's attrs and shape) and on-the-fly
 materialisation at inference all follow it. The sample's meta holds the original width, height, fps,
