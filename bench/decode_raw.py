@@ -1,6 +1,6 @@
 """What materialisation buys the loader: batches from the shards vs the same batches decoded from the
 raw rows on the fly, per modality (image: PNG decode + resize; audio: WAV decode + 80-bin fbank;
-video: container demux + frame decode + resize + JPEG encode).
+video: container demux + frame decode + resize).
 
 Both paths do what one loader worker does per micro-batch, in this one process, interleaved:
 (a) read the materialised samples from the shards and collate; (b) materialise the same train rows in
@@ -12,7 +12,12 @@ small `video_caption` train split is made for the bench in a temporary directory
 the demo generator's clips, ingested and materialised the way the pipeline does it, with the task's
 settings from params-full.yaml and the demo's vocabulary. It is a function of the seed in that file,
 so every run measures the same clips; a few dozen clips are plenty because the batches measured are
-drawn again in every round.
+drawn again in every round. The same clips are also materialised with the slot flag `jpeg_frames`
+(JPEG frames, the opt-in for large corpora): its line and the two layouts' shard sizes are printed
+for reference, outside the overall figure, which counts the default layout.
+
+Each modality's line also gives the bytes of one batch of 32: the modality's tensor and all tensors,
+what a loader worker hands over through shared memory and a GPU run copies to the device.
 
     python bench/decode_raw.py [--shards data/shards] [--raw data/raw] [--vocab assets/vocab.json]
                                [--video-params params-full.yaml] [--video-clips 64]
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import tempfile
 import time
@@ -39,6 +45,7 @@ from pipeline.params import ParamsError
 
 BATCH = 32
 KINDS = {"IMAGE": "image", "AUDIO": "audio fbank", "VIDEO": "video"}
+MODALITY_OF = {kind: modality for modality, kind in KINDS.items()}
 VIDEO_TASK = "video_caption"
 """The task of params-full.yaml the bench makes when the shards dir has no video task."""
 
@@ -55,7 +62,7 @@ def modality_tasks(shards: Path) -> dict[str, str]:
     return found
 
 
-def make_video_task(out_dir: Path, vocab_path: Path, params_path: Path, clips: int) -> Path:
+def make_video_task(out_dir: Path, vocab_path: Path, params_path: Path, clips: int, jpeg: bool = False) -> Path:
     """Make a `clips`-row train split of `VIDEO_TASK` under `out_dir` (raw/<task>/train.parquet and
     shards/<task>/...) and return its manifest path.
 
@@ -63,7 +70,8 @@ def make_video_task(out_dir: Path, vocab_path: Path, params_path: Path, clips: i
     instruction, image_size, seed, shard and model settings are params-full.yaml's (read from
     `params_path`); only the row counts change (no valid/test rows, no deliberately damaged rows,
     which would be rejected and leave nothing to time). The vocabulary is `vocab_path`, the one the
-    other tasks' shards were made with, so both paths tokenise captions alike."""
+    other tasks' shards were made with, so both paths tokenise captions alike. `jpeg` adds the slot
+    flag `jpeg_frames` to the task's VIDEO slots."""
     from ofasys.data.materialise import MaterialiseConfig, materialise_task
     from pipeline import run_config
     from pipeline.params import load_params
@@ -73,16 +81,23 @@ def make_video_task(out_dir: Path, vocab_path: Path, params_path: Path, clips: i
     if VIDEO_TASK not in params.tasks:
         raise ParamsError(f"{params_path} has no task {VIDEO_TASK!r}; pass the params-full.yaml that defines it")
     task = params.tasks[VIDEO_TASK]
+    instruction = re.sub(r"\[VIDEO:([^\]]*)\]", r"[VIDEO:\1,jpeg_frames]", task.instruction) if jpeg else task.instruction
     source = dataclasses.replace(task.source, train=clips, valid=0, test=0, corrupt=0)
     raw = out_dir / "raw" / VIDEO_TASK
     ingest(source, seed=params.seed, out_dir=raw, key=f"tasks.{VIDEO_TASK}.source")
     model = run_config.model_config(params, UnifiedVocab.load(vocab_path).size)
     report = materialise_task(MaterialiseConfig(
-        task=VIDEO_TASK, instruction=task.instruction, raw_splits={"train": raw / "train.parquet"},
+        task=VIDEO_TASK, instruction=instruction, raw_splits={"train": raw / "train.parquet"},
         vocab_path=vocab_path, out_dir=out_dir / "shards" / VIDEO_TASK, image_size=task.image_size,
         shard_samples=params.materialise.shard_samples, reject_budget=0, seed=params.seed, model=model,
         progress=False))
     return report.manifest_path
+
+
+def shard_bytes(manifest: Path) -> int:
+    """Bytes of the shard tars a manifest lists."""
+    splits = json.loads(manifest.read_text())["splits"].values()
+    return sum((manifest.parent / shard["path"]).stat().st_size for split in splits for shard in split["shards"])
 
 
 def raw_rows(raw: Path, data: ShardTaskData) -> list[dict]:
@@ -95,6 +110,13 @@ def raw_rows(raw: Path, data: ShardTaskData) -> list[dict]:
 def tensors(batch) -> list[torch.Tensor]:
     out = [s.tensor for s in batch.segments] + [s.mask for s in batch.segments if s.mask is not None]
     return out + [t for t in (batch.decoder_input, batch.target, batch.loss_mask) if t is not None]
+
+
+def batch_bytes(batch, modality: str) -> tuple[int, int]:
+    """(bytes of the `modality` segments, bytes of every tensor) of a batch: what a loader worker
+    copies through shared memory and a GPU host copies to the device."""
+    segments = sum(s.tensor.nbytes for s in batch.segments if s.kind == modality)
+    return segments, sum(t.nbytes for t in tensors(batch))
 
 
 def same_tensors(a, b) -> bool:
@@ -134,15 +156,18 @@ def measure(kind: str, label: str, manifest: Path, raw: Path, vocab: UnifiedVoca
     from_shards, from_raw = batch_makers(data, rows, vocab)
     order = np.random.default_rng(0).permutation(len(data) // BATCH)
     starts = [int(order[i % len(order)]) * BATCH for i in range(args.batches)]  # a small split repeats
-    if not same_tensors(from_shards(starts[0]), from_raw(starts[0])):
+    first = from_shards(starts[0])
+    if not same_tensors(first, from_raw(starts[0])):
         sys.exit(f"{data.name}: the raw-decoded batch differs from the materialised one")
+    pixels, total = batch_bytes(first, MODALITY_OF[kind])
     rates: dict[str, list[float]] = {"shards": [], "raw": []}
     for _ in range(args.rounds):  # interleaved, so background load hits both alike
         rates["shards"].append(time_batches(from_shards, starts))
         rates["raw"].append(time_batches(from_raw, starts))
     median = {k: float(np.median(v)) for k, v in rates.items()}
     print(f"{kind} ({label}): shards {median['shards']:.0f} samples/s, raw decode {median['raw']:.0f} "
-          f"samples/s, {median['shards'] / median['raw']:.1f}x")
+          f"samples/s, {median['shards'] / median['raw']:.1f}x; a batch of {BATCH}: {pixels / 2**20:.2f} MiB of {kind} "
+          f"in {total / 2**20:.2f} MiB of tensors")
     return median
 
 
@@ -176,13 +201,22 @@ def main() -> None:
                   f"{args.video_params} in {tmp})")
             try:
                 manifest = make_video_task(Path(tmp), args.vocab, args.video_params, args.video_clips)
+                jpeg = make_video_task(Path(tmp) / "jpeg", args.vocab, args.video_params, args.video_clips, jpeg=True)
             except ParamsError as err:
                 parser.exit(2, f"--video-params: {err}\n")
             runs.append(("video", f"{VIDEO_TASK}, made for the bench in a temp dir", manifest, Path(tmp) / "raw"))
+            extra = [("video", f"{VIDEO_TASK} with jpeg_frames, for reference", jpeg, Path(tmp) / "jpeg" / "raw")]
+            pixels_size, jpeg_size = shard_bytes(manifest), shard_bytes(jpeg)
+            print(f"video shards of {args.video_clips} clips: {pixels_size / 2**20:.2f} MiB as pixel frames, "
+                  f"{jpeg_size / 2**20:.2f} MiB with jpeg_frames ({pixels_size / jpeg_size:.1f}x)")
+        else:
+            extra = []
         for kind, label, manifest, raw in runs:
             median = measure(kind, label, manifest, raw, vocab, args)
             for k in per_sample:
                 per_sample[k] += 1.0 / median[k]
+        for kind, label, manifest, raw in extra:
+            measure(kind, label, manifest, raw, vocab, args)
     kinds = ", ".join(kind for kind, *_ in runs)
     print(f"loader from shards vs on-the-fly decoding of the raw rows ({kinds}): "
           f"{per_sample['raw'] / per_sample['shards']:.1f}x (goal >= 20x)")

@@ -27,7 +27,11 @@ class EncoderSegment:
     kind: str
     tensor: torch.Tensor
     """TOKENS: B x L unified ids padded with the pad id (0); otherwise what the modality's `collate`
-    made (e.g. B x 3 x H x W float pixels in [0, 1], B x T x 80 fbank frames)."""
+    made: e.g. B x 3 x H x W uint8 pixels (IMAGE), B x F x 3 x H x W uint8 frames (VIDEO), B x T x 80
+    float32 fbank frames (AUDIO). Pixels stay 8-bit until the adaptor, which converts them on the
+    model's device (`ofasys.modalities.image.unit_pixels`): a quarter of float32's bytes through the
+    loader's shared memory and host-to-device copies. Only floating tensors take a bf16 engine's
+    dtype when a batch is moved (`ofasys.training.trainer`); integer ones keep theirs."""
     mask: torch.Tensor | None = None
     """B x L bool, True where the segment holds a real token or frame; None = every position real."""
 

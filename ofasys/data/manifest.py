@@ -145,7 +145,23 @@ def read_manifest(path: str | os.PathLike) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise ManifestError(f"{path}: manifest lacks {missing}")
+    check_layouts(path, manifest)
     return manifest
+
+
+def check_layouts(path: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
+    """Refuse shards whose arrays a modality now stores differently (e.g. VIDEO frames stored as JPEGs
+    by an earlier version): each slot entry is checked by its modality (`Modality.layout_problem`).
+
+    Per slot, not by bumping `MANIFEST_FORMAT`: that would refuse every task's shards, also those
+    whose bytes did not change, whereas only the slots whose layout changed need rewriting."""
+    from ofasys.modalities import MODALITIES
+
+    for slot in manifest["slots"]:
+        handler = MODALITIES.get(slot.get("modality")) if isinstance(slot, Mapping) else None
+        problem = handler.layout_problem(slot, manifest["image_size"]) if handler is not None else None
+        if problem:
+            raise ManifestError(f"{path}: column '{slot.get('column')}': {problem}; {RERUN}")
 
 
 def verify_file(path: str | os.PathLike, sha256: str, size: int | None = None) -> None:

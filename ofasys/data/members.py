@@ -237,7 +237,7 @@ def slot_entry(member: MemberSpec, image_size: int) -> dict:
         "modality": member.modality,
         "member": f"{member.name}.npy",
         "dtype": modality.dtype,
-        "shape": modality.shape(image_size),
+        "shape": modality.stored_shape(image_size, member.attrs),
         "side": side,
         "attrs": dict(member.attrs, **({"closed_set": True} if member.closed_set else {})),
         **({"group": list(member.group)} if member.group else {}),

@@ -202,6 +202,8 @@ _SPECS = (
     AttributeSpec("length", INT, "Exact number of code tokens of a coded slot (truncates inputs; "
                   "fixes the generated length), e.g. a VQ image.", "256", min_value=1),
     AttributeSpec("sample_rate", INT, "Keep every n-th frame (OFASys motion_6d).", "1", min_value=1),
+    _flag("jpeg_frames", "Store a clip's frames as JPEGs (about 4x smaller shards, decoded in every "
+          "batch, lossy) instead of uint8 pixels.", sides=frozenset({INPUT})),
 )
 
 

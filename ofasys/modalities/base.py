@@ -262,6 +262,16 @@ class Modality:
         """Shape rule of the stored array for the manifest (None = variable)."""
         return [None]
 
+    def stored_shape(self, image_size: int, attrs: Mapping[str, Any]) -> list[int | None]:
+        """`shape` for a slot with these materialise attrs (what the manifest records); a modality whose
+        layout a slot attribute chooses overrides it."""
+        return self.shape(image_size)
+
+    def layout_problem(self, entry: Mapping[str, Any], image_size: int) -> str | None:
+        """Why a manifest slot entry (see `ofasys.data.members.slot_entry`) describes arrays this code
+        does not read (shards of an earlier layout), or None. Checked when a manifest is read."""
+        return None
+
     def materialise(self, value: Any, attrs: Mapping[str, Any], ctx: RowContext) -> Materialised:
         raise NotImplementedError
 

@@ -39,6 +39,7 @@ from ofasys.modalities.base import (
 from ofasys.vocab import UnifiedVocab
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
     import torch.nn as nn
 
     from ofasys.model.config import ModelConfig
@@ -260,12 +261,11 @@ class Image(Modality):
 
     def collate(self, arrays: Sequence[np.ndarray], attrs: Mapping[str, Any],
                 rngs: Sequence[np.random.Generator] | None) -> tuple[np.ndarray, np.ndarray | None]:
-        """B x 3 x H x W float32 in [0, 1]; the adaptor normalises."""
+        """B x 3 x H x W uint8, the stored pixels channel-first. They stay 8-bit through the loader's
+        shared memory and the host-to-device copy (a quarter of float32's bytes); the adaptor turns
+        them into floats on the device (`unit_pixels`)."""
         imgs = np.stack([np.asarray(a) for a in arrays])  # B x H x W x 3 uint8
-        # numpy, not torch: the float conversion is ~10x faster here on a busy CPU
-        chw = np.ascontiguousarray(imgs.transpose(0, 3, 1, 2)).astype(np.float32)
-        chw /= np.float32(255.0)
-        return chw, None
+        return np.ascontiguousarray(imgs.transpose(0, 3, 1, 2)), None
 
     def build_adaptor(self, model: "ModelConfig") -> "nn.Module":
         return _adaptor_class()(model.adaptor("IMAGE"), model.d_model)
@@ -330,10 +330,26 @@ IMAGE_CODES = ImageCodes()
 """The handler of IMAGE slots with `preprocess=image_vqgan` (`Image.variant`)."""
 
 
-# Images arrive as floats in [0, 1]; ImageNet statistics are what ResNet-style stems expect and are
-# harmless for the small conv stem.
+# Pixels are normalised by ImageNet statistics (after `unit_pixels`): what ResNet-style stems expect,
+# and harmless for the small conv stem.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def unit_pixels(pixels: "torch.Tensor") -> "torch.Tensor":
+    """Pixels as float32 in [0, 1]: uint8 (what IMAGE and VIDEO collate) divided by 255 on their own
+    device; a floating tensor is taken to be in [0, 1] already and returned as it is.
+
+    Each value is x / 255 correctly rounded, bit for bit what numpy's float32 division gives, on any
+    device: the divisor is a tensor on the pixels' device, not a Python number, because CUDA divides
+    by a host scalar as a multiplication by its reciprocal, which is one ulp off for some x."""
+    import torch
+
+    if pixels.dtype == torch.uint8:
+        return pixels.float().div_(torch.full((), 255.0, dtype=torch.float32, device=pixels.device))
+    if pixels.is_floating_point():
+        return pixels
+    raise TypeError(f"pixels must be uint8 (0..255) or floating point (0..1), got {pixels.dtype}")
 
 
 def conv_stem(out_channels: int) -> "nn.Sequential":
@@ -404,7 +420,8 @@ def _adaptor_class():
     import torch.nn as nn
 
     class ImageAdaptor(nn.Module):
-        """B x 3 x H x W in [0, 1] -> B x (h*w) x d_model, row-major grid, 2-D positions added.
+        """B x 3 x H x W pixels (uint8, or floats in [0, 1]; see `unit_pixels`) -> B x (h*w) x d_model,
+        row-major grid, 2-D positions added.
 
         2-D positions are added here (not by the encoder) because only the adaptor knows the grid."""
 
@@ -433,7 +450,7 @@ def _adaptor_class():
 
         def forward(self, images: torch.Tensor, mask: torch.Tensor | None = None):
             dtype = self.proj.weight.dtype
-            x = (images.to(dtype) - self.mean.to(dtype)) / self.std.to(dtype)
+            x = (unit_pixels(images).to(dtype) - self.mean.to(dtype)) / self.std.to(dtype)
             x = self.stem(x)  # B x C x h x w
             b, _, h, w = x.shape
             x = self.proj(x.flatten(2).transpose(1, 2))  # B x (h*w) x d

@@ -1,21 +1,31 @@
-"""VIDEO: mp4 / webm / gif (path or bytes) -> F evenly sampled frames, stored as JPEGs at the task's
-square image_size; per frame the image stem, plus 2-D and frame positions.
+"""VIDEO: mp4 / webm / gif (path or bytes) -> F evenly sampled frames at the task's square image_size,
+stored as uint8 pixels (or, with `jpeg_frames`, as JPEGs); per frame the image stem, plus 2-D and
+frame positions.
 
 Materialisation (once): PyAV (FFmpeg) decodes the first video stream; `F` frames are taken at the
 centres of F equal stretches of the clip (frame `floor((2i + 1) * n / (2F))` of n, so a clip with
 fewer than F frames repeats some: every sample of a slot has exactly F frames and a batch needs no
 mask). `F` is the slot's `max_length` (default `DEFAULT_FRAMES`, the frame count, not a maximum: the
 encoder positions a clip takes are F x grid^2 whatever its length); `min_length` rejects clips with
-fewer decoded frames. Each frame is converted to RGB by FFmpeg's bit-exact scaler, squashed to the
-square image_size with PIL bicubic (as IMAGE is) and JPEG-encoded at a fixed quality: the stored
-array is one 1-D uint8 `.npy` member per sample (see `pack_frames`), ~5x smaller than raw pixels,
-and byte-identical for identical input. The sample's meta holds the original width, height, fps,
+fewer decoded frames. Each frame is converted to RGB by FFmpeg's bit-exact scaler and squashed to the
+square image_size with PIL bicubic (as IMAGE is). The stored array (one `.npy` member per sample,
+byte-identical for identical input) is, by default, the frames themselves: F x H x W x 3 uint8, as
+IMAGE stores H x W x 3, so collation only stacks them — decoding is work that is the same every
+epoch and belongs to materialisation. The slot flag `jpeg_frames` stores each frame JPEG-encoded at a
+fixed quality instead (one 1-D uint8 array, see `pack_frames`): ~4x smaller shards for large video
+corpora, paid for by a JPEG decode per frame in every batch and JPEG's loss. The flag is part of the
+instruction, so the task's params hash, its manifest (the slot's attrs and shape) and on-the-fly
+materialisation at inference all follow it. The sample's meta holds the original width, height, fps,
 duration (seconds) and decoded frame count.
 
-Collation (per batch) decodes the JPEGs to B x F x 3 x H x W float32 in [0, 1]. The adaptor
-(`video_image_sequence`, the default) runs the image stem of `ofasys.modalities.image` on every frame
-(its own weights, keyed "VIDEO" in the model, not shared with IMAGE), adds the 2-D grid positions
-and a temporal position per frame, and hands the encoder the F x grid^2 tokens frame by frame.
+Collation (per batch) makes B x F x 3 x H x W uint8 (the adaptor turns it into floats on the
+device). The adaptor (`video_image_sequence`, the default) runs the image stem of
+`ofasys.modalities.image` on every frame (its own weights, keyed "VIDEO" in the model, not shared
+with IMAGE), adds the 2-D grid positions and a temporal position per frame, and hands the encoder the
+F x grid^2 tokens frame by frame.
+
+Shards of the earlier layout (JPEG frames without the flag) are refused when their manifest is read
+(`layout_problem`), naming the fix: re-run materialisation.
 
 Only the mp4/mov, Matroska/webm, AVI and GIF demuxers may open a value, and only local files
 (FFmpeg's `format_whitelist` and `protocol_whitelist`): playlists (HLS, ffconcat) and other demuxers
@@ -39,7 +49,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from ofasys.modalities.base import Materialised, Modality, RejectRow, RowContext, is_missing, media_path
-from ofasys.modalities.image import IMAGENET_MEAN, IMAGENET_STD, ImageAdaptorConfig
+from ofasys.modalities.image import IMAGENET_MEAN, IMAGENET_STD, ImageAdaptorConfig, unit_pixels
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch.nn as nn
@@ -56,6 +66,8 @@ DEMUXERS = "mov,matroska,gif,avi"
 CONTAINERS_SHOWN = "mp4/mov, webm/mkv, avi or gif"
 _HEADER_WORDS = 2
 """Little-endian uint32 words before the frame offsets: frame count, frame side."""
+JPEG_FLAG = "jpeg_frames"
+"""The slot flag that stores a clip's frames as JPEGs instead of pixels."""
 
 
 @dataclass(frozen=True)
@@ -101,17 +113,28 @@ def unpack_frames(array: np.ndarray) -> tuple[int, list[bytes]]:
     return side, [raw[start + a : start + b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def frame_layout(array: np.ndarray) -> tuple[int, int]:
-    """(frames, side) of a packed array, from its header alone."""
+def is_pixel_frames(array: np.ndarray) -> bool:
+    """Whether a stored VIDEO array is the frames themselves (F x side x side x 3 uint8), not packed JPEGs."""
     data = np.asarray(array)
+    return data.dtype == np.uint8 and data.ndim == 4 and data.shape[1] == data.shape[2] and data.shape[3] == 3
+
+
+def frame_layout(array: np.ndarray) -> tuple[int, int]:
+    """(frames, side) of a stored VIDEO array: pixel frames from their shape, packed JPEGs from the
+    header alone."""
+    data = np.asarray(array)
+    if is_pixel_frames(data):
+        return int(data.shape[0]), int(data.shape[1])
     if data.dtype != np.uint8 or data.ndim != 1 or data.shape[0] < 4 * _HEADER_WORDS:
-        raise ValueError(f"not a packed VIDEO array (dtype {data.dtype}, shape {list(data.shape)})")
+        raise ValueError(f"not a stored VIDEO array (dtype {data.dtype}, shape {list(data.shape)})")
     count, side = (int(w) for w in np.frombuffer(data[: 4 * _HEADER_WORDS].tobytes(), "<u4"))
     return count, side
 
 
 def decode_frames(array: np.ndarray) -> np.ndarray:
-    """F x side x side x 3 uint8 pixels of a packed array."""
+    """F x side x side x 3 uint8 pixels of a stored VIDEO array (pixel frames pass through)."""
+    if is_pixel_frames(array):
+        return np.asarray(array)
     side, jpegs = unpack_frames(array)
     out = np.empty((len(jpegs), side, side, 3), np.uint8)
     for i, jpeg in enumerate(jpegs):
@@ -227,15 +250,30 @@ def slot_frames(attrs: Mapping[str, Any]) -> int:
     return int(attrs.get("max_length") or DEFAULT_FRAMES)
 
 
+def stored_shape(image_size: int, attrs: Mapping[str, Any]) -> list[int | None]:
+    """The manifest's shape of a VIDEO slot's array: F x side x side x 3 pixels, or 1-D packed JPEGs."""
+    return [None] if attrs.get(JPEG_FLAG) else [None, image_size, image_size, 3]
+
+
+def _layout_name(shape: Any) -> str:
+    if shape == [None]:
+        return "JPEG frames"
+    if isinstance(shape, list) and len(shape) == 4 and shape[-1] == 3:
+        return f"uint8 pixel frames of {shape[1]} px"
+    return f"arrays of shape {shape}"
+
+
 class Video(Modality):
     name = "VIDEO"
-    doc = "mp4/webm/gif path or bytes -> F sampled frames (JPEG) at the task's image_size; image stem + frame positions"
+    doc = ("mp4/webm/gif path or bytes -> F sampled frames (uint8, or JPEG with jpeg_frames) at the task's "
+           "image_size; image stem + frame positions")
     dtype = "uint8"
     token_run = False
     media_files = True
     shrink_hint = "lower max_length= (frames) of the VIDEO slot or the task's image_size"
-    attributes = {"VIDEO": frozenset({"max_length", "min_length", "preprocess", "adaptor", "disable_auto_boseos"})}
-    materialise_attrs = ("max_length", "min_length")
+    attributes = {"VIDEO": frozenset({"max_length", "min_length", "preprocess", "adaptor", "disable_auto_boseos",
+                                      JPEG_FLAG})}
+    materialise_attrs = ("max_length", "min_length", JPEG_FLAG)
     preprocess = {"default": None, "video": None}
     """OFASys's `video` preprocessor (ofasys/preprocessor/default/video.py) samples frames and resizes
     them; its training-time jitter, crops and RandAugment are not done (frames are fixed at
@@ -246,12 +284,25 @@ class Video(Modality):
     adaptor_config = VideoAdaptorConfig
 
     def shape(self, image_size: int) -> list[int | None]:
-        return [None]
+        return stored_shape(image_size, {})
+
+    def stored_shape(self, image_size: int, attrs: Mapping[str, Any]) -> list[int | None]:
+        return stored_shape(image_size, attrs)
+
+    def layout_problem(self, entry: Mapping[str, Any], image_size: int) -> str | None:
+        """Shards of the earlier layout (JPEGs without `jpeg_frames`) are recognised by the shape their
+        manifest records, before any sample is read."""
+        found, wanted = entry.get("shape"), stored_shape(image_size, entry.get("attrs") or {})
+        if found == wanted:
+            return None
+        return f"the VIDEO shards store {_layout_name(found)}, this version stores {_layout_name(wanted)} for this slot"
 
     def materialise(self, value: Any, attrs: Mapping[str, Any], ctx: RowContext) -> Materialised:
         frames, meta = read_video(value, slot_frames(attrs), ctx.image_size, ctx.base_dir,
                                   int(attrs.get("min_length") or 0))
-        return Materialised(pack_frames([jpeg_bytes(f) for f in frames], ctx.image_size), meta=meta)
+        if attrs.get(JPEG_FLAG):
+            return Materialised(pack_frames([jpeg_bytes(f) for f in frames], ctx.image_size), meta=meta)
+        return Materialised(np.stack(frames), meta=meta)
 
     def encoder_positions(self, array: np.ndarray, attrs: Mapping[str, Any], model: "ModelConfig") -> int:
         frames, side = frame_layout(array)
@@ -259,16 +310,19 @@ class Video(Modality):
 
     def collate(self, arrays: Sequence[np.ndarray], attrs: Mapping[str, Any],
                 rngs: Sequence[np.random.Generator] | None) -> tuple[np.ndarray, np.ndarray | None]:
-        """B x F x 3 x H x W float32 in [0, 1] (the adaptor normalises); no mask: every sample of a
-        slot has the same F frames of the same size."""
+        """B x F x 3 x H x W uint8 (the adaptor turns it into floats on the device, see
+        `unit_pixels`); no mask: every sample of a slot has the same F frames of the same size.
+        Pixel frames are only stacked; with `jpeg_frames` each frame is JPEG-decoded here."""
+        jpeg = bool(attrs.get(JPEG_FLAG))
+        if any(is_pixel_frames(a) == jpeg for a in arrays):
+            raise ValueError(f"VIDEO samples stored as {'pixel frames' if jpeg else 'JPEG frames'} but the slot "
+                             f"{'has' if jpeg else 'has no'} {JPEG_FLAG}; re-run materialisation")
         layouts = {frame_layout(a) for a in arrays}
         if len(layouts) != 1:
             raise ValueError(f"VIDEO samples of one batch differ in (frames, side): {sorted(layouts)}; "
                              "the slot's shards were materialised with different settings")
         pixels = np.stack([decode_frames(a) for a in arrays])  # B x F x H x W x 3 uint8
-        out = np.ascontiguousarray(pixels.transpose(0, 1, 4, 2, 3)).astype(np.float32)
-        out /= np.float32(255.0)
-        return out, None
+        return np.ascontiguousarray(pixels.transpose(0, 1, 4, 2, 3)), None
 
     def build_adaptor(self, model: "ModelConfig") -> "nn.Module":
         return _adaptor_class()(model.adaptor(self.name), model.d_model)
@@ -294,8 +348,9 @@ def _adaptor_class():
     from ofasys.modalities.image import image_stem, sinusoidal_2d
 
     class VideoAdaptor(nn.Module):
-        """B x F x 3 x H x W in [0, 1] (+ optional B x F frame mask) -> B x (F*h*w) x d_model, frame
-        by frame, each frame's grid row-major, with 2-D grid and frame positions added."""
+        """B x F x 3 x H x W pixels (uint8, or floats in [0, 1]; see `unit_pixels`) (+ optional B x F
+        frame mask) -> B x (F*h*w) x d_model, frame by frame, each frame's grid row-major, with 2-D
+        grid and frame positions added."""
 
         def __init__(self, config: VideoAdaptorConfig, d_model: int):
             super().__init__()
@@ -332,7 +387,7 @@ def _adaptor_class():
         def forward(self, clips: torch.Tensor, mask: torch.Tensor | None = None):
             b, f = clips.shape[:2]
             dtype = self.proj.weight.dtype
-            x = clips.reshape(b * f, *clips.shape[2:]).to(dtype)
+            x = unit_pixels(clips.reshape(b * f, *clips.shape[2:])).to(dtype)
             x = (x - self.mean.to(dtype)) / self.std.to(dtype)
             x = self.stem(x)  # (B*F) x C x h x w
             _, _, h, w = x.shape

@@ -202,8 +202,9 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 
 def _batch_to(batch: Batch, device: torch.device, float_dtype: torch.dtype) -> Batch:
-    """`batch` on `device`, its float inputs (pixels, fbank frames: whatever a modality collated) in
-    the engine's dtype; token ids and masks stay integer and bool."""
+    """`batch` on `device`, its float inputs (fbank frames: whatever a modality collated as floats) in
+    the engine's dtype; token ids, masks and uint8 pixels stay as they are (the pixel adaptors convert
+    those on the device)."""
     batch = batch.to(device)
     if float_dtype != torch.float32:
         for seg in batch.segments:

@@ -28,8 +28,8 @@ def test_caption_layout_and_loss(vocab):
     b = col.collate(samples, np.random.default_rng(0), train=True)
     assert b.keys == ["train-000000000", "train-000000001"] and b.task == "caption"
     image, prompt = b.segments
-    assert image.kind == "IMAGE" and image.tensor.shape == (2, 3, 8, 8) and image.tensor.dtype == torch.float32
-    assert torch.allclose(image.tensor[1], torch.from_numpy(img(1)).permute(2, 0, 1).float() / 255)
+    assert image.kind == "IMAGE" and image.tensor.shape == (2, 3, 8, 8) and image.tensor.dtype == torch.uint8
+    assert torch.equal(image.tensor[1], torch.from_numpy(img(1)).permute(2, 0, 1))  # the stored pixels, channel-first
     p = [vocab.bos, *vocab.encode_text("what does the image describe?"), vocab.eos]
     assert prompt.kind == "tokens" and prompt.tensor.tolist() == [p, p] and prompt.mask.all()
     T = len(c1) + 1

@@ -165,3 +165,33 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except FileNotFoundError:
         return ""
+
+
+def test_video_frames_are_the_same_bytes_with_workers_in_either_layout(tmp_path, vocab_path, monkeypatch):
+    """VIDEO rows (the demo's clips, damaged ones included): pixel frames and `jpeg_frames` each write
+    the same bytes with 1 and 2 workers, and both layouts count the same positions (lengths files)
+    and reject the same rows."""
+    import pyarrow.parquet as pq
+
+    from ofasys.model import ModelConfig
+    from pipeline.demo import generate
+
+    monkeypatch.setattr(materialise, "CHUNK_ROWS", 3)
+    raw = tmp_path / "raw" / "train.parquet"
+    raw.parent.mkdir()
+    pq.write_table(generate("video_caption", "train", 10, seed=2, corrupt=2), raw)
+    model = ModelConfig(max_positions=128, adaptors={"VIDEO": {"max_frames": 4}})
+    hashes = {}
+    for layout, flag in (("pixels", ""), ("jpeg", ",jpeg_frames")):
+        instruction = f"[VIDEO:clip{flag}] <BOS> what does the video show? <EOS> -> <BOS> [TEXT:cap] <EOS>"
+        for w in (1, 2):
+            materialise_task(MaterialiseConfig(
+                task="video", instruction=instruction, raw_splits={"train": str(raw)}, vocab_path=str(vocab_path),
+                out_dir=str(tmp_path / layout / f"w{w}"), image_size=16, shard_samples=3, reject_budget=0.3,
+                progress=False, seed=3, model=model, num_workers=w))
+        one, two = (dir_hashes(tmp_path / layout / f"w{w}") for w in (1, 2))
+        assert one == two, layout
+        hashes[layout] = one
+    same = {"train-lengths.npy", "rejects.jsonl"}
+    assert all(hashes["pixels"][name] == hashes["jpeg"][name] for name in same)
+    assert hashes["pixels"]["train-000000.tar"] != hashes["jpeg"]["train-000000.tar"]

@@ -1,5 +1,6 @@
-"""VIDEO: real clips (a pan over a real photo, encoded by PyAV as mp4/webm/gif) -> sampled JPEG
-frames, rejects, collation, and the adaptor the model builds for it."""
+"""VIDEO: real clips (a pan over a real photo, encoded by PyAV as mp4/webm/gif) -> sampled frames
+stored as uint8 pixels (or JPEGs with `jpeg_frames`), rejects, collation, old-layout refusal, and the
+adaptor the model builds for it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from ofasys.modalities.video import (
     DEFAULT_FRAMES,
     decode_frames,
     frame_layout,
+    jpeg_bytes,
     pack_frames,
+    read_video,
     sample_indices,
     unpack_frames,
 )
@@ -23,9 +26,10 @@ from pipeline.demo.video import empty_mp4, encode
 VIDEO = MODALITIES["VIDEO"]
 WIDTH, HEIGHT, FRAMES, STEP = 80, 48, 10, 4
 """The test clip: an 80x48 window panning right over a photo by 4 px a frame, 10 frames at 10 fps."""
+JPEG = {"jpeg_frames": True}
 CLOSE = 6.0
 """Mean absolute pixel error (0-255) a stored frame stays under against the source frame it was
-sampled from (codec + JPEG; measured 2.5-3.8 here), while the pan's neighbouring frames are 16-23
+sampled from (codec, + JPEG with `jpeg_frames`; measured 2.5-3.8 here), while the pan's neighbouring frames are 16-23
 away from it: the frame stored is the one sampled, not merely a similar one."""
 CONTAINER_LIST = "mp4/mov, webm/mkv, avi or gif"
 
@@ -68,7 +72,7 @@ def test_every_container_and_source_gives_the_evenly_sampled_frames(container, s
     (tmp_path / "clips" / f"x.{container}").write_bytes(data)
     ctx = vctx(tmp_path, side)
     out = VIDEO.materialise(data, {}, ctx)
-    assert out.array.dtype == np.uint8 and out.array.ndim == 1
+    assert out.array.dtype == np.uint8 and out.array.shape == (DEFAULT_FRAMES, side, side, 3)
     assert out.meta == {"width": WIDTH, "height": HEIGHT, "fps": 10.0, "duration": 1.0, "frames": FRAMES}
     frames = decode_frames(out.array)
     assert frames.shape == (DEFAULT_FRAMES, side, side, 3) and frame_layout(out.array) == (DEFAULT_FRAMES, side)
@@ -85,14 +89,22 @@ def test_every_container_and_source_gives_the_evenly_sampled_frames(container, s
         assert again.array.tobytes() == out.array.tobytes() and again.meta == out.meta
 
 
-def test_frames_are_stored_as_jpegs_compactly_and_byte_identically(clips, tmp_path):
-    out = VIDEO.materialise(clips["mp4"], {"max_length": 8}, vctx(tmp_path))
-    side, jpegs = unpack_frames(out.array)
-    assert side == 64 and len(jpegs) == 8
+def test_stored_frames_are_the_decoded_resized_frames_and_jpeg_frames_their_jpegs(clips, tmp_path):
+    """By default the stored array is exactly the sampled frames as decoded and squashed; with
+    `jpeg_frames` it holds exactly those frames' JPEGs, so the two layouts differ by JPEG's loss alone."""
+    decoded, meta = read_video(clips["mp4"], 8, 64, tmp_path)
+    pixels = VIDEO.materialise(clips["mp4"], {"max_length": 8}, vctx(tmp_path))
+    assert pixels.array.flags.c_contiguous and pixels.meta == meta
+    np.testing.assert_array_equal(pixels.array, np.stack(decoded))
+    jpeg = VIDEO.materialise(clips["mp4"], {"max_length": 8, **JPEG}, vctx(tmp_path))
+    side, jpegs = unpack_frames(jpeg.array)
+    assert side == 64 and jpegs == [jpeg_bytes(f) for f in pixels.array] and jpeg.meta == meta
     assert all(j[:3] == b"\xff\xd8\xff" for j in jpegs)  # JPEG start-of-image markers
-    assert out.array.nbytes < 8 * 64 * 64 * 3 / 3  # well under the raw pixels
-    assert VIDEO.materialise(bytes(clips["mp4"]), {"max_length": 8}, vctx(tmp_path)).array.tobytes() == \
-        out.array.tobytes()
+    assert jpeg.array.nbytes < pixels.array.nbytes / 3  # well under the raw pixels
+    lossy = decode_frames(jpeg.array)
+    assert lossy.shape == pixels.array.shape and 0 < error(lossy, pixels.array) < 3
+    for attrs, out in (({"max_length": 8}, pixels), ({"max_length": 8, **JPEG}, jpeg)):  # byte-identical again
+        assert VIDEO.materialise(bytes(clips["mp4"]), attrs, vctx(tmp_path)).array.tobytes() == out.array.tobytes()
 
 
 def test_sample_indices_are_the_centres_of_equal_stretches():
@@ -117,12 +129,13 @@ def test_max_length_is_the_number_of_frames(pan, clips, tmp_path):
         assert error(stored, squashed(frame, 32)) < CLOSE
     middle = decode_frames(VIDEO.materialise(clips["mp4"], {"max_length": 1}, ctx).array)
     np.testing.assert_array_equal(middle[0], every[5])
-    more = VIDEO.materialise(clips["mp4"], {"max_length": 16}, ctx)
-    _, jpegs = unpack_frames(more.array)
+    more = VIDEO.materialise(clips["mp4"], {"max_length": 16}, ctx).array
     idx = sample_indices(FRAMES, 16)
-    assert len(jpegs) == 16 and len(set(idx)) == FRAMES
+    assert more.shape == (16, 32, 32, 3) and len(set(idx)) == FRAMES
     for k, i in enumerate(idx):  # repeated frames are the same frame
-        np.testing.assert_array_equal(decode_frames(pack_frames([jpegs[k]], 32))[0], every[i])
+        np.testing.assert_array_equal(more[k], every[i])
+    _, jpegs = unpack_frames(VIDEO.materialise(clips["mp4"], {"max_length": 16, **JPEG}, ctx).array)
+    assert jpegs == [jpeg_bytes(f) for f in more]
     ok = VIDEO.materialise(clips["mp4"], {"min_length": FRAMES}, ctx)
     assert frame_layout(ok.array) == (DEFAULT_FRAMES, 32)
 
@@ -209,15 +222,29 @@ def stored(clips) -> list[np.ndarray]:
     return [VIDEO.materialise(clips[c], {}, ctx).array for c in ("mp4", "webm", "gif")]
 
 
-def test_collate_decodes_frames_to_floats_without_a_mask(stored):
-    out, mask = VIDEO.collate(stored, {}, None)
-    assert out.shape == (3, DEFAULT_FRAMES, 3, 32, 32) and out.dtype == np.float32 and mask is None
-    assert 0.0 <= out.min() and out.max() <= 1.0
-    for i, a in enumerate(stored):
-        want = decode_frames(a).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-        np.testing.assert_array_equal(out[i], want)
-    train, _ = VIDEO.collate(stored, {}, [np.random.default_rng(s) for s in range(3)])
+@pytest.fixture(scope="module")
+def stored_jpeg(clips) -> list[np.ndarray]:
+    ctx = RowContext(vocab=None, image_size=32)
+    return [VIDEO.materialise(clips[c], JPEG, ctx).array for c in ("mp4", "webm", "gif")]
+
+
+@pytest.mark.parametrize("layout", ["pixels", "jpeg"])
+def test_collate_gives_uint8_channel_first_frames_without_a_mask(layout, stored, stored_jpeg):
+    arrays, attrs = (stored, {}) if layout == "pixels" else (stored_jpeg, JPEG)
+    out, mask = VIDEO.collate(arrays, attrs, None)
+    assert out.shape == (3, DEFAULT_FRAMES, 3, 32, 32) and out.dtype == np.uint8 and mask is None
+    assert out.flags.c_contiguous
+    for i, a in enumerate(arrays):
+        np.testing.assert_array_equal(out[i], decode_frames(a).transpose(0, 3, 1, 2))
+    train, _ = VIDEO.collate(arrays, attrs, [np.random.default_rng(s) for s in range(3)])
     np.testing.assert_array_equal(train, out)  # nothing random per epoch
+
+
+def test_collate_refuses_frames_stored_other_than_the_slot_says(stored, stored_jpeg):
+    with pytest.raises(ValueError, match="stored as JPEG frames but the slot has no jpeg_frames; re-run materialisation"):
+        VIDEO.collate(stored_jpeg, {}, None)
+    with pytest.raises(ValueError, match="stored as pixel frames but the slot has jpeg_frames; re-run materialisation"):
+        VIDEO.collate(stored, JPEG, None)
 
 
 def test_collate_refuses_a_batch_of_different_layouts(clips, stored):
@@ -240,11 +267,11 @@ def test_encoder_positions_are_what_the_adaptor_produces(stem, sizes):
     adaptor = VIDEO.build_adaptor(config).eval()
     for size in sizes:
         for frames in (1, 3):
-            array = pack_frames([b"x"] * frames, size)
             with torch.no_grad():
-                tokens, mask = adaptor(torch.rand(2, frames, 3, size, size))
-            counted = VIDEO.encoder_positions(array, {}, config)
-            assert tokens.shape[:2] == (2, counted) and mask.shape == (2, counted) and mask.all(), (stem, size)
+                tokens, mask = adaptor(torch.randint(0, 256, (2, frames, 3, size, size), dtype=torch.uint8))
+            for array in (pack_frames([b"x"] * frames, size), np.zeros((frames, size, size, 3), np.uint8)):
+                counted = VIDEO.encoder_positions(array, {}, config)
+                assert tokens.shape[:2] == (2, counted) and mask.shape == (2, counted) and mask.all(), (stem, size)
     assert VIDEO.encoder_positions(pack_frames([b"x"] * 4, 64), {}, ModelConfig(adaptors={"VIDEO": {}})) == 4 * 64
 
 
@@ -335,6 +362,40 @@ def test_video_slots_parse_and_plan_with_ofasys_names():
     [member] = [m for m in plan_members(ins) if m.modality == "VIDEO"]
     assert (member.name, member.attrs, member.sides) == ("clip.video", {"max_length": 8, "min_length": 2},
                                                          frozenset({"input"}))
+    flagged = parse_instruction("[VIDEO:clip,jpeg_frames] <BOS> what does the video show? <EOS> -> <BOS> [TEXT:cap] <EOS>")
+    [member] = [m for m in plan_members(flagged) if m.modality == "VIDEO"]
+    assert member.attrs == {"jpeg_frames": True}  # it changes the stored array: part of the member
+
+
+# ----- shards of the earlier layout ----------------------------------------------------------------
+
+def _manifest(tmp_path, slot: dict) -> "Path":
+    """A manifest whose only slot is `slot` (what `read_manifest` checks before any shard)."""
+    import json
+
+    from ofasys.data.manifest import REQUIRED_KEYS
+
+    entry = {"column": "clip", "modality": "VIDEO", "member": "clip.video.npy", "dtype": "uint8", "side": "input",
+             **slot}
+    manifest = {k: {} for k in REQUIRED_KEYS} | {"format": 2, "task": "v", "instruction": "", "params_hash": "",
+                                                  "image_size": 48, "slots": [entry]}
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+def test_shards_of_the_earlier_jpeg_layout_are_refused_in_one_line(tmp_path):
+    from ofasys.data.manifest import ManifestError, read_manifest
+
+    with pytest.raises(ManifestError) as e:  # what materialisation wrote before pixel frames
+        read_manifest(_manifest(tmp_path, {"shape": [None], "attrs": {}}))
+    message = str(e.value)
+    assert "\n" not in message and "column 'clip'" in message and "store JPEG frames" in message
+    assert message.endswith("re-run materialisation (`dvc repro`, or `materialise_task`) to rewrite the shards")
+    read_manifest(_manifest(tmp_path, {"shape": [None, 48, 48, 3], "attrs": {}}))
+    read_manifest(_manifest(tmp_path, {"shape": [None], "attrs": JPEG}))  # the opt-in JPEG layout
+    with pytest.raises(ManifestError, match="store uint8 pixel frames of 48 px, this version stores JPEG frames"):
+        read_manifest(_manifest(tmp_path, {"shape": [None, 48, 48, 3], "attrs": JPEG}))
 
 
 def test_a_clip_too_long_for_the_model_is_rejected_with_the_video_fix(vocab, clips, tmp_path):

@@ -164,7 +164,7 @@ def test_demo_rows_materialise_load_collate_and_train_the_model(tmp_path):
     assert manifest["splits"]["train"]["num_samples"] == 18
     assert manifest["limits"]["adaptors"]["VIDEO"]["max_frames"] == 4
     [clip_slot] = [s for s in manifest["slots"] if s["modality"] == "VIDEO"]
-    assert (clip_slot["member"], clip_slot["dtype"], clip_slot["shape"]) == ("clip.video.npy", "uint8", [None])
+    assert (clip_slot["member"], clip_slot["dtype"], clip_slot["shape"]) == ("clip.video.npy", "uint8", [None, 32, 32, 3])
     rejects = read_rejects(tmp_path / "out/rejects.jsonl")
     assert [(r.row, r.column) for r in rejects] == [(r, "clip") for r in table_meta(table)["corrupt_rows"]]
 
