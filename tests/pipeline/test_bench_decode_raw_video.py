@@ -84,3 +84,43 @@ def test_the_jpeg_frames_split_holds_the_same_clips_jpeg_compressed(made, tmp_pa
     [lossy] = [s.tensor for s in stored.segments if s.kind == "VIDEO"]
     [exact] = [s.tensor for s in bench.batch_makers(pixels, [], vocab)[0](0).segments if s.kind == "VIDEO"]
     assert lossy.shape == exact.shape and 0 < float((lossy.float() - exact.float()).abs().mean()) < 3
+
+
+def test_field_size_split_holds_big_clips_and_its_first_batch_equals_raw_decoded(made, tmp_path):
+    """decode_raw's second measure: the same rows with field-size media, materialised apart."""
+    import io
+    import json
+
+    import av
+    import pyarrow.parquet as pq
+
+    from bench.field_media import FIELD_VIDEO, HOLD, make_field_task
+
+    bench, vocab, (manifest, _) = made
+    raw_train = manifest.parents[2] / "raw" / bench.VIDEO_TASK / "train.parquet"
+    field_manifest, field_raw = make_field_task(manifest, raw_train, CLIPS, manifest.parents[3] / "vocab.json", None,
+                                                tmp_path)
+    (column,) = [s["column"] for s in json.loads(manifest.read_text())["slots"] if s["modality"] == "VIDEO"]
+    for small, big in zip(pq.read_table(raw_train).column(column).to_pylist(),
+                          pq.read_table(field_raw / bench.VIDEO_TASK / "train.parquet").column(column).to_pylist()):
+        frames = []
+        for clip in (small, big):
+            with av.open(io.BytesIO(clip)) as container:
+                frames.append([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+        assert len(frames[1]) == HOLD * len(frames[0]) and frames[1][0].shape == (FIELD_VIDEO[1], FIELD_VIDEO[0], 3)
+    data = ShardTaskData(field_manifest, "train", vocab)
+    assert len(data) == CLIPS
+    from_shards, from_raw = bench.batch_makers(data, bench.raw_rows(field_raw, data), vocab)
+    assert bench.same_tensors(from_shards(0), from_raw(0))
+
+
+def test_field_size_images_are_jpeg_photos():
+    import io
+
+    from PIL import Image
+
+    from bench.field_media import FIELD_IMAGE, field_image
+    from tests.support.images import random_png
+
+    photo = Image.open(io.BytesIO(field_image(random_png(0))))
+    assert photo.format == "JPEG" and photo.size == FIELD_IMAGE and photo.mode == "RGB"
