@@ -132,12 +132,12 @@ def draw_batches(tasks, weights, train_config, count: int) -> list[Batch]:
     return out
 
 
-def real_tokens(batch: Batch, pad_id: int) -> int:
-    """Non-padding encoder positions (a segment without a mask is all real) plus decoder inputs."""
-    enc = 0
-    for seg in batch.segments:
-        enc += int(seg.mask.sum()) if seg.mask is not None else int(np.prod(seg.tensor.shape[:2]))
-    return enc + int((batch.decoder_input != pad_id).sum())
+def real_tokens(model, batch: Batch, pad_id: int) -> int:
+    """Non-padding encoder positions, as the model's encoder counts them (an image is its grid of
+    patches, not its pixel tensor's first dimensions), plus non-padding decoder inputs."""
+    with torch.no_grad():
+        _, mask = model.encode(batch)
+    return int(mask.sum()) + int((batch.decoder_input != pad_id).sum())
 
 
 def count_params(*modules: nn.Module) -> int:
@@ -299,7 +299,7 @@ def main() -> None:
     ref = model.to(device).train()
     flops_analytic = sum(analytic_flops(ref, b) for b in plain_batches)
     flops_counted = sum(counted_flops(ref, b, train_config.label_smoothing) for b in plain_batches)
-    tokens = sum(real_tokens(b, model_config.pad_id) for b in batches)
+    tokens = sum(real_tokens(ref, b, model_config.pad_id) for b in plain_batches)
 
     for eb, pb in zip(engine_batches, plain_batches):  # warm up both (allocator, compile, first steps)
         timed(engine_step, eb, device), timed(plain_step, pb, device)

@@ -32,3 +32,13 @@ def test_analytic_flops_match_counted_flops(dims):
     # The conv image stem is counted as a patch embedding (an under-count), the rest is exact matmuls.
     assert counted == pytest.approx(analytic, rel=0.15)
     assert analytic > 0
+
+
+def test_real_tokens_count_an_image_as_its_grid_of_positions():
+    bench = load_bench()
+    model = build_model(tiny_config(), seed=0).eval()
+    batch = make_batch(seed=1, batch=3, dec_len=6)  # text 5/3/1, a 32-px image, text 2/4/3; 6 decoder inputs
+    grid = 4  # the conv stem's stride 8 over 32 px
+    text = (5 + 3 + 1) + (2 + 4 + 3)
+    decoder = int((batch.decoder_input != 0).sum())
+    assert bench.real_tokens(model, batch, pad_id=0) == text + 3 * grid * grid + decoder
