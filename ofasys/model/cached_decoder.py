@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from .transformer import SharedMemory
-
-if TYPE_CHECKING:
-    from .universal import UniversalModel
 
 
 class CachedDecoder:
@@ -25,9 +20,12 @@ class CachedDecoder:
     step, when only one beam is alive), every beam of every sample holds the same state: while that
     is so ("tied"), a step computes one row per sample and hands each beam a copy of its logits; the
     caches get a row per beam at the first step whose tokens differ within a sample.
+
+    `model` is a `UniversalModel` (its decoder layers, `embed_decoder`, `decoder_norm` and
+    `output_logits`); it is not imported here, since the model makes its decoders from this class.
     """
 
-    def __init__(self, model: UniversalModel, memory: torch.Tensor, memory_mask: torch.Tensor,
+    def __init__(self, model: torch.nn.Module, memory: torch.Tensor, memory_mask: torch.Tensor,
                  beam_size: int):
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
