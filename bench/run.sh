@@ -27,7 +27,7 @@ run() {
 run bench/decode_raw.py
 run bench/loader.py
 run bench/throughput.py
-run bench/search.py caption --threads "$(nproc)" --clock wall  # every core, as inference runs
+run bench/search.py caption --threads "$(nproc)" --clock wall --repeats 5  # every core, as inference runs
 run bench/padding.py
 run bench/materialise.py
 
