@@ -223,7 +223,11 @@ def _scan_plain(path: str | os.PathLike) -> Iterator[tuple[str, int, int]]:
                 length = _octal(header[124:136], path, offset)
                 if offset + _BLOCK + length > size:
                     raise tarfile.ReadError(f"{path}: member {name.decode(errors='replace')} runs past the end")
-                yield name.decode("utf-8"), offset + _BLOCK, length
+                try:
+                    text = name.decode("utf-8")
+                except UnicodeDecodeError:  # not a name the writer makes: as corrupt as a bad checksum
+                    raise tarfile.ReadError(f"{path}: member name at byte {offset} is not UTF-8") from None
+                yield text, offset + _BLOCK, length
                 offset += _BLOCK + -(-length // _BLOCK) * _BLOCK
 
 

@@ -109,6 +109,13 @@ def test_header_scan_rejects_a_corrupt_or_cut_tar(tmp_path):
     with pytest.raises(tarfile.ReadError, match="checksum"):
         index_shard(path)
     raw[second + 5] ^= 0x01
+    bad_name = bytearray(raw)  # a name that is not UTF-8, with a checksum that matches it
+    bad_name[second] = 0xFF
+    bad_name[second + 148: second + 156] = b"%06o\0 " % (sum(bad_name[second: second + 148]) + 256
+                                                          + sum(bad_name[second + 156: second + 512]))
+    path.write_bytes(bytes(bad_name))
+    with pytest.raises(tarfile.ReadError, match="not UTF-8"):
+        index_shard(path)
     path.write_bytes(bytes(raw[: second + 512 + 3]))  # cut inside that member's data
     with pytest.raises(tarfile.ReadError, match="past the end"):
         index_shard(path)
