@@ -1,9 +1,10 @@
 """The tensors one training or inference step feeds the universal model.
 
 A batch always holds a single task, so every sample shares one layout: the encoder sees an ordered
-list of segments (runs of tokens, or one embedded slot such as an image or audio), the decoder sees tokens only. Keeping the layout
-explicit, instead of flattening everything into one padded sequence, lets the model route images
-through its adaptor and lets padding be masked per segment.
+list of segments (runs of tokens, or one embedded slot such as an image or audio), the decoder sees
+tokens (a frame output adds `FrameTargets`: which decoder states predict which frames). Keeping the
+layout explicit, instead of flattening everything into one padded sequence, lets the model route
+images through its adaptor and lets padding be masked per segment.
 """
 
 from __future__ import annotations
